@@ -1,4 +1,4 @@
-"""The two task protocols: a ``Task`` (one training problem) and a ``TaskFamily`` (configs -> Tasks).
+"""Task protocols: a ``Task`` (one training problem), a ``TaskFamily`` (configs -> Tasks).
 
 A Task is static Python configuration plus pure functions; its parameters are a pytree of arrays
 (an Equinox module whose non-array fields are static), so optax and learned optimizers can train
@@ -140,7 +140,9 @@ class DataTask(Task):
 
     def batch(self, key: jax.Array, split: str) -> Batch:
         n = self.data.size(split)
-        idx = jax.random.randint(jax.random.fold_in(key, split_index(split)), (self.batch_size,), 0, n)
+        idx = jax.random.randint(
+            jax.random.fold_in(key, split_index(split)), (self.batch_size,), 0, n
+        )
         return self._x[split][idx], self._y[split][idx]
 
     def eval_batch(self, split: str) -> Batch:

@@ -1,0 +1,3 @@
+"""lopt: learned optimizers — meta-train, self-train, study and use them."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,128 @@
+"""Classifier task families on the offline datasets: MLPs (logistic regression when there are no
+hidden layers) on digits / MNIST-1D / breast_cancer / wine, and small conv nets on digits (8×8
+images) and MNIST-1D (length-40 signals)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import jax
+import numpy as np
+
+from lopt.errors import LoptError, check_choice, check_range
+from lopt.tasks.base import DataTask, TaskFamily, config_name, cross_entropy
+from lopt.tasks.datasets import DATASETS
+from lopt.tasks.models import ACTIVATIONS, MLP, ConvNet, scale_init
+
+CLASSIFICATION_SETS = ("digits", "mnist1d", "breast_cancer", "wine")
+
+
+@dataclass(frozen=True)
+class MLPClassifierConfig:
+    dataset: str = "digits"
+    hidden: tuple[int, ...] = (32,)
+    activation: str = "relu"
+    batch_size: int = 64
+    init_scale: float = 1.0
+
+
+class MLPClassifier(DataTask):
+    def __init__(self, config: MLPClassifierConfig):
+        check_choice("dataset", config.dataset, CLASSIFICATION_SETS)
+        check_choice("activation", config.activation, ACTIVATIONS)
+        check_range("batch_size", config.batch_size, 1, 4096)
+        check_range("init_scale", config.init_scale, 1e-3, 100.0)
+        for width in config.hidden:
+            check_range("hidden width", width, 1, 4096)
+        super().__init__(config_name("mlp", config), config.dataset, config.batch_size)
+        self.config = config
+        in_dim = int(np.prod(self.data.x["train"].shape[1:]))
+        self.sizes = (in_dim, *config.hidden, self.data.num_classes)
+
+    def init(self, key):
+        model = MLP(self.sizes, self.config.activation, key=key)
+        return scale_init(model, self.config.init_scale)
+
+    def loss(self, params, batch):
+        x, y = batch
+        return cross_entropy(jax.vmap(params)(x.reshape(x.shape[0], -1)), y)
+
+
+@dataclass(frozen=True)
+class ConvClassifierConfig:
+    dataset: str = "digits"
+    channels: tuple[int, ...] = (8, 16)
+    kernel: int = 3
+    activation: str = "relu"
+    batch_size: int = 64
+
+
+class ConvClassifier(DataTask):
+    """2-D conv net on digits (1×8×8) or 1-D conv net on MNIST-1D (1×40)."""
+
+    _spatial = {"digits": (8, 8), "mnist1d": (40,)}
+
+    def __init__(self, config: ConvClassifierConfig):
+        check_choice("dataset", config.dataset, self._spatial)
+        check_choice("activation", config.activation, ACTIVATIONS)
+        check_range("kernel", config.kernel, 1, 9)
+        check_range("batch_size", config.batch_size, 1, 4096)
+        if not config.channels:
+            raise LoptError("invalid value for channels: () (allowed: one or more conv layers)")
+        for c in config.channels:
+            check_range("channels", c, 1, 512)
+        super().__init__(config_name("conv", config), config.dataset, config.batch_size)
+        self.config = config
+        self.shape = (1, *self._spatial[config.dataset])
+
+    def init(self, key):
+        c = self.config
+        return ConvNet(
+            len(self.shape) - 1, c.channels, c.kernel, self.data.num_classes, c.activation, key=key
+        )
+
+    def loss(self, params, batch):
+        x, y = batch
+        return cross_entropy(jax.vmap(params)(x.reshape(x.shape[0], *self.shape)), y)
+
+
+class MLPClassifierFamily(TaskFamily):
+    """MLP classifiers on one dataset, width/depth/activation/batch/init scale sampled."""
+
+    def __init__(self, dataset: str, widths=(16, 32, 64), depths=(1, 2)):
+        check_choice("dataset", dataset, DATASETS)
+        self.dataset, self.widths, self.depths = dataset, widths, depths
+        self.name = f"mlp-{dataset}"
+
+    def sample_config(self, rng):
+        depth = int(rng.choice(self.depths))
+        return MLPClassifierConfig(
+            dataset=self.dataset,
+            hidden=tuple(int(rng.choice(self.widths)) for _ in range(depth)),
+            activation=str(rng.choice(["relu", "tanh", "gelu"])),
+            batch_size=int(rng.choice([32, 128])),
+            init_scale=float(rng.choice([0.5, 1.0, 2.0])),
+        )
+
+    def task(self, config):
+        return MLPClassifier(config)
+
+
+class ConvClassifierFamily(TaskFamily):
+    def __init__(self, dataset: str):
+        check_choice("dataset", dataset, ConvClassifier._spatial)
+        self.dataset = dataset
+        self.name = f"conv-{dataset}"
+
+    def sample_config(self, rng):
+        c1 = int(rng.choice([4, 8]))
+        return ConvClassifierConfig(
+            dataset=self.dataset,
+            channels=(c1, 2 * c1),
+            kernel=int(rng.choice([3, 5])),
+            activation=str(rng.choice(["relu", "tanh"])),
+            batch_size=int(rng.choice([32, 64])),
+        )
+
+    def task(self, config):
+        return ConvClassifier(config)

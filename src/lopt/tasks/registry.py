@@ -1,0 +1,141 @@
+"""Named task families, named fixed tasks and task sets, and the meta-train / held-out split.
+
+The split (documented in docs/tasks.md): learned optimizers are meta-trained on tasks sampled
+from ``META_TRAIN_FAMILIES`` only. ``heldout`` tasks come from families never used in
+meta-training, or are configs of training families outside their sampled choices (wider, other
+activations, harder conditioning). Quality is reported on the two sets separately.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from lopt.errors import unknown_name
+from lopt.tasks.base import Task, TaskFamily
+from lopt.tasks.charlm import CharLM, CharLMConfig, CharLMFamily
+from lopt.tasks.classifiers import (
+    ConvClassifier,
+    ConvClassifierConfig,
+    ConvClassifierFamily,
+    MLPClassifier,
+    MLPClassifierConfig,
+    MLPClassifierFamily,
+)
+from lopt.tasks.regression import (
+    Autoencoder,
+    AutoencoderConfig,
+    AutoencoderFamily,
+    TeacherStudent,
+    TeacherStudentConfig,
+    TeacherStudentFamily,
+)
+from lopt.tasks.synthetic import (
+    LeastSquaresConfig,
+    LeastSquaresFamily,
+    NoisyLeastSquares,
+    Quadratic,
+    QuadraticConfig,
+    QuadraticFamily,
+    TestFunction2D,
+    TestFunctionConfig,
+    TestFunctionFamily,
+)
+
+FAMILIES: dict[str, TaskFamily] = {
+    f.name: f
+    for f in [
+        QuadraticFamily(),
+        LeastSquaresFamily(),
+        TestFunctionFamily(),
+        MLPClassifierFamily("digits"),
+        MLPClassifierFamily("breast_cancer"),
+        MLPClassifierFamily("mnist1d", widths=(32, 64, 128)),
+        MLPClassifierFamily("wine", widths=(8, 16), depths=(0, 1)),
+        ConvClassifierFamily("digits"),
+        ConvClassifierFamily("mnist1d"),
+        TeacherStudentFamily(),
+        AutoencoderFamily(),
+        CharLMFamily(),
+    ]
+}
+
+META_TRAIN_FAMILIES = (
+    "quadratic",
+    "least_squares",
+    "mlp-digits",
+    "mlp-breast_cancer",
+    "conv-digits",
+    "teacher_student",
+)
+HELDOUT_FAMILIES = tuple(f for f in FAMILIES if f not in META_TRAIN_FAMILIES)
+
+
+def _mlp(dataset, hidden, activation="relu", batch_size=64, init_scale=1.0):
+    return lambda: MLPClassifier(
+        MLPClassifierConfig(dataset, tuple(hidden), activation, batch_size, init_scale)
+    )
+
+
+def _conv(dataset, channels, kernel=3, activation="relu", batch_size=64):
+    return lambda: ConvClassifier(
+        ConvClassifierConfig(dataset, tuple(channels), kernel, activation, batch_size)
+    )
+
+
+# Fixed tasks by name. The first block draws its configs from the meta-training families'
+# choices; the second block is held out (families or configs never seen in meta-training).
+TRAIN_TASKS: dict[str, Callable[[], Task]] = {
+    "quadratic-16": lambda: Quadratic(QuadraticConfig(16, 0.01, 1.0, 0.0, 1)),
+    "least-squares-20": lambda: NoisyLeastSquares(LeastSquaresConfig(20, 400, 0.5, 64, 1)),
+    "mlp-digits-32": _mlp("digits", [32]),
+    "mlp-digits-64x64-tanh": _mlp("digits", [64, 64], "tanh", 128),
+    "mlp-breast-cancer-16": _mlp("breast_cancer", [16], batch_size=32),
+    "conv-digits-8-16": _conv("digits", [8, 16]),
+    "teacher-student-16": lambda: TeacherStudent(TeacherStudentConfig(seed=1)),
+}
+HELDOUT_TASKS: dict[str, Callable[[], Task]] = {
+    "mlp-mnist1d-64": _mlp("mnist1d", [64]),
+    "mlp-mnist1d-128x128": _mlp("mnist1d", [128, 128], batch_size=128),
+    "conv-mnist1d-8-16": _conv("mnist1d", [8, 16], kernel=5),
+    "logreg-wine": _mlp("wine", [], batch_size=32),
+    "mlp-wine-16": _mlp("wine", [16], "tanh", batch_size=32),
+    "autoencoder-digits": lambda: Autoencoder(AutoencoderConfig(32, 8)),
+    "charlm-prose": lambda: CharLM(CharLMConfig("prose", 16, 64, 32, 32)),
+    "rosenbrock": lambda: TestFunction2D(TestFunctionConfig("rosenbrock")),
+    "beale": lambda: TestFunction2D(TestFunctionConfig("beale")),
+    "mlp-digits-128-elu": _mlp("digits", [128], "elu", batch_size=32),
+    "quadratic-64-ill": lambda: Quadratic(QuadraticConfig(64, 1e-4, 1.0, 0.0, 7)),
+}
+TASKS: dict[str, Callable[[], Task]] = {**TRAIN_TASKS, **HELDOUT_TASKS}
+
+TASK_SETS: dict[str, tuple[str, ...]] = {
+    "tiny": ("quadratic-16", "mlp-digits-32", "logreg-wine"),
+    "train": tuple(TRAIN_TASKS),
+    "heldout": tuple(HELDOUT_TASKS),
+    "all": tuple(TASKS),
+}
+
+
+def get_task(name: str) -> Task:
+    """Build a named fixed task (see ``TASKS``)."""
+    if name not in TASKS:
+        raise unknown_name("task", name, TASKS)
+    return TASKS[name]()
+
+
+def get_family(name: str) -> TaskFamily:
+    """Look up a task family by name (see ``FAMILIES``)."""
+    if name not in FAMILIES:
+        raise unknown_name("task family", name, FAMILIES)
+    return FAMILIES[name]
+
+
+def task_names(spec: str) -> tuple[str, ...]:
+    """Expand a task-set name, or a comma-separated list of task names, to task names."""
+    if spec in TASK_SETS:
+        return TASK_SETS[spec]
+    names = tuple(n.strip() for n in spec.split(",") if n.strip())
+    for name in names:
+        if name not in TASKS:
+            raise unknown_name("task or task set", name, [*TASK_SETS, *TASKS])
+    return names

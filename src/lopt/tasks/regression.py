@@ -1,0 +1,127 @@
+"""Regression task families: teacher–student MLPs (infinite synthetic data) and an MLP
+autoencoder on digits."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+
+from lopt.errors import check_choice, check_range
+from lopt.tasks.base import DataTask, Task, TaskFamily, config_name, split_index
+from lopt.tasks.models import ACTIVATIONS, MLP
+
+
+@dataclass(frozen=True)
+class TeacherStudentConfig:
+    """A student MLP regresses a fixed random teacher MLP's output plus noise on x ~ N(0, I)."""
+
+    input_dim: int = 16
+    teacher_hidden: int = 32
+    student_hidden: int = 32
+    activation: str = "tanh"
+    noise: float = 0.1
+    batch_size: int = 64
+    seed: int = 0
+
+
+class TeacherStudent(Task):
+    eval_size = 512
+
+    def __init__(self, config: TeacherStudentConfig):
+        check_range("input_dim", config.input_dim, 1, 4096)
+        check_range("teacher_hidden", config.teacher_hidden, 1, 4096)
+        check_range("student_hidden", config.student_hidden, 1, 4096)
+        check_choice("activation", config.activation, ACTIVATIONS)
+        check_range("noise", config.noise, 0.0)
+        check_range("batch_size", config.batch_size, 1, 4096)
+        self.config = config
+        self.name = config_name("teacher_student", config)
+        self.teacher = MLP(
+            (config.input_dim, config.teacher_hidden, 1),
+            config.activation,
+            key=jax.random.key(config.seed),
+        )
+
+    def init(self, key):
+        c = self.config
+        return MLP((c.input_dim, c.student_hidden, 1), c.activation, key=key)
+
+    def loss(self, params, batch):
+        x, y = batch
+        return 0.5 * jnp.mean((jax.vmap(params)(x)[:, 0] - y) ** 2)
+
+    def _sample(self, key, n):
+        kx, kn = jax.random.split(key)
+        x = jax.random.normal(kx, (n, self.config.input_dim))
+        y = jax.vmap(self.teacher)(x)[:, 0] + self.config.noise * jax.random.normal(kn, (n,))
+        return x, y
+
+    def batch(self, key, split):
+        return self._sample(jax.random.fold_in(key, split_index(split)), self.config.batch_size)
+
+    def eval_batch(self, split):
+        key = jax.random.fold_in(jax.random.key(10_000 + self.config.seed), split_index(split))
+        return self._sample(key, self.eval_size)
+
+
+@dataclass(frozen=True)
+class AutoencoderConfig:
+    """MLP autoencoder 64 → hidden → bottleneck → hidden → 64 on digits; loss ½ MSE."""
+
+    hidden: int = 32
+    bottleneck: int = 8
+    activation: str = "relu"
+    batch_size: int = 64
+
+
+class Autoencoder(DataTask):
+    def __init__(self, config: AutoencoderConfig):
+        check_range("hidden", config.hidden, 1, 4096)
+        check_range("bottleneck", config.bottleneck, 1, 4096)
+        check_choice("activation", config.activation, ACTIVATIONS)
+        check_range("batch_size", config.batch_size, 1, 4096)
+        super().__init__(config_name("autoencoder", config), "digits", config.batch_size)
+        self.config = config
+
+    def init(self, key):
+        c = self.config
+        return MLP((64, c.hidden, c.bottleneck, c.hidden, 64), c.activation, key=key)
+
+    def loss(self, params, batch):
+        x, _ = batch
+        return 0.5 * jnp.mean((jax.nn.sigmoid(jax.vmap(params)(x)) - x) ** 2)
+
+
+class TeacherStudentFamily(TaskFamily):
+    name = "teacher_student"
+
+    def sample_config(self, rng):
+        return TeacherStudentConfig(
+            input_dim=int(rng.choice([8, 16, 32])),
+            teacher_hidden=int(rng.choice([16, 32])),
+            student_hidden=int(rng.choice([16, 32, 64])),
+            activation=str(rng.choice(["tanh", "relu"])),
+            noise=float(rng.choice([0.0, 0.1])),
+            batch_size=int(rng.choice([32, 128])),
+            seed=int(rng.integers(1000)),
+        )
+
+    def task(self, config):
+        return TeacherStudent(config)
+
+
+class AutoencoderFamily(TaskFamily):
+    name = "autoencoder-digits"
+
+    def sample_config(self, rng):
+        return AutoencoderConfig(
+            hidden=int(rng.choice([32, 64])),
+            bottleneck=int(rng.choice([4, 8, 16])),
+            activation=str(rng.choice(["relu", "tanh"])),
+            batch_size=int(rng.choice([32, 128])),
+        )
+
+    def task(self, config):
+        return Autoencoder(config)
