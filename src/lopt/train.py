@@ -105,6 +105,12 @@ def evaluate(task: Task, params) -> dict[str, jax.Array]:
     return {s: task.loss(params, task.eval_batch(s)) for s in EVAL_SPLITS}
 
 
+def default_eval_every(num_steps: int, valid_every: int = 10) -> int:
+    """About 20 evaluation points: ``num_steps // 20`` rounded down to a multiple of
+    ``valid_every`` (at least ``valid_every``)."""
+    return max(valid_every, (num_steps // 20) // valid_every * valid_every)
+
+
 def check_schedule(num_steps: int, eval_every: int, valid_every: int) -> None:
     """Validate step counts with one clear message."""
     for field, value in (("num_steps", num_steps), ("eval_every", eval_every)):
@@ -136,7 +142,7 @@ def train(
         valid_every: steps between refreshes of the ``valid_loss`` extra argument.
     """
     if eval_every is None:
-        eval_every = max(valid_every, (num_steps // 20) // valid_every * valid_every)
+        eval_every = default_eval_every(num_steps, valid_every)
     check_schedule(num_steps, eval_every, valid_every)
     optimizer = (
         optimizer

@@ -2,7 +2,8 @@
 the single global-best learning rate, and a short NAdamW trial list.
 
 All trials of one task run as a single vmapped program (trials × seeds). Selection uses the
-inner-validation curve; test numbers are reported for the selected trial only.
+inner-validation curve (by default its mean over evaluation points, the same criterion as the
+primary metric); test numbers are reported for the selected trial only.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import numpy as np
 import optax
 
 from lopt.baselines.optimizers import make
+from lopt.errors import check_choice
 from lopt.tasks.base import Task
 from lopt.train import Curves, train
 
@@ -89,14 +91,27 @@ def run_trials(
     return jax.jit(jax.vmap(per_seed, in_axes=(0, None)))(hparams, keys)
 
 
-def selection_score(curves: Curves, split: str = "inner_valid") -> np.ndarray:
-    """Score per trial for model selection: mean over seeds of the final ``split`` loss.
+SELECTION_CRITERIA = ("curve", "final")
 
-    Non-finite runs score ``+inf``. Input curves ``(T, S, E)`` -> ``(T,)``.
+
+def selection_score(
+    curves: Curves, split: str = "inner_valid", criterion: str = "curve"
+) -> np.ndarray:
+    """Score per trial for model selection (lower is better); ``(T, S, E)`` curves -> ``(T,)``.
+
+    The ``split`` curve is first averaged over seeds, then reduced over evaluation points:
+
+    - ``"curve"`` (default): the mean over all evaluation points — the same criterion as the
+      primary metric of ``lopt.evaluate`` (it rewards fast progress as well as a low final loss);
+    - ``"final"``: the value at the last evaluation point.
+
+    A trial with any non-finite value in the reduced points scores ``+inf``.
     """
-    final = np.asarray(curves.eval[split][..., -1], np.float64)
-    final = np.where(np.isfinite(final), final, np.inf)
-    return final.mean(axis=-1)
+    check_choice("criterion", criterion, SELECTION_CRITERIA)
+    seed_mean = np.asarray(curves.eval[split], np.float64).mean(axis=1)  # (T, E)
+    points = seed_mean if criterion == "curve" else seed_mean[:, -1:]
+    score = points.mean(axis=-1)
+    return np.where(np.isfinite(points).all(axis=-1), score, np.inf)
 
 
 def tune_adam(
@@ -124,7 +139,7 @@ def tune_nadamw(
 
 
 def global_best_index(scores_per_task: list[np.ndarray]) -> int:
-    """The one trial index that is best across tasks (mean rank of normalized scores).
+    """The one trial index that is best across tasks (lowest mean of min-max scaled scores).
 
     Each task's scores are min-max scaled over finite trials (so tasks weigh equally) and
     non-finite trials count as 1 (as bad as the worst); the index with the lowest mean wins.

@@ -1,0 +1,186 @@
+"""The ``lopt`` command.
+
+Each subcommand is one ``add_<name>(subparsers)`` function: it declares its arguments and sets
+``run`` to a function ``(args) -> exit code``. To add one, write such a function and list it in
+``SUBCOMMANDS``. User mistakes (a ``LoptError`` or a bad argument) print one line
+``error: ...`` to stderr and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+from lopt.errors import LoptError
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is one line ``error: ...`` and exit status 2."""
+
+    def error(self, message: str):
+        print(f"error: {message} (see `{self.prog} --help`)", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {value}")
+    return value
+
+
+def _setup() -> None:
+    """Work every command needs before it computes (the persistent compilation cache)."""
+    from lopt._cache import enable_compilation_cache
+
+    enable_compilation_cache()
+
+
+def _print_results(data: dict, out_dir: str, reused: bool) -> None:
+    from lopt.report import print_summary
+
+    if reused:
+        print(f"{out_dir} already holds these results (remove it to re-run)", file=sys.stderr)
+    print_summary(data)
+    print(f"report: {out_dir}/results.md")
+
+
+# --- lopt eval ---------------------------------------------------------------------------------
+
+
+def add_eval(subparsers) -> None:
+    p = subparsers.add_parser(
+        "eval",
+        help="compare optimizers on a task set",
+        description="Train every optimizer on every task, normalize against tuned Adam and "
+        "write results.json, results.md and plots. Re-running on the same --out reuses results.",
+    )
+    p.add_argument(
+        "--optimizer",
+        required=True,
+        help="comma-separated specs: adam-tuned, adam-global, nadamw-tuned, a baseline name "
+        "(adam, sgd, ...) or NAME@LR (adam@3e-3); adam-tuned and adam-global always run",
+    )
+    p.add_argument("--tasks", default="tiny", help="a task set (tiny, train, ...) or task names")
+    p.add_argument("--steps", type=positive_int, default=1000, help="inner training steps")
+    p.add_argument("--seeds", type=positive_int, default=3, help="seeds per trial")
+    p.add_argument("--eval-every", type=positive_int, default=None, help="steps between evals")
+    p.add_argument("--seed", type=int, default=0, help="base PRNG seed")
+    p.add_argument("--out", required=True, help="run directory")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(run=run_eval)
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    _setup()
+    import jax
+
+    from lopt.evaluate import evaluate_into
+    from lopt.tasks import task_names
+
+    specs = [s.strip() for s in args.optimizer.split(",") if s.strip()]
+    data, reused = evaluate_into(
+        args.out,
+        task_names(args.tasks),
+        specs,
+        args.steps,
+        args.seeds,
+        jax.random.key(args.seed),
+        args.eval_every,
+        progress=not args.no_progress,
+    )
+    _print_results(data, args.out, reused)
+    return 0
+
+
+# --- lopt bench --------------------------------------------------------------------------------
+
+
+def add_bench(subparsers) -> None:
+    p = subparsers.add_parser(
+        "bench",
+        help="speed benchmarks",
+        description="Inner-training steps/s per task family, vmapped-tuning speedup and "
+        "achieved GFLOP/s against a measured matmul peak; writes bench.json.",
+    )
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--quick", action="store_true", help="fewer steps and repeats (smoke run)")
+    p.set_defaults(run=run_bench)
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    _setup()
+    from lopt.bench import print_bench, run_bench, write_bench
+
+    say = lambda msg: print(f"bench: {msg}", file=sys.stderr, flush=True)
+    result = run_bench(quick=args.quick, progress=say)
+    path = write_bench(result, args.out)
+    print_bench(result)
+    print(f"wrote {path}")
+    return 0
+
+
+# --- lopt demo ---------------------------------------------------------------------------------
+
+
+def add_demo(subparsers) -> None:
+    p = subparsers.add_parser(
+        "demo",
+        help="the main job on embedded defaults (writes a report with plots)",
+        description="Evaluate the tuned baselines on the tiny task set and write the report.",
+    )
+    p.add_argument("--out", default="runs/demo", help="run directory")
+    p.add_argument("--minutes", type=positive_float, default=None, help="time budget")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(run=run_demo_command)
+
+
+def run_demo_command(args: argparse.Namespace) -> int:
+    _setup()
+    from lopt.demo import run_demo
+
+    data, reused = run_demo(args.out, args.minutes, progress=not args.no_progress)
+    _print_results(data, args.out, reused)
+    return 0
+
+
+SUBCOMMANDS: tuple[Callable, ...] = (add_eval, add_bench, add_demo)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    import lopt
+
+    parser = _Parser(prog="lopt", description="Learned optimizers: train, study and use them.")
+    parser.add_argument("--version", action="version", version=f"lopt {lopt.__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for add in SUBCOMMANDS:
+        add(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``lopt`` script; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except LoptError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

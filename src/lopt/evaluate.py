@@ -1,0 +1,422 @@
+"""Compare optimizers on a task set with honestly tuned baselines and normalized loss.
+
+Quality follows Metz et al. 2020 ("Tasks, stability, architecture, and compute", arXiv
+2009.11243). Per task, with test curves averaged over seeds:
+
+- ``L0``: the initial test loss (mean over seeds);
+- ``L*``: the lowest test loss reached at any evaluation point by any trial of the reference
+  baselines (all 14 Adam learning rates, plus the NAdamW trials when they were run);
+- ``normalized(L) = (L - L*) / (L0 - L*)``, non-finite values -> 2, clipped to ``[-1, 2]``.
+
+Two numbers per optimizer and task: ``curve``, the mean of the normalized test curve over all
+evaluation points (primary: it rewards speed as well as final quality), and ``final``, the
+normalized loss at the last point. Tuned baselines select trials on the inner-validation curve
+by the same criterion (``selection_score(..., criterion="curve")``) and report test.
+
+Every trial × seed of one optimizer on one task is one vmapped program (``run_trials``)::
+
+    result = evaluate(["quadratic-16"], ["adam-tuned", "sgd@0.1"], 300, 2, jax.random.key(0))
+    write_run(result, "runs/eval")      # config.json, results.json, results.md, PNGs
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import pathlib
+import time
+import zlib
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+import lopt
+from lopt.baselines import (
+    ADAM_LRS,
+    BASELINES,
+    DEFAULT_LR,
+    NADAMW_TRIALS,
+    global_best_index,
+    make,
+    run_trials,
+    selection_score,
+)
+from lopt.baselines.tuning import NAdamWTrial, nadamw_trial
+from lopt.errors import LoptError, check_range, unknown_name
+from lopt.tasks import SPLITS, TASKS, get_task
+from lopt.train import check_schedule, default_eval_every
+
+SELECTIONS = ("fixed", "task", "global")
+# Always run: normalization needs the Adam grid, and these two are the baselines to beat.
+REFERENCE_SPECS = ("adam-tuned", "adam-global")
+# Trial grids whose every trial counts towards L* when they were run.
+REFERENCE_GRIDS = ("adam-lrs", "nadamw-trials")
+NONFINITE = 2.0  # normalized value of a diverged point
+CLIP = (-1.0, 2.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimizerSpec:
+    """What to run for one optimizer spec: a label and a builder over a trial grid.
+
+    Attributes:
+        label: the name in tables and plots (the spec as typed).
+        grid: id of the trial grid; specs sharing a grid share one run per task.
+        build: ``(hparams_row, num_steps) -> optax transformation``, traceable in the row.
+        hparams: pytree whose leaves have a leading trial axis ``(T, ...)``.
+        describe: trial index -> readable hyperparameters (``"lr=1e-03"``).
+        select: ``"fixed"`` (trial 0), ``"task"`` (best trial per task on inner_valid) or
+            ``"global"`` (the one trial best over all tasks of the run).
+    """
+
+    label: str
+    grid: str
+    build: Callable[[Any, int], optax.GradientTransformation]
+    hparams: Any
+    describe: Callable[[int], str]
+    select: str = "fixed"
+
+
+def _adam_grid(label: str, select: str) -> OptimizerSpec:
+    return OptimizerSpec(
+        label,
+        "adam-lrs",
+        lambda lr, _: make("adam", lr),
+        jnp.asarray(ADAM_LRS, jnp.float32),
+        lambda i: f"lr={ADAM_LRS[i]:.3g}",
+        select,
+    )
+
+
+def _nadamw_grid(label: str) -> OptimizerSpec:
+    table = NAdamWTrial(*(jnp.asarray(c, jnp.float32) for c in zip(*NADAMW_TRIALS, strict=True)))
+    return OptimizerSpec(
+        label,
+        "nadamw-trials",
+        nadamw_trial,
+        table,
+        lambda i: ", ".join(f"{k}={v:g}" for k, v in NADAMW_TRIALS[i]._asdict().items()),
+        "task",
+    )
+
+
+def fixed_optimizer(label: str, optimizer: optax.GradientTransformation, hparams: str = ""):
+    """Spec for one ready-made optimizer (a baseline at a fixed lr, a learned optimizer)."""
+    return OptimizerSpec(
+        label, label, lambda _h, _n: optimizer, jnp.zeros((1,)), lambda _: hparams, "fixed"
+    )
+
+
+# Named specs -> factory. Add an entry here to make a new name valid everywhere.
+NAMED_SPECS: dict[str, Callable[[], OptimizerSpec]] = {
+    "adam-tuned": lambda: _adam_grid("adam-tuned", "task"),
+    "adam-global": lambda: _adam_grid("adam-global", "global"),
+    "nadamw-tuned": lambda: _nadamw_grid("nadamw-tuned"),
+}
+
+
+def valid_specs() -> list[str]:
+    return [*NAMED_SPECS, *BASELINES, "NAME@LR"] + (["PATH"] if hasattr(lopt, "load") else [])
+
+
+def resolve_optimizer(spec: str) -> OptimizerSpec:
+    """Turn a spec string into an ``OptimizerSpec``.
+
+    Specs: ``adam-tuned``, ``adam-global``, ``nadamw-tuned``, a baseline name (``adam``,
+    ``sgd``, … at its ``DEFAULT_LR``), ``NAME@LR`` (``adam@3e-3``), or anything ``lopt.load``
+    accepts (a saved learned optimizer), when the library provides it.
+    """
+    spec = spec.strip()
+    if spec in NAMED_SPECS:
+        return NAMED_SPECS[spec]()
+    name, at, lr_text = spec.partition("@")
+    if name in BASELINES:
+        lr = DEFAULT_LR[name]
+        if at:
+            try:
+                lr = float(lr_text)
+            except ValueError:
+                raise LoptError(
+                    f"invalid learning rate in optimizer {spec!r}: {lr_text!r} (expected a number)"
+                ) from None
+            check_range(f"learning rate of {spec!r}", lr, 1e-12)
+        return fixed_optimizer(spec, make(name, lr), f"lr={lr:.3g}")
+    if hasattr(lopt, "load"):
+        try:
+            return fixed_optimizer(spec, lopt.load(spec))
+        except LoptError as err:
+            raise LoptError(
+                f"unknown optimizer {spec!r} ({err}); valid optimizers: {', '.join(valid_specs())}"
+            ) from None
+    raise unknown_name("optimizer", spec, valid_specs())
+
+
+def normalized_loss(curve, initial: float, best: float) -> np.ndarray:
+    """``(L - L*) / (L0 - L*)`` per point; non-finite -> 2, clipped to ``[-1, 2]``.
+
+    Args:
+        curve: ``(E,)`` seed-mean losses.
+        initial: ``L0``. best: ``L*`` (``<= L0``).
+    """
+    curve = np.asarray(curve, np.float64)
+    with np.errstate(invalid="ignore", over="ignore"):
+        out = (curve - best) / max(initial - best, 1e-12)
+    return np.clip(np.where(np.isfinite(out), out, NONFINITE), *CLIP)
+
+
+def reference_losses(test_curves: Sequence[np.ndarray]) -> tuple[float, float]:
+    """``(L0, L*)`` from the reference grids' test curves, each ``(T, S, E)``."""
+    initial = float(np.mean(test_curves[0][0, :, 0]))
+    means = np.concatenate([np.mean(c, axis=1).ravel() for c in test_curves])
+    finite = means[np.isfinite(means)]
+    best = float(finite.min()) if finite.size else initial
+    return initial, min(best, initial)
+
+
+@dataclasses.dataclass(frozen=True)
+class Metrics:
+    """One optimizer on one task (losses are seed means of the test split)."""
+
+    final_test_loss: float
+    normalized_curve: float
+    normalized_final: float
+    hyperparameters: str
+
+
+@dataclasses.dataclass
+class TaskResult:
+    """Everything measured on one task.
+
+    Attributes:
+        steps: ``(E,)`` step of every evaluation point.
+        curves: label -> split -> ``(S, E)`` loss curves of the selected trial.
+        metrics: label -> ``Metrics``.
+        seconds: grid id -> wall time of its run (compilation included).
+    """
+
+    name: str
+    initial_loss: float
+    best_loss: float
+    steps: np.ndarray
+    curves: dict[str, dict[str, np.ndarray]]
+    metrics: dict[str, Metrics]
+    seconds: dict[str, float]
+
+
+@dataclasses.dataclass
+class EvalResult:
+    config: dict
+    optimizers: tuple[str, ...]
+    tasks: dict[str, TaskResult]
+
+    def summary(self) -> dict[str, dict]:
+        """Per optimizer: mean/median normalized curve and final, and wins over each other
+        optimizer (tasks where its normalized curve is strictly lower)."""
+        out = {}
+        for label in self.optimizers:
+            curve = [t.metrics[label].normalized_curve for t in self.tasks.values()]
+            final = [t.metrics[label].normalized_final for t in self.tasks.values()]
+            wins = {
+                other: sum(
+                    t.metrics[label].normalized_curve < t.metrics[other].normalized_curve
+                    for t in self.tasks.values()
+                )
+                for other in self.optimizers
+                if other != label
+            }
+            out[label] = {
+                "mean_curve": float(np.mean(curve)),
+                "median_curve": float(np.median(curve)),
+                "mean_final": float(np.mean(final)),
+                "median_final": float(np.median(final)),
+                "wins": wins,
+            }
+        return out
+
+    def to_json(self) -> dict:
+        tasks = {
+            name: {
+                "initial_test_loss": t.initial_loss,
+                "best_test_loss": t.best_loss,
+                "seconds": t.seconds,
+                "optimizers": {k: dataclasses.asdict(m) for k, m in t.metrics.items()},
+            }
+            for name, t in self.tasks.items()
+        }
+        return {"config": self.config, "tasks": tasks, "summary": self.summary()}
+
+
+def run_config(
+    task_names: Sequence[str],
+    optimizer_specs: Sequence[str],
+    num_steps: int,
+    num_seeds: int,
+    key: jax.Array,
+    eval_every: int | None = None,
+) -> dict:
+    """The JSON config of an evaluation (validated); equal configs give equal results."""
+    for name in task_names:
+        if name not in TASKS:
+            raise unknown_name("task", name, TASKS)
+    if not task_names:
+        raise LoptError("no tasks given (expected a task set or task names)")
+    check_range("steps", num_steps, 1)
+    check_range("seeds", num_seeds, 1)
+    eval_every = default_eval_every(num_steps) if eval_every is None else eval_every
+    check_schedule(num_steps, eval_every, 10)
+    labels = [resolve_optimizer(s).label for s in optimizer_specs]
+    return {
+        "tasks": list(task_names),
+        "optimizers": list(dict.fromkeys([*labels, *REFERENCE_SPECS])),
+        "steps": num_steps,
+        "seeds": num_seeds,
+        "eval_every": eval_every,
+        "key": np.asarray(jax.random.key_data(key)).tolist(),
+        "lopt_version": lopt.__version__,
+    }
+
+
+def task_key(key: jax.Array, name: str) -> jax.Array:
+    """Per-task key from the task's name, so a task's numbers do not depend on the set."""
+    return jax.random.fold_in(key, zlib.crc32(name.encode()) & 0x7FFFFFFF)
+
+
+def evaluate(
+    task_names: Sequence[str],
+    optimizer_specs: Sequence[str],
+    num_steps: int,
+    num_seeds: int,
+    key: jax.Array,
+    eval_every: int | None = None,
+    progress: bool = True,
+) -> EvalResult:
+    """Train every optimizer on every task (``num_seeds`` seeds) and compute the metrics.
+
+    ``adam-tuned`` and ``adam-global`` are always included. All optimizers on a task share
+    its seeds' keys (common random numbers: same inits, same minibatches).
+    """
+    from lopt.report import progress_bar
+
+    config = run_config(task_names, optimizer_specs, num_steps, num_seeds, key, eval_every)
+    specs = [resolve_optimizer(s) for s in config["optimizers"]]
+    grids: dict[str, OptimizerSpec] = {}  # one run per grid (its first spec builds it)
+    for spec in specs:
+        grids.setdefault(spec.grid, spec)
+    runs: dict[str, dict[str, dict[str, np.ndarray]]] = {}
+    scores: dict[str, dict[str, np.ndarray]] = {}
+    seconds: dict[str, dict[str, float]] = {}
+    steps = None
+    with progress_bar(len(task_names) * len(grids), progress) as bar:
+        for i, name in enumerate(task_names, 1):
+            task = get_task(name)
+            runs[name], scores[name], seconds[name] = {}, {}, {}
+            for grid, spec in grids.items():
+                trials = len(jax.tree.leaves(spec.hparams)[0])
+                bar(f"task {i}/{len(task_names)} {name} · {grid} ({trials} trials)")
+                start = time.perf_counter()
+                curves = run_trials(
+                    task,
+                    lambda h, spec=spec: spec.build(h, num_steps),
+                    spec.hparams,
+                    task_key(key, name),
+                    num_steps,
+                    num_seeds,
+                    config["eval_every"],
+                )
+                runs[name][grid] = {s: np.asarray(curves.eval[s]) for s in SPLITS}
+                scores[name][grid] = selection_score(curves, "inner_valid", "curve")
+                seconds[name][grid] = time.perf_counter() - start
+                steps = np.asarray(curves.step[0, 0])
+    global_choice = {
+        g: global_best_index([scores[n][g] for n in task_names])
+        for g, s in grids.items()
+        if any(x.grid == g and x.select == "global" for x in specs)
+    }
+    tasks = {}
+    for name in task_names:
+        refs = [runs[name][g]["test"] for g in REFERENCE_GRIDS if g in runs[name]]
+        initial, best = reference_losses(refs)
+        curves, metrics = {}, {}
+        for spec in specs:
+            index = {
+                "fixed": 0,
+                "task": int(np.argmin(scores[name][spec.grid])),
+                "global": global_choice.get(spec.grid, 0),
+            }[spec.select]
+            curves[spec.label] = {s: c[index] for s, c in runs[name][spec.grid].items()}
+            test = curves[spec.label]["test"].mean(axis=0)
+            norm = normalized_loss(test, initial, best)
+            metrics[spec.label] = Metrics(
+                float(test[-1]), float(norm.mean()), float(norm[-1]), spec.describe(index)
+            )
+        tasks[name] = TaskResult(name, initial, best, steps, curves, metrics, seconds[name])
+    return EvalResult(config, tuple(s.label for s in specs), tasks)
+
+
+def write_run(result: EvalResult, out_dir: str | pathlib.Path) -> pathlib.Path:
+    """Write ``config.json``, ``results.json``, ``results.md``, ``metrics.jsonl``,
+    ``curves.npz``, one learning-curve PNG per task and ``summary.png`` into ``out_dir``."""
+    from lopt import plots, report
+
+    out = pathlib.Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    data = result.to_json()
+    (out / "config.json").write_text(json.dumps(result.config, indent=2) + "\n")
+    with open(out / "metrics.jsonl", "w") as f:
+        for name, task in data["tasks"].items():
+            for label, m in task["optimizers"].items():
+                f.write(json.dumps({"task": name, "optimizer": label, **m}) + "\n")
+    arrays = {
+        f"{name}/{label}/{split}": c
+        for name, t in result.tasks.items()
+        for label, by_split in t.curves.items()
+        for split, c in by_split.items()
+    }
+    np.savez_compressed(out / "curves.npz", **arrays)
+    figures = {}
+    for name, t in result.tasks.items():
+        path = out / plots.curve_filename(name)
+        seed_mean = {label: c["test"].mean(axis=0) for label, c in t.curves.items()}
+        plots.plot_curves(name, t.steps, seed_mean, t.best_loss, path, result.optimizers)
+        figures[name] = path.name
+    plots.plot_summary(data["summary"], out / "summary.png")
+    (out / "results.md").write_text(report.markdown(data, figures))
+    (out / "results.json").write_text(json.dumps(data, indent=2) + "\n")  # last: marks done
+    return out
+
+
+def evaluate_into(
+    out_dir: str | pathlib.Path,
+    task_names: Sequence[str],
+    optimizer_specs: Sequence[str],
+    num_steps: int,
+    num_seeds: int,
+    key: jax.Array,
+    eval_every: int | None = None,
+    progress: bool = True,
+) -> tuple[dict, bool]:
+    """``evaluate`` + ``write_run`` with resume: returns ``(results_json, reused)``.
+
+    If ``out_dir`` already holds results of the same config they are returned as they are
+    (``reused=True``); results of a different config are an error, never overwritten.
+    """
+    from lopt.report import read_results
+
+    config = run_config(task_names, optimizer_specs, num_steps, num_seeds, key, eval_every)
+    previous = read_results(out_dir)
+    if previous is not None:
+        if previous.get("config") == config:
+            return previous, True
+        old = previous.get("config", {})
+        fields = [k for k in sorted({*config, *old}) if config.get(k) != old.get(k)]
+        raise LoptError(
+            f"{out_dir} holds results of a different evaluation (differs in: "
+            f"{', '.join(fields)}); choose another output directory or remove it"
+        )
+    result = evaluate(task_names, optimizer_specs, num_steps, num_seeds, key, eval_every, progress)
+    write_run(result, out_dir)
+    return result.to_json(), False

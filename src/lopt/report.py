@@ -1,0 +1,166 @@
+"""Human-readable output of an evaluation: markdown report, rich tables, progress bar.
+
+Everything here reads the JSON form of a result (``EvalResult.to_json()`` or a run directory's
+``results.json``), so a finished run can be re-reported without re-running it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import pathlib
+from collections.abc import Callable, Iterator
+
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+SUMMARY_COLUMNS = ("mean_curve", "median_curve", "mean_final", "median_final")
+NORMALIZED_NOTE = (
+    "Normalized test loss: 0 = best reference baseline (any Adam lr / NAdamW trial, any step), "
+    "1 = initial loss; lower is better. `curve` = mean over evaluation points (primary), "
+    "`final` = last point."
+)
+
+
+@contextlib.contextmanager
+def progress_bar(total: int, enabled: bool = True) -> Iterator[Callable[[str], None]]:
+    """A rich progress bar on stderr over ``total`` units of work.
+
+    Yields ``start(description)``: marks the previous unit done and names the next one.
+    """
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=Console(stderr=True), disable=not enabled) as progress:
+        bar = progress.add_task("starting", total=total)
+        started = False
+
+        def start(description: str) -> None:
+            nonlocal started
+            if started:
+                progress.advance(bar)
+            started = True
+            progress.update(bar, description=escape(description))
+
+        yield start
+        if started:
+            progress.advance(bar)
+        progress.update(bar, description="done")
+
+
+def read_results(out_dir: str | pathlib.Path) -> dict | None:
+    """The ``results.json`` of a finished run directory, or None."""
+    path = pathlib.Path(out_dir) / "results.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _fmt(x: float) -> str:
+    return f"{x:.3f}"
+
+
+def summary_rows(data: dict) -> list[list[str]]:
+    """Rows ``[optimizer, mean curve, median curve, mean final, median final]``."""
+    return [[k, *(_fmt(s[c]) for c in SUMMARY_COLUMNS)] for k, s in data["summary"].items()]
+
+
+def wins_rows(data: dict) -> list[list[str]]:
+    """Wins matrix: row ``a``, column ``b`` = tasks where ``a``'s normalized curve < ``b``'s."""
+    labels = list(data["summary"])
+    return [
+        [a, *("–" if a == b else str(data["summary"][a]["wins"][b]) for b in labels)]
+        for a in labels
+    ]
+
+
+def summary_tables(data: dict) -> tuple[Table, Table]:
+    """The summary and the wins matrix as rich tables (printed by ``lopt eval``)."""
+    cfg = data["config"]
+    summary = Table(
+        title=f"Normalized test loss over {len(data['tasks'])} tasks "
+        f"({cfg['steps']} steps, {cfg['seeds']} seeds; lower is better)"
+    )
+    for col in ("optimizer", "mean curve", "median curve", "mean final", "median final"):
+        summary.add_column(col, justify="left" if col == "optimizer" else "right")
+    for row in summary_rows(data):
+        summary.add_row(*(escape(c) for c in row))
+    wins = Table(title="Wins: tasks where the row beats the column (normalized curve)")
+    wins.add_column("")
+    for label in data["summary"]:
+        wins.add_column(escape(label), justify="right")
+    for row in wins_rows(data):
+        wins.add_row(*(escape(c) for c in row))
+    return summary, wins
+
+
+def print_summary(data: dict, console: Console | None = None) -> None:
+    console = console or Console()
+    for table in summary_tables(data):
+        console.print(table)
+
+
+def _md_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def markdown(data: dict, figures: dict[str, str] | None = None) -> str:
+    """The report: summary, wins, per-task normalized and raw losses, links to figures."""
+    cfg = data["config"]
+    labels = list(data["summary"])
+    parts = [
+        "# lopt evaluation",
+        f"{len(cfg['tasks'])} tasks · optimizers: {', '.join(labels)} · {cfg['steps']} steps · "
+        f"{cfg['seeds']} seeds · evaluation every {cfg['eval_every']} steps.",
+        NORMALIZED_NOTE,
+        "## Summary",
+        _md_table(
+            ["optimizer", "mean curve", "median curve", "mean final", "median final"],
+            summary_rows(data),
+        ),
+        "![summary](summary.png)",
+        "## Wins",
+        "Number of tasks on which the row optimizer has a lower normalized curve than the column.",
+        _md_table(["", *labels], wins_rows(data)),
+        "## Normalized test loss per task: curve (final)",
+        _md_table(
+            ["task", *labels],
+            [
+                [
+                    name,
+                    *(
+                        f"{_fmt(t['optimizers'][k]['normalized_curve'])} "
+                        f"({_fmt(t['optimizers'][k]['normalized_final'])})"
+                        for k in labels
+                    ),
+                ]
+                for name, t in data["tasks"].items()
+            ],
+        ),
+        "## Final test loss per task (selected hyperparameters)",
+        _md_table(
+            ["task", "initial", "best ref.", *labels],
+            [
+                [
+                    name,
+                    f"{t['initial_test_loss']:.4g}",
+                    f"{t['best_test_loss']:.4g}",
+                    *(
+                        f"{t['optimizers'][k]['final_test_loss']:.4g}"
+                        + (f" ({h})" if (h := t["optimizers"][k]["hyperparameters"]) else "")
+                        for k in labels
+                    ),
+                ]
+                for name, t in data["tasks"].items()
+            ],
+        ),
+    ]
+    if figures:
+        parts.append("## Learning curves (test loss, mean over seeds)")
+        parts += [f"![{name}]({file})" for name, file in figures.items()]
+    return "\n\n".join(parts) + "\n"
