@@ -1,0 +1,115 @@
+"""Pytrees on disk as safetensors + a JSON sidecar, written atomically and checksummed.
+
+A checkpoint ``NAME`` is two files: ``NAME.safetensors`` (every array leaf, named by its pytree
+path) and ``NAME.json`` (metadata plus the SHA-256 of the safetensors file). Each file is written
+to a temporary name and moved into place with ``os.replace``, the JSON last, so a reader sees
+either the old pair or the new pair; a torn or corrupted pair fails the checksum. Loading needs
+a template pytree (the structure is code, the numbers are data): no pickle anywhere.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pathlib
+from typing import Any
+
+import jax
+import numpy as np
+from safetensors.numpy import load as st_load
+from safetensors.numpy import save as st_save
+
+from lopt.errors import LoptError
+
+
+class CheckpointError(LoptError):
+    """A checkpoint is missing, corrupt, or does not fit what the caller expected."""
+
+
+def leaf_names(tree: Any) -> list[str]:
+    """Stable names of a pytree's leaves, e.g. ``['mlp'][0].weight``."""
+    return [jax.tree_util.keystr(path) for path, _ in jax.tree_util.tree_flatten_with_path(tree)[0]]
+
+
+def _atomic_write(path: pathlib.Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def save(stem: str | os.PathLike, tree: Any, metadata: dict | None = None) -> None:
+    """Write ``tree`` to ``stem.safetensors`` and ``metadata`` (+ checksum) to ``stem.json``."""
+    stem = pathlib.Path(stem)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    leaves = jax.tree.leaves(tree)
+    arrays = {}
+    for name, leaf in zip(leaf_names(tree), leaves, strict=True):
+        arr = np.asarray(jax.random.key_data(leaf) if _is_key(leaf) else leaf)
+        arrays[name] = arr.copy(order="C")  # (ascontiguousarray would turn 0-d into 1-d)
+    blob = st_save(arrays)
+    meta = dict(metadata or {})
+    meta["sha256"] = hashlib.sha256(blob).hexdigest()
+    _atomic_write(stem.with_suffix(".safetensors"), blob)
+    _atomic_write(stem.with_suffix(".json"), json.dumps(meta, indent=2, sort_keys=True).encode())
+
+
+def _is_key(leaf) -> bool:
+    return isinstance(leaf, jax.Array) and jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key)
+
+
+def read_metadata(stem: str | os.PathLike) -> dict:
+    """The JSON sidecar of a checkpoint (raises ``CheckpointError`` if missing/unreadable)."""
+    path = pathlib.Path(stem).with_suffix(".json")
+    if not path.exists():
+        raise CheckpointError(f"checkpoint metadata {path} does not exist")
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"checkpoint metadata {path} is not valid JSON ({e})") from None
+
+
+def load(stem: str | os.PathLike, template: Any) -> tuple[Any, dict]:
+    """Load arrays into the structure of ``template``; verify checksum, names, shapes, dtypes.
+
+    Returns:
+        ``(tree, metadata)``.
+    """
+    stem = pathlib.Path(stem)
+    meta = read_metadata(stem)
+    path = stem.with_suffix(".safetensors")
+    if not path.exists():
+        raise CheckpointError(f"checkpoint weights {path} do not exist")
+    blob = path.read_bytes()
+    if "sha256" in meta and hashlib.sha256(blob).hexdigest() != meta["sha256"]:
+        raise CheckpointError(f"checkpoint {path} is corrupt (checksum does not match {stem}.json)")
+    try:
+        arrays = st_load(blob)
+    except Exception as e:  # safetensors raises its own error types for malformed files
+        raise CheckpointError(f"checkpoint {path} is not a valid safetensors file ({e})") from None
+    names = leaf_names(template)
+    missing = [n for n in names if n not in arrays]
+    extra = [n for n in arrays if n not in set(names)]
+    if missing or extra:
+        raise CheckpointError(
+            f"checkpoint {path} does not match the expected structure "
+            f"(missing {missing[:3]}{'…' if len(missing) > 3 else ''}, "
+            f"unexpected {extra[:3]}{'…' if len(extra) > 3 else ''})"
+        )
+    leaves = []
+    for name, ref in zip(names, jax.tree.leaves(template), strict=True):
+        arr = arrays[name]
+        if _is_key(ref):
+            leaves.append(jax.random.wrap_key_data(arr))
+            continue
+        ref = np.asarray(ref)
+        if arr.shape != ref.shape or arr.dtype != ref.dtype:
+            raise CheckpointError(
+                f"checkpoint {path}: {name} has shape {arr.shape} {arr.dtype}, "
+                f"expected {ref.shape} {ref.dtype}"
+            )
+        leaves.append(jax.numpy.asarray(arr))
+    return jax.tree.unflatten(jax.tree.structure(template), leaves), meta

@@ -1,0 +1,52 @@
+"""The learned-optimizer protocol: an architecture (static config) plus weights θ (a pytree of
+arrays) gives an ``optax.GradientTransformationExtraArgs``.
+
+Static configuration (sizes, decays), the meta-parameters θ that ES perturbs and vmaps over,
+and the evolving optimizer state are three different things and live apart.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from typing import Any
+
+import equinox as eqx
+import jax
+import optax
+
+Theta = Any
+
+
+class Architecture(abc.ABC):
+    """A learned-optimizer architecture. Subclasses are frozen (hashable) dataclasses."""
+
+    kind: str = "architecture"
+
+    @abc.abstractmethod
+    def init_theta(self, key: jax.Array) -> Theta:
+        """Initial meta-parameters θ drawn from ``key``."""
+
+    @abc.abstractmethod
+    def optimizer(self, theta: Theta) -> optax.GradientTransformationExtraArgs:
+        """The optax transformation with weights ``theta`` (jittable, vmappable over θ)."""
+
+    def config(self) -> dict:
+        """JSON-serializable description; ``build_architecture(**config)`` rebuilds it."""
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        fields = {k: list(v) if isinstance(v, tuple) else v for k, v in fields.items()}
+        return {"kind": self.kind, **fields}
+
+
+def dense(layer, x: jax.Array) -> jax.Array:
+    """Apply an ``eqx.nn.Linear`` to a batch ``x (..., in)`` -> ``(..., out)``."""
+    return x @ layer.weight.T + layer.bias
+
+
+def zero_last_layer(layers: list) -> list:
+    """Zero the output layer so a fresh optimizer starts exactly at its nominal update."""
+    last = layers[-1]
+    last = eqx.tree_at(
+        lambda layer: (layer.weight, layer.bias), last, (last.weight * 0, last.bias * 0)
+    )
+    return [*layers[:-1], last]

@@ -1,0 +1,248 @@
+"""The hierarchical RNN-MLP learned optimizer of Metz et al. 2020 ("rnn-mlp").
+
+arXiv 2009.11243, section 3. A per-tensor LSTM sees tensor-level statistics, time and
+training-/validation-loss features; a per-parameter MLP sees per-parameter features plus a
+projection of its tensor's LSTM output. Communication runs both ways: the MLP's last hidden
+layer is mean-pooled per tensor into the next LSTM step, and a DeepSets channel feeds every LSTM
+the mean over tensors of a projection of all LSTM outputs. Gradients pass through learned
+dynamic clipping (an EMA of the gradient RMS, clipped at ``clip_mult·exp(θ)`` times it).
+
+Update: ``Δp = −λ₂ · exp(λ₁·m + log_lr + s_tensor) · (nominal + d)`` with ``d, m`` from the MLP,
+``s_tensor`` a per-tensor log step from the LSTM, and ``nominal`` Adam's direction (zeroed
+output layers make a fresh optimizer exactly Adam at learning rate λ₂).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from lopt.learned.base import Architecture, dense, zero_last_layer
+from lopt.learned.features import (
+    EPS,
+    FEATURE_CLIP,
+    Accumulators,
+    init_accumulators,
+    nominal_direction,
+    param_feature_names,
+    param_features,
+    time_feature_names,
+    time_features,
+    update_accumulators,
+)
+
+LOSS_FEATURE_NAMES = ("train_loss_standardized", "valid_loss_standardized", "log_loss_ratio")
+TRAIN_LOSS_DECAY, VALID_LOSS_DECAY = 0.9, 0.95
+GRAD_RMS_DECAY = 0.99
+MAX_RANK = 4  # tensor shapes are padded to this rank for the log-shape features
+
+
+class LossStats(NamedTuple):
+    """EMA mean/variance of the training loss, EMA of the validation loss, first loss seen."""
+
+    mean: jax.Array
+    var: jax.Array
+    valid: jax.Array
+    initial: jax.Array
+    count: jax.Array
+
+
+class RNNMLPState(NamedTuple):
+    acc: Accumulators
+    h: jax.Array  # (n_tensors, lstm_hidden)
+    c: jax.Array  # (n_tensors, lstm_hidden)
+    pooled: jax.Array  # (n_tensors, mlp_hidden[-1]) MLP hidden layer mean-pooled per tensor
+    grad_rms: jax.Array  # (n_tensors,) EMA of each tensor's gradient RMS
+    loss: LossStats
+
+
+def _init_loss_stats() -> LossStats:
+    z = jnp.zeros((), jnp.float32)
+    return LossStats(z, z, z, z, jnp.zeros((), jnp.int32))
+
+
+def _update_loss_stats(stats: LossStats, loss, valid_loss) -> LossStats:
+    first = stats.count == 0
+    loss = jnp.where(jnp.isfinite(loss), loss, stats.mean)
+    valid_loss = jnp.where(jnp.isfinite(valid_loss), valid_loss, stats.valid)
+    mean = jnp.where(first, loss, TRAIN_LOSS_DECAY * stats.mean + (1 - TRAIN_LOSS_DECAY) * loss)
+    var = jnp.where(
+        first, 0.0, TRAIN_LOSS_DECAY * stats.var + (1 - TRAIN_LOSS_DECAY) * (loss - mean) ** 2
+    )
+    valid = jnp.where(
+        first, valid_loss, VALID_LOSS_DECAY * stats.valid + (1 - VALID_LOSS_DECAY) * valid_loss
+    )
+    initial = jnp.where(first, loss, stats.initial)
+    return LossStats(mean, var, valid, initial, stats.count + 1)
+
+
+def _loss_features(stats: LossStats, loss) -> jax.Array:
+    scale = jnp.sqrt(stats.var + EPS)
+    train = (jnp.where(jnp.isfinite(loss), loss, stats.mean) - stats.mean) / scale
+    valid = (stats.valid - stats.mean) / scale
+    ratio = jnp.log((jnp.abs(stats.mean) + EPS) / (jnp.abs(stats.initial) + EPS))
+    return jnp.clip(jnp.stack([train, valid, ratio]), -FEATURE_CLIP, FEATURE_CLIP)
+
+
+@dataclass(frozen=True)
+class RNNMLPOptimizer(Architecture):
+    """Hierarchical optimizer: per-tensor LSTM + per-parameter MLP.
+
+    Attributes:
+        mlp_hidden: hidden widths of the per-parameter MLP.
+        lstm_hidden: LSTM state size.
+        to_mlp: size of the LSTM -> MLP projection.
+        deepsets: size of the cross-tensor DeepSets channel.
+        decays, timescales, step_mult, exp_mult: as in ``MLPOptimizer``.
+        clip_mult: gradient clip threshold in units of the gradient-RMS EMA (times exp(θ)).
+    """
+
+    kind = "rnn-mlp"
+    mlp_hidden: tuple[int, ...] = (32, 32)
+    lstm_hidden: int = 32
+    to_mlp: int = 8
+    deepsets: int = 8
+    decays: tuple[float, ...] = (0.5, 0.9, 0.99, 0.999, 0.9999)
+    timescales: tuple[float, ...] = (10.0, 100.0, 1000.0, 10000.0)
+    step_mult: float = 1e-3
+    exp_mult: float = 1.0
+    clip_mult: float = 10.0
+
+    @property
+    def param_feature_names(self) -> tuple[str, ...]:
+        return param_feature_names(self.decays) + time_feature_names(self.timescales)
+
+    @property
+    def tensor_feature_names(self) -> tuple[str, ...]:
+        return (
+            "log_rms_grad",
+            "log_rms_param",
+            "log_rms_momentum_0.9",
+            "is_scalar",
+            "log_num_params",
+            *(f"log_dim_{i}" for i in range(MAX_RANK)),
+            *time_feature_names(self.timescales),
+            *LOSS_FEATURE_NAMES,
+            *(f"mlp_pooled_{i}" for i in range(self.mlp_hidden[-1])),
+            *(f"deepsets_{i}" for i in range(self.deepsets)),
+        )
+
+    def init_theta(self, key):
+        k_mlp, k_lstm, k_proj, k_lr, k_ds = jax.random.split(key, 5)
+        sizes = (len(self.param_feature_names) + self.to_mlp, *self.mlp_hidden, 2)
+        keys = jax.random.split(k_mlp, len(sizes) - 1)
+        mlp = [
+            eqx.nn.Linear(a, b, key=k) for a, b, k in zip(sizes[:-1], sizes[1:], keys, strict=True)
+        ]
+        lr_head = eqx.nn.Linear(self.lstm_hidden, 1, key=k_lr)
+        return {
+            "mlp": zero_last_layer(mlp),
+            "lstm": eqx.nn.LSTMCell(len(self.tensor_feature_names), self.lstm_hidden, key=k_lstm),
+            "to_mlp": eqx.nn.Linear(self.lstm_hidden, self.to_mlp, key=k_proj),
+            "lr_head": zero_last_layer([lr_head])[0],
+            "deepsets": eqx.nn.Linear(self.lstm_hidden, self.deepsets, key=k_ds),
+            "log_lr": jnp.zeros(()),
+            "log_clip": jnp.zeros(()),
+        }
+
+    def _tensor_static_features(self, params) -> jax.Array:
+        """Shape features per tensor (constants): is_scalar, log #params, log dims (rank 4)."""
+        rows = []
+        for p in jax.tree.leaves(params):
+            dims = list(p.shape)[-MAX_RANK:]
+            dims = [1] * (MAX_RANK - len(dims)) + dims
+            rows.append([float(p.size == 1), np.log(p.size), *np.log(dims)])
+        return jnp.asarray(rows, jnp.float32)
+
+    def optimizer(self, theta) -> optax.GradientTransformationExtraArgs:
+        def init(params):
+            n = len(jax.tree.leaves(params))
+            return RNNMLPState(
+                acc=init_accumulators(params, len(self.decays)),
+                h=jnp.zeros((n, self.lstm_hidden)),
+                c=jnp.zeros((n, self.lstm_hidden)),
+                pooled=jnp.zeros((n, self.mlp_hidden[-1])),
+                grad_rms=jnp.zeros((n,)),
+                loss=_init_loss_stats(),
+            )
+
+        def update(grads, state, params=None, *, loss=None, valid_loss=None, **extra):
+            del extra
+            loss = jnp.zeros(()) if loss is None else loss
+            valid_loss = loss if valid_loss is None else valid_loss
+            g_leaves, treedef = jax.tree.flatten(grads)
+            p_leaves = jax.tree.leaves(params)
+            rms = lambda x: jnp.sqrt(jnp.mean(jnp.square(x)) + EPS)
+
+            # Learned dynamic gradient clipping.
+            g_rms = jnp.stack([rms(g) for g in g_leaves])
+            first = state.acc.count == 0
+            grad_rms = jnp.where(
+                first, g_rms, GRAD_RMS_DECAY * state.grad_rms + (1 - GRAD_RMS_DECAY) * g_rms
+            )
+            limit = self.clip_mult * jnp.exp(theta["log_clip"]) * grad_rms
+            g_leaves = [jnp.clip(g, -lim, lim) for g, lim in zip(g_leaves, limit, strict=True)]
+            grads = jax.tree.unflatten(treedef, g_leaves)
+
+            acc = update_accumulators(state.acc, grads, self.decays)
+            stats = _update_loss_stats(state.loss, loss, valid_loss)
+            t = time_features(acc.count, self.timescales)
+            m_leaves = jax.tree.leaves(acc.momentum)
+            v_leaves = jax.tree.leaves(acc.second_moment)
+
+            # Per-tensor LSTM.
+            i09 = self.decays.index(0.9)
+            dynamic = jnp.stack(
+                [
+                    jnp.stack([jnp.log(rms(g)), jnp.log(rms(p)), jnp.log(rms(m[..., i09]))])
+                    for g, p, m in zip(g_leaves, p_leaves, m_leaves, strict=True)
+                ]
+            )
+            n = dynamic.shape[0]
+            shared = jnp.concatenate([t, _loss_features(stats, loss)])
+            deepsets = jnp.mean(dense(theta["deepsets"], state.h), axis=0)
+            x = jnp.concatenate(
+                [
+                    dynamic,
+                    self._tensor_static_features(params),
+                    jnp.broadcast_to(shared, (n, shared.shape[0])),
+                    state.pooled,
+                    jnp.broadcast_to(deepsets, (n, self.deepsets)),
+                ],
+                axis=1,
+            )
+            x = jnp.clip(x, -10.0, 10.0)
+            h, c = jax.vmap(theta["lstm"])(x, (state.h, state.c))
+            to_mlp = dense(theta["to_mlp"], h)  # (n, to_mlp)
+            tensor_log_lr = dense(theta["lr_head"], h)[:, 0]  # (n,)
+
+            # Per-parameter MLP.
+            updates, pooled = [], []
+            for i, (p, g, m, v) in enumerate(
+                zip(p_leaves, g_leaves, m_leaves, v_leaves, strict=True)
+            ):
+                feats = param_features(p, g, m, v)
+                extra_in = jnp.concatenate([t, to_mlp[i]])
+                z = jnp.concatenate(
+                    [feats, jnp.broadcast_to(extra_in, (*p.shape, extra_in.shape[0]))], axis=-1
+                )
+                for layer in theta["mlp"][:-1]:
+                    z = jax.nn.relu(dense(layer, z))
+                pooled.append(jnp.mean(z.reshape(-1, z.shape[-1]), axis=0))
+                out = dense(theta["mlp"][-1], z)
+                direction = out[..., 0] + nominal_direction(
+                    m, v, acc.count, self.decays, 0.9, 0.999
+                )
+                log_step = self.exp_mult * out[..., 1] + theta["log_lr"] + tensor_log_lr[i]
+                updates.append((-self.step_mult * jnp.exp(log_step) * direction).astype(p.dtype))
+
+            new_state = RNNMLPState(acc, h, c, jnp.stack(pooled), grad_rms, stats)
+            return jax.tree.unflatten(treedef, updates), new_state
+
+        return optax.GradientTransformationExtraArgs(init, update)

@@ -1,0 +1,85 @@
+"""Saved learned optimizers: ``NAME.safetensors`` (θ) + ``NAME.json`` (architecture config).
+
+The JSON sidecar names the architecture and its static config, so a file alone rebuilds the
+optimizer; weights load into the structure the architecture defines (no pickle), in JAX here
+and in PyTorch by ``lopt.torch``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+from typing import Any
+
+import jax
+
+from lopt import checkpoint
+from lopt.checkpoint import CheckpointError
+from lopt.errors import LoptError, unknown_name
+from lopt.learned.adam import LearnedAdam
+from lopt.learned.base import Architecture
+from lopt.learned.hierarchical import RNNMLPOptimizer
+from lopt.learned.mlp import MLPOptimizer
+
+FORMAT = "lopt-optimizer"
+ARCHITECTURES: dict[str, type[Architecture]] = {
+    cls.kind: cls for cls in (MLPOptimizer, RNNMLPOptimizer, LearnedAdam)
+}
+# Inside a run directory, these stems are tried in order.
+RUN_DIR_STEMS = ("best", "optimizer")
+
+
+def build_architecture(config: dict[str, Any]) -> Architecture:
+    """Rebuild an architecture from ``Architecture.config()`` output (or a partial dict)."""
+    config = dict(config)
+    kind = config.pop("kind", None)
+    if kind not in ARCHITECTURES:
+        raise unknown_name("architecture", str(kind), ARCHITECTURES)
+    cls = ARCHITECTURES[kind]
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for name in config:
+        if name not in fields:
+            raise LoptError(
+                f"invalid field {name!r} for architecture {kind!r} (allowed: {sorted(fields)})"
+            )
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in config.items()}
+    return cls(**values)
+
+
+def save_optimizer(stem, arch: Architecture, theta, info: dict | None = None) -> None:
+    """Write a learned optimizer (θ + architecture) to ``stem.safetensors`` / ``stem.json``."""
+    meta = {"format": FORMAT, "architecture": arch.config(), "info": info or {}}
+    checkpoint.save(stem, theta, meta)
+
+
+def _resolve_stem(path) -> pathlib.Path:
+    path = pathlib.Path(path)
+    if path.is_dir():
+        for stem in RUN_DIR_STEMS:
+            if (path / f"{stem}.json").exists():
+                return path / stem
+        raise CheckpointError(
+            f"{path} holds no saved optimizer (expected one of "
+            f"{', '.join(s + '.safetensors' for s in RUN_DIR_STEMS)})"
+        )
+    if path.suffix in (".safetensors", ".json"):
+        path = path.with_suffix("")
+    if not path.with_suffix(".json").exists() and not path.with_suffix(".safetensors").exists():
+        raise CheckpointError(f"no saved optimizer at {path} (no .safetensors/.json file)")
+    return path
+
+
+def load_theta(path, expected_kind: str | None = None) -> tuple[Architecture, Any, dict]:
+    """Load ``(architecture, theta, metadata)`` from a file stem, file or run directory."""
+    stem = _resolve_stem(path)
+    meta = checkpoint.read_metadata(stem)
+    if meta.get("format") != FORMAT:
+        raise CheckpointError(f"{stem}.json is not a saved lopt optimizer (format {FORMAT!r})")
+    arch = build_architecture(meta["architecture"])
+    if expected_kind is not None and arch.kind != expected_kind:
+        raise CheckpointError(
+            f"{stem}.safetensors holds a {arch.kind!r} optimizer, expected {expected_kind!r}"
+        )
+    template = arch.init_theta(jax.random.key(0))
+    theta, meta = checkpoint.load(stem, template)
+    return arch, theta, meta

@@ -1,0 +1,99 @@
+"""The small per-parameter MLP learned optimizer ("small").
+
+Each parameter's features (gradient, parameter, momenta, rsqrt second moments, their products —
+see ``features``) plus global time features go through a small MLP that outputs a direction
+``d`` and a log-magnitude ``m``. The update follows Metz et al. 2020's rescaling,
+``Δp = −λ₂ · exp(λ₁·m + log_lr) · (nominal + d)``, where ``nominal`` is Adam's direction
+m̂/√v̂ (a hand-designed direction the network corrects, as in learned_optimization's
+"nominal" optimizers and Harrison et al. 2022) and ``log_lr`` a learned scalar. With the output
+layer zeroed, a fresh optimizer is exactly Adam at learning rate λ₂; ``nominal=False`` gives
+the plain ``λ₂·d·exp(λ₁·m)`` of the paper.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import optax
+
+from lopt.learned.base import Architecture, dense, zero_last_layer
+from lopt.learned.features import (
+    Accumulators,
+    init_accumulators,
+    nominal_direction,
+    param_feature_names,
+    param_features,
+    time_feature_names,
+    time_features,
+    update_accumulators,
+)
+
+
+class MLPOptState(NamedTuple):
+    acc: Accumulators
+
+
+@dataclass(frozen=True)
+class MLPOptimizer(Architecture):
+    """Per-parameter MLP optimizer.
+
+    Attributes:
+        hidden: hidden layer widths of the per-parameter MLP.
+        decays: momentum / second-moment decays.
+        timescales: step timescales of the ``tanh(step/τ)`` features.
+        step_mult: λ₂, the base step (the learning rate of the nominal Adam direction).
+        exp_mult: λ₁, the scale of the log-magnitude output.
+        nominal: add Adam's direction under the learned correction.
+    """
+
+    kind = "mlp"
+    hidden: tuple[int, ...] = (32,)
+    decays: tuple[float, ...] = (0.5, 0.9, 0.99, 0.999)
+    timescales: tuple[float, ...] = (10.0, 100.0, 1000.0, 10000.0)
+    step_mult: float = 1e-3
+    exp_mult: float = 1.0
+    nominal: bool = True
+
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        return param_feature_names(self.decays) + time_feature_names(self.timescales)
+
+    def init_theta(self, key):
+        sizes = (len(self.feature_names), *self.hidden, 2)
+        keys = jax.random.split(key, len(sizes) - 1)
+        layers = [
+            eqx.nn.Linear(a, b, key=k) for a, b, k in zip(sizes[:-1], sizes[1:], keys, strict=True)
+        ]
+        return {"mlp": zero_last_layer(layers), "log_lr": jnp.zeros(())}
+
+    def optimizer(self, theta) -> optax.GradientTransformationExtraArgs:
+        def init(params):
+            return MLPOptState(init_accumulators(params, len(self.decays)))
+
+        def update(grads, state, params=None, **extra):
+            del extra
+            acc = update_accumulators(state.acc, grads, self.decays)
+            t = time_features(acc.count, self.timescales)
+
+            def per_tensor(p, g, m, v):
+                x = param_features(p, g, m, v)
+                x = jnp.concatenate([x, jnp.broadcast_to(t, (*p.shape, t.shape[0]))], axis=-1)
+                for layer in theta["mlp"][:-1]:
+                    x = jax.nn.relu(dense(layer, x))
+                out = dense(theta["mlp"][-1], x)
+                direction, magnitude = out[..., 0], out[..., 1]
+                if self.nominal:
+                    direction = direction + nominal_direction(
+                        m, v, acc.count, self.decays, 0.9, 0.999
+                    )
+                scale = self.step_mult * jnp.exp(self.exp_mult * magnitude + theta["log_lr"])
+                return (-scale * direction).astype(p.dtype)
+
+            updates = jax.tree.map(per_tensor, params, grads, acc.momentum, acc.second_moment)
+            return updates, MLPOptState(acc)
+
+        return optax.GradientTransformationExtraArgs(init, update)

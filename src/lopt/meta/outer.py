@@ -1,0 +1,248 @@
+"""Outer training (``lopt meta-train``): estimate meta-gradients on a bank of sampled tasks and
+apply them to θ with an optax outer optimizer; checkpoint atomically and resume exactly.
+
+Metz et al. 2020 (arXiv 2009.11243): antithetic truncated ES on many sampled tasks, outer Adam
+with per-weight clipping of the meta-gradient at 0.1, a normalized outer-validation meta-loss.
+
+Run directory: ``config.json``, ``metrics.jsonl`` (one line per outer step, plus validation
+lines), ``checkpoint.{safetensors,json}`` (+ ``checkpoint-prev``), ``best.*`` (the best θ by
+outer-validation), ``optimizer.*`` (the final θ), and PNG plots. Everything is a function of
+the config and the outer step, so a run killed at any moment and re-run on its directory
+continues from its last checkpoint to the same θ as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import pathlib
+import time
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+from rich.console import Console
+
+from lopt import checkpoint
+from lopt.checkpoint import CheckpointError
+from lopt.errors import LoptError
+from lopt.learned.io import build_architecture, save_optimizer
+from lopt.meta.config import MetaTrainConfig
+from lopt.meta.estimators import make_estimator
+from lopt.meta.plots import plot_run
+from lopt.meta.validation import Validator
+from lopt.tasks.registry import get_family
+
+CHECKPOINT, PREVIOUS = "checkpoint", "checkpoint-prev"
+
+
+def bank_tasks(cfg: MetaTrainConfig) -> list:
+    """The meta-training tasks: ``task_bank`` samples, families taken round robin."""
+    n = len(cfg.families)
+    return [
+        get_family(cfg.families[i % n]).sample(cfg.seed * 100_003 + i) for i in range(cfg.task_bank)
+    ]
+
+
+def make_outer_optimizer(cfg: MetaTrainConfig) -> optax.GradientTransformation:
+    base = optax.adam(cfg.outer_lr) if cfg.outer_optimizer == "adam" else optax.sgd(cfg.outer_lr)
+    return optax.chain(optax.clip(cfg.outer_clip), base) if cfg.outer_clip > 0 else base
+
+
+def _atomic_text(path: pathlib.Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def _load_config(run_dir: pathlib.Path, config: MetaTrainConfig | None) -> MetaTrainConfig:
+    path = run_dir / "config.json"
+    if path.exists():
+        saved = MetaTrainConfig.from_file(path)
+        if config is not None and config.to_dict() != saved.to_dict():
+            only_steps = {**config.to_dict(), "outer_steps": saved.outer_steps} == saved.to_dict()
+            if not only_steps:
+                raise LoptError(
+                    f"{run_dir} holds a run with a different config; resume it without a new "
+                    "config (only --outer-steps may change) or use another directory"
+                )
+            saved = config
+            _atomic_text(path, json.dumps(saved.to_dict(), indent=2))
+        return saved
+    if config is None:
+        raise LoptError(f"{run_dir} holds no run (no config.json) and no config was given")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    _atomic_text(path, json.dumps(config.to_dict(), indent=2))
+    return config
+
+
+def _restore(run_dir: pathlib.Path, template: Any, log: Callable) -> tuple[Any, dict] | None:
+    for stem in (CHECKPOINT, PREVIOUS):
+        if not (run_dir / f"{stem}.json").exists():
+            continue
+        try:
+            return checkpoint.load(run_dir / stem, template)
+        except CheckpointError as e:
+            log(f"[yellow]warning:[/] {e}; trying an older checkpoint")
+    if (run_dir / f"{CHECKPOINT}.json").exists() or (run_dir / f"{PREVIOUS}.json").exists():
+        raise CheckpointError(f"no usable checkpoint in {run_dir} (all failed verification)")
+    return None
+
+
+def _save_checkpoint(run_dir: pathlib.Path, tree: Any, meta: dict) -> None:
+    cur = run_dir / CHECKPOINT
+    if cur.with_suffix(".json").exists():
+        for suffix in (".safetensors", ".json"):
+            cur.with_suffix(suffix).replace((run_dir / PREVIOUS).with_suffix(suffix))
+    checkpoint.save(cur, tree, meta)
+
+
+def _truncate_metrics(path: pathlib.Path, step: int) -> None:
+    """Drop metric lines from steps at or after ``step`` (they will be recomputed)."""
+    if not path.exists():
+        return
+    keep = [
+        line for line in path.read_text().splitlines() if line and json.loads(line)["step"] < step
+    ]
+    _atomic_text(path, "".join(line + "\n" for line in keep))
+
+
+def meta_train(
+    run_dir: str | pathlib.Path,
+    config: MetaTrainConfig | None = None,
+    max_minutes: float | None = None,
+    console: Console | None = None,
+) -> dict:
+    """Run (or resume) meta-training in ``run_dir``; returns a summary dict.
+
+    Args:
+        run_dir: the run directory (created, or resumed when it holds a run).
+        config: the config of a new run (``None`` to resume the one in ``run_dir``).
+        max_minutes: stop (with a checkpoint) after this much wall time; re-run to continue.
+    """
+    run_dir = pathlib.Path(run_dir)
+    console = console or Console()
+    cfg = _load_config(run_dir, config)
+    arch = build_architecture(cfg.architecture)
+    trunc = cfg.truncation_config
+    if cfg.devices > len(jax.devices()):
+        raise LoptError(
+            f"invalid value for devices: {cfg.devices} (this process sees {len(jax.devices())}; "
+            "set XLA_FLAGS=--xla_force_host_platform_device_count=N)"
+        )
+    tasks = bank_tasks(cfg)
+    estimators = [
+        make_estimator(cfg.estimator, arch, t, trunc, cfg.sigma, cfg.num_particles, cfg.devices)
+        for t in tasks
+    ]
+    outer = make_outer_optimizer(cfg)
+    base_key = jax.random.key(cfg.seed)
+    theta = arch.init_theta(jax.random.fold_in(base_key, 0))
+    state = {
+        "theta": theta,
+        "opt_state": outer.init(theta),
+        "est": [
+            e.init(jax.random.fold_in(jax.random.fold_in(base_key, 1), i))
+            for i, e in enumerate(estimators)
+        ],
+    }
+    restored = _restore(run_dir, state, console.log)
+    start, best = 0, {"score": math.inf, "step": -1}
+    if restored is not None:
+        state, meta = restored
+        start, best = meta["step"], meta["best"]
+        console.log(f"resuming {run_dir} at outer step {start}")
+    metrics_path = run_dir / "metrics.jsonl"
+    _truncate_metrics(metrics_path, start)
+
+    validator = None
+    if cfg.validate_every:
+        validator = Validator(
+            cfg.validation_tasks,
+            cfg.validation_steps,
+            cfg.validation_seeds,
+            run_dir / "validation_reference.json",
+            cfg.seed,
+        )
+
+    @jax.jit
+    def apply(theta, opt_state, grad):
+        finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grad)]))
+        grad = jax.tree.map(lambda g: jnp.where(finite, g, 0.0), grad)
+        updates, opt_state = outer.update(grad, opt_state, theta)
+        return optax.apply_updates(theta, updates), opt_state, ~finite
+
+    t_begin = time.time()
+    compiled = set()
+    ema = None
+    step = start
+    with metrics_path.open("a") as metrics_file:
+        try:
+            for step in range(start, cfg.outer_steps):
+                i = step % len(tasks)
+                t0 = time.time()
+                grad, state["est"][i], m = estimators[i].estimate(
+                    state["theta"], state["est"][i], jax.random.fold_in(base_key, 1000 + step)
+                )
+                state["theta"], state["opt_state"], bad_grad = apply(
+                    state["theta"], state["opt_state"], grad
+                )
+                meta_loss = float(m["meta_loss"])
+                dt = time.time() - t0
+                rate = (
+                    estimators[i].inner_steps_per_estimate / dt if i in compiled else float("nan")
+                )
+                compiled.add(i)
+                ema = meta_loss if ema is None else 0.98 * ema + 0.02 * meta_loss
+                record = {
+                    "step": step,
+                    "task": tasks[i].name,
+                    "meta_loss": meta_loss,
+                    "diverged": int(m["diverged"]),
+                    "bad_grad": bool(bad_grad),
+                    "inner_steps_per_s": rate,
+                    "seconds": dt,
+                }
+                metrics_file.write(json.dumps(record) + "\n")
+                if (step + 1) % cfg.log_every == 0:
+                    console.log(
+                        f"step {step + 1}/{cfg.outer_steps}  meta-loss {meta_loss:+.4f} "
+                        f"(ema {ema:+.4f})  diverged {int(m['diverged'])}  "
+                        f"inner steps/s {rate:,.0f}  task {tasks[i].name[:48]}"
+                    )
+                done = step + 1
+                if validator is not None and done % cfg.validate_every == 0:
+                    v = validator.score(arch, state["theta"])
+                    metrics_file.write(json.dumps({"step": step, "validation": v}) + "\n")
+                    console.log(
+                        f"validation at {done}: score {v['score']:.4f} "
+                        f"(tuned Adam {v['adam_tuned']:.4f})"
+                    )
+                    if v["score"] < best["score"]:
+                        best = {"score": v["score"], "step": done}
+                        save_optimizer(
+                            run_dir / "best",
+                            arch,
+                            state["theta"],
+                            {"outer_step": done, "validation": v},
+                        )
+                timed_out = max_minutes is not None and time.time() - t_begin > 60 * max_minutes
+                if done % cfg.checkpoint_every == 0 or done == cfg.outer_steps or timed_out:
+                    metrics_file.flush()
+                    _save_checkpoint(run_dir, state, {"step": done, "best": best})
+                if timed_out:
+                    console.log(f"time limit reached at outer step {done}; re-run to continue")
+                    break
+        except KeyboardInterrupt:
+            metrics_file.flush()
+            console.log(
+                "interrupted: the last checkpoint is kept; re-run on this directory to resume"
+            )
+            raise
+    finished = step + 1 >= cfg.outer_steps or start >= cfg.outer_steps
+    if finished:
+        save_optimizer(run_dir / "optimizer", arch, state["theta"], {"outer_step": cfg.outer_steps})
+    plot_run(run_dir)
+    return {"run_dir": str(run_dir), "finished": finished, "best": best, "theta": state["theta"]}
