@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -36,4 +37,11 @@ class LearnedAdam(Architecture):
             b2=1 - jnp.exp(theta["log_one_minus_b2"]),
             eps=jnp.exp(theta["log_eps"]),
         )
-        return optax.with_extra_args_support(adam)
+
+        def update(grads, state, params=None, **extra):
+            del extra
+            updates, state = adam.update(grads, state, params)
+            # A traced float32 learning rate would promote low-precision updates: keep dtypes.
+            return jax.tree.map(lambda u, g: u.astype(g.dtype), updates, grads), state
+
+        return optax.GradientTransformationExtraArgs(adam.init, update)

@@ -181,6 +181,7 @@ def make_estimator(
             meta_loss=trunc.meta_loss,
             transform=trunc.transform,
             max_normalized=trunc.max_normalized,
+            stagger=False,
         )
 
         def per_particle(theta, count, key):

@@ -39,6 +39,8 @@ class TruncationConfig:
         meta_loss: ``outer_valid`` (default), ``train`` or ``last``.
         transform: ``log`` (default; scale-free across tasks) or ``linear``.
         max_normalized: normalized loss above this (or non-finite) is clipped to it.
+        stagger: draw each particle's first horizon from [length, max_horizon] so particles
+            desynchronize (off: every run is aligned, as gradient checks need).
     """
 
     length: int = 50
@@ -48,6 +50,7 @@ class TruncationConfig:
     meta_loss: str = "outer_valid"
     transform: str = "log"
     max_normalized: float = 2.0
+    stagger: bool = True
 
     def __post_init__(self):
         check_range("truncation length", self.length, 1)
@@ -76,10 +79,10 @@ def _sample_horizon(cfg: TruncationConfig, key, low: int) -> jax.Array:
 
 
 def init_particle(task: Task, optimizer, cfg: TruncationConfig, key: jax.Array) -> Particle:
-    """A fresh particle. Its first horizon is drawn from [length, max_horizon] to stagger runs."""
+    """A fresh particle (its first horizon from [length, max_horizon] when staggering)."""
     k_run, k_h = jax.random.split(jax.random.fold_in(key, 0))
     inner = init_state(task, optimizer, k_run)
-    horizon = _sample_horizon(cfg, k_h, cfg.length)
+    horizon = _sample_horizon(cfg, k_h, cfg.length if cfg.stagger else cfg.min_horizon)
     return Particle(inner, horizon, jnp.zeros((), jnp.int32), key)
 
 

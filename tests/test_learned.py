@@ -1,0 +1,143 @@
+"""Conformance of every learned-optimizer architecture, and saving/loading them."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import lopt
+from lopt.checkpoint import CheckpointError
+from lopt.errors import LoptError
+from lopt.learned import ARCHITECTURES, build_architecture, load_theta, save_optimizer
+from lopt.learned.hierarchical import RNNMLPOptimizer
+from lopt.learned.mlp import MLPOptimizer
+
+TINY = {
+    "mlp": {"kind": "mlp", "hidden": [4]},
+    "rnn-mlp": {
+        "kind": "rnn-mlp",
+        "mlp_hidden": [4, 4],
+        "lstm_hidden": 4,
+        "to_mlp": 2,
+        "deepsets": 2,
+    },
+    "learned-adam": {"kind": "learned-adam"},
+}
+
+
+def _params(dtype=jnp.float32):
+    k1, k2 = jax.random.split(jax.random.key(3))
+    return {"w": jax.random.normal(k1, (3, 5), dtype), "b": jax.random.normal(k2, (5,), dtype)}
+
+
+def _grads(params, i):
+    return jax.tree.map(lambda p: jnp.cos(p * (i + 1)).astype(p.dtype), params)
+
+
+def test_every_architecture_is_covered():
+    assert set(TINY) == set(ARCHITECTURES)
+
+
+@pytest.mark.parametrize("name", sorted(TINY))
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_conformance(name, dtype):
+    arch = build_architecture(TINY[name])
+    thetas = jax.vmap(arch.init_theta)(jax.random.split(jax.random.key(0), 3))
+    params = _params(dtype)
+    traces = []
+
+    @jax.jit
+    def run(theta, params):
+        traces.append(1)
+        opt = arch.optimizer(theta)
+        state = opt.init(params)
+        for i in range(3):
+            updates, state = opt.update(
+                _grads(params, i), state, params, loss=jnp.float32(1.0 / (i + 1))
+            )
+            params = optax.apply_updates(params, updates)
+        return params, updates
+
+    batched = jax.jit(jax.vmap(run, in_axes=(0, None)))
+    out, updates = batched(thetas, params)
+    out2, _ = batched(jax.tree.map(lambda t: t + 0.01, thetas), params)  # same shapes: no retrace
+    assert len(traces) == 1
+    for leaf, ref in zip(jax.tree.leaves(updates), jax.tree.leaves(params), strict=True):
+        assert leaf.dtype == ref.dtype and leaf.shape == (3, *ref.shape)
+        assert np.all(np.isfinite(np.asarray(leaf, np.float32)))
+    assert not np.allclose(np.asarray(out["w"], np.float32), np.asarray(out2["w"], np.float32))
+
+
+@pytest.mark.parametrize("name", ["mlp", "rnn-mlp"])
+def test_fresh_network_optimizers_start_as_adam(name):
+    """Zeroed output layers: the learned update equals optax.adam(step_mult) exactly."""
+    arch = build_architecture(TINY[name])
+    opt = arch.optimizer(arch.init_theta(jax.random.key(1)))
+    adam = optax.adam(arch.step_mult)
+    params = _params()
+    s, a = opt.init(params), adam.init(params)
+    for i in range(5):
+        grads = _grads(params, i)
+        u, s = opt.update(grads, s, params, loss=jnp.float32(1.0))
+        v, a = adam.update(grads, a, params)
+        for x, y in zip(jax.tree.leaves(u), jax.tree.leaves(v), strict=True):
+            np.testing.assert_allclose(x, y, rtol=2e-5, atol=1e-9)
+        params = optax.apply_updates(params, u)
+
+
+def test_feature_counts_are_derived_from_config():
+    small = MLPOptimizer(decays=(0.9, 0.99), timescales=(10.0,))
+    assert len(small.feature_names) == 2 + 3 * 2 + 1
+    theta = small.init_theta(jax.random.key(0))
+    assert theta["mlp"][0].weight.shape[1] == len(small.feature_names)
+    rnn = RNNMLPOptimizer(mlp_hidden=(4,), lstm_hidden=3, to_mlp=2, deepsets=2)
+    theta = rnn.init_theta(jax.random.key(0))
+    assert theta["lstm"].weight_ih.shape[1] == len(rnn.tensor_feature_names)
+
+
+@pytest.mark.parametrize("name", sorted(TINY))
+def test_save_load_round_trip_bit_for_bit(tmp_path, name):
+    arch = build_architecture(TINY[name])
+    theta = jax.tree.map(lambda x: x + 0.123, arch.init_theta(jax.random.key(5)))
+    save_optimizer(tmp_path / "opt", arch, theta, {"note": "test"})
+    arch2, theta2, meta = load_theta(tmp_path / "opt.safetensors")
+    assert arch2 == arch and meta["info"] == {"note": "test"}
+    for a, b in zip(jax.tree.leaves(theta), jax.tree.leaves(theta2), strict=True):
+        assert a.dtype == b.dtype and np.array_equal(np.asarray(a), np.asarray(b))
+    assert isinstance(lopt.load(tmp_path / "opt"), optax.GradientTransformationExtraArgs)
+
+
+def test_load_errors_name_the_file(tmp_path):
+    with pytest.raises(CheckpointError, match="no saved optimizer"):
+        lopt.load(tmp_path / "missing")
+    arch = build_architecture(TINY["mlp"])
+    save_optimizer(tmp_path / "opt", arch, arch.init_theta(jax.random.key(0)))
+    blob = bytearray((tmp_path / "opt.safetensors").read_bytes())
+    blob[-1] ^= 0xFF
+    (tmp_path / "opt.safetensors").write_bytes(bytes(blob))
+    with pytest.raises(CheckpointError, match="corrupt"):
+        lopt.load(tmp_path / "opt")
+    save_optimizer(tmp_path / "opt", arch, arch.init_theta(jax.random.key(0)))
+    with pytest.raises(CheckpointError, match="holds a 'mlp' optimizer, expected 'rnn-mlp'"):
+        load_theta(tmp_path / "opt", expected_kind="rnn-mlp")
+    meta = json.loads((tmp_path / "opt.json").read_text())
+    meta["architecture"]["hidden"] = [7]  # weights no longer fit the declared architecture
+    meta.pop("sha256")
+    (tmp_path / "opt.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="shape"):
+        lopt.load(tmp_path / "opt")
+
+
+def test_bad_architecture_config():
+    with pytest.raises(LoptError, match="unknown architecture 'nope'"):
+        build_architecture({"kind": "nope"})
+    with pytest.raises(LoptError, match="invalid field 'width'"):
+        build_architecture({"kind": "mlp", "width": 3})
+
+
+def test_unknown_pretrained_name_lists_valid_ones():
+    with pytest.raises(LoptError, match="valid pretrained optimizers: rnn-mlp, small"):
+        lopt.pretrained("huge")
