@@ -150,7 +150,8 @@ def resolve_optimizer(spec: str) -> OptimizerSpec:
             return fixed_optimizer(spec, lopt.load(spec))
         except LoptError as err:
             raise LoptError(
-                f"unknown optimizer {spec!r} ({err}); valid optimizers: {', '.join(valid_specs())}"
+                f"unknown optimizer {spec!r}; valid optimizers: {', '.join(valid_specs())} "
+                f"(PATH: a saved learned optimizer; loading {spec!r} failed: {err})"
             ) from None
     raise unknown_name("optimizer", spec, valid_specs())
 

@@ -1,0 +1,79 @@
+"""The ``lopt`` command end to end on tiny runs; user mistakes give one line and exit 2."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from lopt.cli import main
+from lopt.tasks import TASK_SETS
+
+EXPECTED_FILES = ("config.json", "results.json", "results.md", "metrics.jsonl", "summary.png")
+
+
+def test_eval_writes_run_and_resumes(tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = ["eval", "--optimizer", "adam@1e-2", "--tasks", "tiny", "--steps", "20"]
+    argv += ["--seeds", "1", "--eval-every", "10", "--out", str(out), "--no-progress"]
+    assert main(argv) == 0
+    for name in EXPECTED_FILES:
+        assert (out / name).stat().st_size > 0, name
+    assert len(list(out.glob("curves-*.png"))) == len(TASK_SETS["tiny"])
+    data = json.loads((out / "results.json").read_text())
+    assert set(data["tasks"]) == set(TASK_SETS["tiny"])
+    assert set(data["summary"]) == {"adam@1e-2", "adam-tuned", "adam-global"}
+    entry = data["tasks"]["quadratic-16"]["optimizers"]["adam-tuned"]
+    assert set(entry) == {
+        "final_test_loss",
+        "normalized_curve",
+        "normalized_final",
+        "hyperparameters",
+    }
+    report = (out / "results.md").read_text()
+    assert "| adam-tuned |" in report and "curves-quadratic-16.png" in report
+    assert "adam-global" in capsys.readouterr().out
+
+    # Same config: reuse without recomputing; another config: refuse to overwrite.
+    mtime = (out / "results.json").stat().st_mtime_ns
+    assert main(argv) == 0
+    assert "already holds these results" in capsys.readouterr().err
+    assert (out / "results.json").stat().st_mtime_ns == mtime
+    other = list(argv)
+    other[other.index("--seeds") + 1] = "2"
+    assert main(other) == 2
+    assert "different evaluation (differs in: seeds)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--optimizer", "adma"], "error: unknown optimizer 'adma'; valid optimizers: adam-tuned"),
+        (["--optimizer", "adam", "--tasks", "nope"], "error: unknown task or task set 'nope'"),
+        (["--optimizer", "adam", "--steps", "0"], "error: argument --steps: expected an integer"),
+        (["--optimizer", "adam", "--steps", "25"], "error: num_steps=25 must be a multiple"),
+    ],
+)
+def test_user_mistakes_are_one_line(args, message, capsys, tmp_path):
+    with pytest.raises(SystemExit) as exit_info:
+        status = main(["eval", *args, "--out", str(tmp_path)])
+        raise SystemExit(status)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(message), err
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_script_reports_one_line(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "lopt.cli", "eval", "--optimizer", "sgd@0.1,nope"]
+        + ["--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("error: unknown optimizer 'nope'") and proc.stdout == ""
+    assert proc.stderr.count("\n") == 1

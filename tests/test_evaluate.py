@@ -1,0 +1,111 @@
+"""Normalized loss, optimizer specs and the evaluation loop on tiny runs."""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+import pytest
+
+from lopt.baselines import ADAM_LRS
+from lopt.errors import LoptError
+from lopt.evaluate import (
+    REFERENCE_SPECS,
+    EvalResult,
+    Metrics,
+    TaskResult,
+    evaluate,
+    normalized_loss,
+    reference_losses,
+    resolve_optimizer,
+)
+
+
+def test_normalized_loss_by_hand():
+    curve = [2.0, 1.25, 0.5, np.nan, 10.0, -1.0, np.inf]
+    np.testing.assert_allclose(
+        normalized_loss(curve, initial=2.0, best=0.5), [1.0, 0.5, 0.0, 2.0, 2.0, -1.0, 2.0]
+    )
+
+
+def test_reference_losses_by_hand():
+    # Two reference grids (T, S, E): L0 is the seed-mean first point, L* the lowest seed-mean
+    # point of any trial at any evaluation point (here trial 1 of the second grid, step 1).
+    adam = np.array([[[4.0, 3.0, 2.0], [2.0, 1.0, 2.0]], [[4.0, 9.0, np.nan], [2.0, 1.0, 1.0]]])
+    nadamw = np.array([[[4.0, 1.0, 5.0], [2.0, 0.5, 5.0]], [[4.0, 0.6, 0.9], [2.0, 0.2, 0.9]]])
+    initial, best = reference_losses([adam, nadamw])
+    assert initial == 3.0
+    assert best == pytest.approx(0.4)
+    test = adam[0].mean(axis=0)  # (3.0, 2.0, 2.0)
+    norm = normalized_loss(test, initial, best)
+    np.testing.assert_allclose(norm, [1.0, 1.6 / 2.6, 1.6 / 2.6])
+    assert norm.mean() == pytest.approx((1 + 2 * 1.6 / 2.6) / 3)
+
+
+def test_resolve_optimizer_specs():
+    assert resolve_optimizer("adam-tuned").select == "task"
+    assert resolve_optimizer("adam-global").select == "global"
+    tuned = resolve_optimizer("adam-tuned")
+    assert len(tuned.hparams) == len(ADAM_LRS) and tuned.grid == "adam-lrs"
+    assert len(jax.tree.leaves(resolve_optimizer("nadamw-tuned").hparams)[0]) >= 5
+    fixed = resolve_optimizer("adam@3e-3")
+    assert (fixed.label, fixed.select, fixed.describe(0)) == ("adam@3e-3", "fixed", "lr=0.003")
+    assert resolve_optimizer("sgd").describe(0) == "lr=0.1"
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("adma", "unknown optimizer 'adma'; valid optimizers: .*adam-tuned.*NAME@LR"),
+        ("adam@fast", "invalid learning rate in optimizer 'adam@fast'"),
+        ("adam@-1", "invalid value for learning rate of 'adam@-1'"),
+    ],
+)
+def test_bad_optimizer_specs(spec, message):
+    with pytest.raises(LoptError, match=message):
+        resolve_optimizer(spec)
+
+
+def test_bad_evaluate_arguments():
+    key = jax.random.key(0)
+    with pytest.raises(LoptError, match="unknown task 'nope'"):
+        evaluate(["nope"], ["adam"], 20, 1, key)
+    with pytest.raises(LoptError, match="seeds"):
+        evaluate(["quadratic-16"], ["adam"], 20, 0, key)
+    with pytest.raises(LoptError, match="eval_every"):
+        evaluate(["quadratic-16"], ["adam"], 20, 1, key, eval_every=15)
+
+
+def test_evaluate_tiny_run():
+    result = evaluate(
+        ["quadratic-16"], ["sgd@0.1", "adam-tuned"], 20, 2, jax.random.key(0), 10, False
+    )
+    assert result.optimizers == ("sgd@0.1", "adam-tuned", *REFERENCE_SPECS[1:])
+    task = result.tasks["quadratic-16"]
+    np.testing.assert_array_equal(task.steps, [0, 10, 20])
+    assert task.best_loss <= task.initial_loss
+    for label in result.optimizers:
+        assert task.curves[label]["test"].shape == (2, 3)
+        # Common random numbers: every optimizer starts from the same initial test loss.
+        assert task.curves[label]["test"][:, 0].mean() == pytest.approx(task.initial_loss)
+        m = task.metrics[label]
+        assert -1.0 <= m.normalized_final <= 2.0 and -1.0 <= m.normalized_curve <= 2.0
+    tuned = task.metrics["adam-tuned"]
+    # adam-tuned on one task is also the global best; both report the same trial.
+    assert tuned == task.metrics["adam-global"]
+    assert tuned.hyperparameters.startswith("lr=")
+    assert task.metrics["sgd@0.1"].hyperparameters == "lr=0.1"
+
+
+def _metrics(curve: float) -> Metrics:
+    return Metrics(0.0, curve, curve, "")
+
+
+def test_summary_and_wins():
+    tasks = {
+        name: TaskResult(name, 1.0, 0.0, np.arange(2), {}, {"a": _metrics(a), "b": _metrics(b)}, {})
+        for name, a, b in [("t1", 0.1, 0.2), ("t2", 0.5, 0.3), ("t3", 0.0, 0.9)]
+    }
+    summary = EvalResult({}, ("a", "b"), tasks).summary()
+    assert summary["a"]["mean_curve"] == pytest.approx(0.2)
+    assert summary["a"]["median_curve"] == pytest.approx(0.1)
+    assert summary["a"]["wins"] == {"b": 2} and summary["b"]["wins"] == {"a": 1}

@@ -1,0 +1,128 @@
+"""One conformance test for every task family, plus every named task and task set."""
+
+from __future__ import annotations
+
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from lopt.errors import LoptError
+from lopt.tasks import FAMILIES, SPLITS, TASK_SETS, TASKS, DataTask, get_task, task_names
+from lopt.tasks.classifiers import MLPClassifier, MLPClassifierConfig
+from lopt.tasks.synthetic import Quadratic, QuadraticConfig
+from lopt.train import train
+
+FAMILY_NAMES = sorted(FAMILIES)
+# Adam learning rate per family for the "training reduces the loss" check (default 1e-2).
+TRAIN_LR = {"fn2d": 3e-2}
+
+
+def _leaves_equal(a, b) -> bool:
+    la, lb = jax.tree.leaves(a), jax.tree.leaves(b)
+    return len(la) == len(lb) and all(np.array_equal(x, y) for x, y in zip(la, lb, strict=True))
+
+
+def _probe(task):
+    """One jitted program exercising the Task protocol: init vmapped over keys, loss vmapped
+    over params, a minibatch of every split (vmapped over keys) and every evaluation loss."""
+
+    @jax.jit
+    def probe(keys):
+        params = jax.vmap(task.init)(keys)
+        batches = {s: jax.vmap(lambda k, s=s: task.batch(k, s))(keys) for s in SPLITS}
+        first = jax.tree.map(lambda b: b[0], batches["train"])
+        losses = jax.vmap(task.loss, in_axes=(0, None))(params, first)
+        p0 = jax.tree.map(lambda x: x[0], params)
+        evals = {s: task.loss(p0, task.eval_batch(s)) for s in SPLITS}
+        return params, batches, losses, evals
+
+    return probe
+
+
+@pytest.mark.parametrize("name", FAMILY_NAMES)
+def test_family_conformance(name):
+    family = FAMILIES[name]
+    keys = jax.random.split(jax.random.key(7), 3)
+
+    # Same key -> same config and same init, bit for bit.
+    a, b = family.sample(jax.random.key(3)), family.sample(jax.random.key(3))
+    assert a.config == b.config and a.name == b.name
+    params, batches, losses, evals = _probe(a)(keys)
+    assert _leaves_equal(params, _probe(b)(keys)[0])
+
+    # Finite losses; the jitted, vmapped loss matches a plain call.
+    assert losses.shape == (3,) and np.all(np.isfinite(losses))
+    assert all(np.isfinite(v) and v.shape == () for v in evals.values())
+    p0 = jax.tree.map(lambda x: x[0], params)
+    b0 = jax.tree.map(lambda x: x[0], batches["train"])
+    np.testing.assert_allclose(a.loss(p0, b0), losses[0], rtol=1e-4, atol=1e-6)
+    assert not _leaves_equal(
+        jax.tree.map(lambda x: x[0], params), jax.tree.map(lambda x: x[1], params)
+    ), "different keys should give different inits"
+
+    # The four splits are disjoint.
+    if isinstance(a, DataTask):
+        index = a.data.index
+        for s, t in itertools.combinations(SPLITS, 2):
+            assert not np.intersect1d(index[s], index[t]).size, (s, t)
+        for s in SPLITS:
+            assert len(index[s]) == a.data.size(s) > 0
+    elif not _leaves_equal(
+        jax.tree.map(lambda x: x[0], batches["train"]),
+        jax.tree.map(lambda x: x[1], batches["train"]),
+    ):  # tasks with data: same key, different split -> different minibatch
+        for s, t in itertools.combinations(SPLITS, 2):
+            assert not _leaves_equal(batches[s], batches[t]), (s, t)
+    # else: no data (2-D test functions, noiseless quadratics): minibatches do not depend on
+    # the key, there is one objective, and the splits cannot be disjoint.
+
+
+@pytest.mark.parametrize("name", FAMILY_NAMES)
+def test_adam_reduces_train_loss(name):
+    task = FAMILIES[name].sample(0)
+    optimizer = optax.adam(TRAIN_LR.get(name, 1e-2))
+    _, curves = train(task, optimizer, jax.random.key(0), num_steps=60, eval_every=30)
+    train_loss = np.asarray(curves.eval["train"])
+    assert np.all(np.isfinite(train_loss))
+    assert train_loss[-1] < train_loss[0], train_loss
+
+
+def test_noisy_quadratic_splits_differ():
+    task = Quadratic(QuadraticConfig(dim=4, noise=0.1))
+    k = jax.random.key(0)
+    for s, t in itertools.combinations(SPLITS, 2):
+        assert not np.array_equal(task.batch(k, s), task.batch(k, t))
+
+
+@pytest.mark.parametrize("name", sorted(TASKS))
+def test_named_task_builds(name):
+    task = get_task(name)  # shapes only: tracing, no compilation
+    params = jax.eval_shape(task.init, jax.random.key(0))
+    loss = jax.eval_shape(task.loss, params, task.eval_batch("test"))
+    assert loss.shape == () and loss.dtype == jnp.float32
+
+
+def test_task_sets_name_real_tasks():
+    for set_name, names in TASK_SETS.items():
+        assert names, set_name
+        assert task_names(set_name) == names
+        assert set(names) <= set(TASKS)
+    assert task_names("quadratic-16, beale") == ("quadratic-16", "beale")
+
+
+def test_unknown_task_lists_valid_names():
+    with pytest.raises(LoptError, match="unknown task or task set 'nope'.*quadratic-16.*tiny"):
+        task_names("quadratic-16,nope")
+    with pytest.raises(LoptError, match="unknown task 'nope'.*mlp-digits-32"):
+        get_task("nope")
+
+
+def test_invalid_config_names_the_field():
+    with pytest.raises(LoptError, match="batch_size: 0"):
+        MLPClassifier(MLPClassifierConfig(batch_size=0))
+    with pytest.raises(LoptError, match="activation"):
+        MLPClassifier(MLPClassifierConfig(activation="swish"))
