@@ -7,7 +7,8 @@
 >>> params = optax.apply_updates(params, updates)
 """
 
+from lopt import stepsize
 from lopt.pretrained import load, pretrained
 
 __version__ = "0.1.0"
-__all__ = ["load", "pretrained"]
+__all__ = ["load", "pretrained", "stepsize"]
