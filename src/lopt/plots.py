@@ -18,12 +18,15 @@ def curve_filename(task_name: str) -> str:
     return "curves-" + re.sub(r"[^A-Za-z0-9._-]+", "_", task_name).strip("_") + ".png"
 
 
-def _color(label: str, order: Sequence[str]):
-    """The same colour for an optimizer in every figure of a run."""
+LINESTYLES = ("-", "-.", ":", (0, (5, 1)))  # optimizers whose curves coincide stay visible
+
+
+def _style(label: str, order: Sequence[str]) -> dict:
+    """The same colour and line style for an optimizer in every figure of a run."""
     from matplotlib import colormaps
 
     index = list(order).index(label) if label in order else len(order)
-    return colormaps["tab10"](index % 10)
+    return {"color": colormaps["tab10"](index % 10), "ls": LINESTYLES[index % len(LINESTYLES)]}
 
 
 def _save(fig: Figure, path: str | pathlib.Path) -> None:
@@ -50,7 +53,7 @@ def plot_curves(
     values = np.concatenate([np.asarray(c, np.float64).ravel() for c in curves.values()])
     values = values[np.isfinite(values)]
     for label, curve in curves.items():
-        ax.plot(steps, curve, label=label, color=_color(label, order), lw=1.6)
+        ax.plot(steps, curve, label=label, lw=1.8, **_style(label, order))
     if best_loss is not None and np.isfinite(best_loss):
         ax.axhline(best_loss, color="0.5", ls="--", lw=1, label="best reference")
         values = np.append(values, best_loss)
