@@ -77,3 +77,12 @@ def test_script_reports_one_line(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.startswith("error: unknown optimizer 'nope'") and proc.stdout == ""
     assert proc.stderr.count("\n") == 1
+
+
+@pytest.mark.slow
+def test_demo_writes_report(tmp_path):
+    from lopt.demo import run_demo
+
+    data, reused = run_demo(tmp_path, steps=100, seeds=1, progress=False)
+    assert not reused and set(data["summary"]) == {"adam-tuned", "adam-global", "nadamw-tuned"}
+    assert (tmp_path / "results.md").exists() and (tmp_path / "summary.png").exists()

@@ -109,3 +109,20 @@ def test_summary_and_wins():
     assert summary["a"]["mean_curve"] == pytest.approx(0.2)
     assert summary["a"]["median_curve"] == pytest.approx(0.1)
     assert summary["a"]["wins"] == {"b": 2} and summary["b"]["wins"] == {"a": 1}
+
+
+def test_other_specs_go_through_lopt_load(monkeypatch):
+    import optax
+
+    import lopt
+
+    def fake_load(path):
+        if path != "runs/my-opt":
+            raise LoptError(f"no saved optimizer at {path}")
+        return optax.with_extra_args_support(optax.sgd(0.1))
+
+    monkeypatch.setattr(lopt, "load", fake_load, raising=False)
+    spec = resolve_optimizer("runs/my-opt")
+    assert (spec.label, spec.grid, spec.select) == ("runs/my-opt", "runs/my-opt", "fixed")
+    with pytest.raises(LoptError, match="unknown optimizer 'nope'; valid .*loading 'nope' failed"):
+        resolve_optimizer("nope")
