@@ -158,7 +158,54 @@ def run_demo_command(args: argparse.Namespace) -> int:
     return 0
 
 
-SUBCOMMANDS: tuple[Callable, ...] = (add_eval, add_bench, add_demo)
+# --- lopt meta-train ---------------------------------------------------------------------------
+
+
+def add_meta_train(subparsers) -> None:
+    p = subparsers.add_parser(
+        "meta-train",
+        help="meta-train a learned optimizer with evolution strategies",
+        description="Outer-train a learned optimizer on sampled tasks. Writes config.json, "
+        "metrics.jsonl, checkpoints (safetensors) and plots to --out; re-running on the same "
+        "--out resumes exactly where the run stopped.",
+    )
+    p.add_argument(
+        "--config",
+        default=None,
+        help="a JSON config file, or the name of a shipped config (small, rnn-mlp); "
+        "omit to resume the run in --out",
+    )
+    p.add_argument("--out", required=True, help="run directory")
+    p.add_argument("--outer-steps", type=positive_int, default=None, help="override outer_steps")
+    p.add_argument("--minutes", type=positive_float, default=None, help="stop (resumably) after")
+    p.set_defaults(run=run_meta_train)
+
+
+def run_meta_train(args: argparse.Namespace) -> int:
+    _setup()
+    import dataclasses
+    import pathlib
+
+    from lopt.meta import MetaTrainConfig, meta_train
+    from lopt.meta.config import shipped_config_path
+
+    config = None
+    if args.config is not None:
+        path = pathlib.Path(args.config)
+        config = MetaTrainConfig.from_file(
+            path if path.suffix else shipped_config_path(args.config)
+        )
+    elif args.outer_steps is not None:
+        config = MetaTrainConfig.from_file(pathlib.Path(args.out) / "config.json")
+    if config is not None and args.outer_steps is not None:
+        config = dataclasses.replace(config, outer_steps=args.outer_steps)
+    summary = meta_train(args.out, config, max_minutes=args.minutes)
+    state = "finished" if summary["finished"] else "stopped (re-run to resume)"
+    print(f"{args.out}: {state}; best validation {summary['best']}")
+    return 0
+
+
+SUBCOMMANDS: tuple[Callable, ...] = (add_eval, add_bench, add_demo, add_meta_train)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,10 +1,14 @@
-"""Per-parameter and per-tensor features of learned optimizers, named and derived in one place.
+"""Per-parameter features of learned optimizers and the fused per-parameter MLP that reads them.
 
 Accumulators follow Metz et al. 2020 ("Tasks, stability, architecture, and compute",
 arXiv 2009.11243): momenta and second moments at several decays. Each per-parameter feature is
 divided by its root-mean-square over the tensor ("normalized by its second moment across the
 tensor") and clipped, so the optimizer network sees the same scale on every task.
 Feature counts are never hard-coded: ``param_feature_names`` derives them from the config.
+
+Speed: accumulators are kept one array per decay (contiguous), and inputs that are constant
+over a tensor (time, the LSTM's message) are folded into the first layer's bias of the
+per-parameter MLP instead of being broadcast to every parameter.
 """
 
 from __future__ import annotations
@@ -19,32 +23,40 @@ EPS = 1e-8
 
 
 class Accumulators(NamedTuple):
-    """Running statistics per parameter tensor.
+    """Running statistics, one params-like pytree per decay.
 
     Attributes:
-        momentum: pytree like params, leaves ``(*param.shape, K)`` for K momentum decays.
-        second_moment: pytree like params, leaves ``(*param.shape, K)`` (same decays).
+        momentum: ``K`` pytrees like params: EMA of g at each decay.
+        second_moment: ``K`` pytrees like params: EMA of g² at each decay.
         count: int32 scalar, number of updates so far.
     """
 
-    momentum: object
-    second_moment: object
+    momentum: tuple
+    second_moment: tuple
     count: jax.Array
 
 
 def init_accumulators(params, num_decays: int) -> Accumulators:
-    zeros = jax.tree.map(lambda p: jnp.zeros((*p.shape, num_decays), p.dtype), params)
-    return Accumulators(zeros, zeros, jnp.zeros((), jnp.int32))
+    zeros = jax.tree.map(jnp.zeros_like, params)
+    return Accumulators((zeros,) * num_decays, (zeros,) * num_decays, jnp.zeros((), jnp.int32))
 
 
 def update_accumulators(acc: Accumulators, grads, decays: tuple[float, ...]) -> Accumulators:
     """EMA update of momenta (of g) and second moments (of g²) at every decay."""
-    beta = jnp.asarray(decays, jnp.float32)
-    momentum = jax.tree.map(lambda m, g: beta * m + (1 - beta) * g[..., None], acc.momentum, grads)
-    second = jax.tree.map(
-        lambda v, g: beta * v + (1 - beta) * jnp.square(g)[..., None], acc.second_moment, grads
+    ema = lambda b: lambda x, g: b * x + (1 - b) * g
+    momentum = tuple(
+        jax.tree.map(ema(b), m, grads) for b, m in zip(decays, acc.momentum, strict=True)
+    )
+    sq = jax.tree.map(jnp.square, grads)
+    second = tuple(
+        jax.tree.map(ema(b), v, sq) for b, v in zip(decays, acc.second_moment, strict=True)
     )
     return Accumulators(momentum, second, acc.count + 1)
+
+
+def leaves_per_decay(stats: tuple) -> list[list[jax.Array]]:
+    """``K`` pytrees -> per tensor, the list of its ``K`` arrays."""
+    return [list(x) for x in zip(*(jax.tree.leaves(s) for s in stats), strict=True)]
 
 
 def bias_corrected(x: jax.Array, decay: float, count: jax.Array) -> jax.Array:
@@ -53,7 +65,7 @@ def bias_corrected(x: jax.Array, decay: float, count: jax.Array) -> jax.Array:
 
 
 def param_feature_names(decays: tuple[float, ...]) -> tuple[str, ...]:
-    """Names of the per-parameter features, in the order ``param_features`` stacks them."""
+    """Names of the per-parameter features, in the order ``param_features`` returns them."""
     return (
         "grad",
         "param",
@@ -63,29 +75,49 @@ def param_feature_names(decays: tuple[float, ...]) -> tuple[str, ...]:
     )
 
 
-def tensor_rms(x: jax.Array, axes) -> jax.Array:
-    return jnp.sqrt(jnp.mean(jnp.square(x), axis=axes, keepdims=True) + EPS)
+def _normalized(x: jax.Array) -> jax.Array:
+    """``x`` divided by its RMS over the tensor, clipped to ±FEATURE_CLIP."""
+    scale = jax.lax.rsqrt(jnp.mean(jnp.square(x)) + EPS)
+    return jnp.clip(x * scale, -FEATURE_CLIP, FEATURE_CLIP)
 
 
-def normalize_per_tensor(features: jax.Array) -> jax.Array:
-    """Divide each feature ``(..., F)`` by its RMS over the tensor axes, then clip."""
-    axes = tuple(range(features.ndim - 1))
-    return jnp.clip(features / tensor_rms(features, axes), -FEATURE_CLIP, FEATURE_CLIP)
-
-
-def param_features(p: jax.Array, g: jax.Array, m: jax.Array, v: jax.Array) -> jax.Array:
-    """Stack and normalize the per-parameter features of one tensor.
+def param_features(p: jax.Array, g: jax.Array, ms: list, vs: list) -> list[jax.Array]:
+    """The normalized per-parameter features of one tensor, each of ``param.shape``.
 
     Args:
-        p, g: parameter and gradient, ``param.shape``.
-        m, v: momenta and second moments, ``(*param.shape, K)``.
+        p, g: parameter and gradient.
+        ms, vs: ``K`` momenta and ``K`` second moments (same shape as ``p``).
+    """
+    rsqrt = [jax.lax.rsqrt(v + EPS) for v in vs]
+    raw = [g, p, *ms, *rsqrt, *(m * r for m, r in zip(ms, rsqrt, strict=True))]
+    return [_normalized(x) for x in raw]
+
+
+def per_param_mlp(layers, features: list[jax.Array], constants: jax.Array | None = None):
+    """A ReLU MLP applied independently at every parameter of one tensor.
+
+    Args:
+        layers: ``eqx.nn.Linear`` list; the first takes ``len(features) + len(constants)``
+            inputs (per-parameter features first).
+        features: per-parameter inputs, each ``param.shape``.
+        constants: ``(C,)`` inputs shared by every parameter of the tensor (or ``None``); they
+            are folded into the first layer's bias instead of being broadcast.
 
     Returns:
-        ``(*param.shape, 2 + 3K)`` in the order of ``param_feature_names``.
+        ``(outputs, pooled)``: the output units as a list of ``param.shape`` arrays, and the
+        last hidden layer averaged over the tensor, ``(hidden[-1],)``.
     """
-    rsqrt = jax.lax.rsqrt(v + EPS)
-    raw = jnp.concatenate([g[..., None], p[..., None], m, rsqrt, m * rsqrt], axis=-1)
-    return normalize_per_tensor(raw)
+    shape = features[0].shape
+    n = len(features)
+    first = layers[0]
+    bias = first.bias if constants is None else first.bias + first.weight[:, n:] @ constants
+    x = jnp.stack([f.reshape(-1) for f in features], axis=-1)  # (numel, n)
+    x = x @ first.weight[:, :n].T + bias
+    for layer in layers[1:]:
+        x = jax.nn.relu(x)
+        pooled = x
+        x = x @ layer.weight.T + layer.bias
+    return [x[:, j].reshape(shape) for j in range(x.shape[1])], jnp.mean(pooled, axis=0)
 
 
 def time_feature_names(timescales: tuple[float, ...]) -> tuple[str, ...]:
@@ -98,10 +130,9 @@ def time_features(step: jax.Array, timescales: tuple[float, ...]) -> jax.Array:
 
 
 def nominal_direction(
-    m: jax.Array, v: jax.Array, count: jax.Array, decays: tuple[float, ...], b1: float, b2: float
-) -> jax.Array:
-    """Adam's bias-corrected direction m̂/(√v̂ + ε) from the accumulators at decays b1, b2."""
-    i, j = decays.index(b1), decays.index(b2)
-    m_hat = bias_corrected(m[..., i], b1, count)
-    v_hat = bias_corrected(v[..., j], b2, count)
+    ms: list, vs: list, count: jax.Array, decays: tuple[float, ...], b1: float, b2: float
+):
+    """Adam's bias-corrected direction m̂/(√v̂ + ε), from the accumulators at decays b1, b2."""
+    m_hat = bias_corrected(ms[decays.index(b1)], b1, count)
+    v_hat = bias_corrected(vs[decays.index(b2)], b2, count)
     return m_hat / (jnp.sqrt(v_hat) + EPS)

@@ -29,9 +29,11 @@ from lopt.learned.features import (
     FEATURE_CLIP,
     Accumulators,
     init_accumulators,
+    leaves_per_decay,
     nominal_direction,
     param_feature_names,
     param_features,
+    per_param_mlp,
     time_feature_names,
     time_features,
     update_accumulators,
@@ -136,6 +138,7 @@ class RNNMLPOptimizer(Architecture):
     def init_theta(self, key):
         k_mlp, k_lstm, k_proj, k_lr, k_ds = jax.random.split(key, 5)
         sizes = (len(self.param_feature_names) + self.to_mlp, *self.mlp_hidden, 2)
+        # per-parameter features, then the time features and the LSTM message (see update)
         keys = jax.random.split(k_mlp, len(sizes) - 1)
         mlp = [
             eqx.nn.Linear(a, b, key=k) for a, b, k in zip(sizes[:-1], sizes[1:], keys, strict=True)
@@ -193,15 +196,14 @@ class RNNMLPOptimizer(Architecture):
             acc = update_accumulators(state.acc, grads, self.decays)
             stats = _update_loss_stats(state.loss, loss, valid_loss)
             t = time_features(acc.count, self.timescales)
-            m_leaves = jax.tree.leaves(acc.momentum)
-            v_leaves = jax.tree.leaves(acc.second_moment)
+            ms, vs = leaves_per_decay(acc.momentum), leaves_per_decay(acc.second_moment)
 
             # Per-tensor LSTM.
             i09 = self.decays.index(0.9)
             dynamic = jnp.stack(
                 [
-                    jnp.stack([jnp.log(rms(g)), jnp.log(rms(p)), jnp.log(rms(m[..., i09]))])
-                    for g, p, m in zip(g_leaves, p_leaves, m_leaves, strict=True)
+                    jnp.stack([jnp.log(rms(g)), jnp.log(rms(p)), jnp.log(rms(m[i09]))])
+                    for g, p, m in zip(g_leaves, p_leaves, ms, strict=True)
                 ]
             )
             n = dynamic.shape[0]
@@ -222,24 +224,16 @@ class RNNMLPOptimizer(Architecture):
             to_mlp = dense(theta["to_mlp"], h)  # (n, to_mlp)
             tensor_log_lr = dense(theta["lr_head"], h)[:, 0]  # (n,)
 
-            # Per-parameter MLP.
+            # Per-parameter MLP (per-tensor inputs folded into its first-layer bias).
             updates, pooled = [], []
-            for i, (p, g, m, v) in enumerate(
-                zip(p_leaves, g_leaves, m_leaves, v_leaves, strict=True)
-            ):
-                feats = param_features(p, g, m, v)
-                extra_in = jnp.concatenate([t, to_mlp[i]])
-                z = jnp.concatenate(
-                    [feats, jnp.broadcast_to(extra_in, (*p.shape, extra_in.shape[0]))], axis=-1
+            for i, (p, g, m, v) in enumerate(zip(p_leaves, g_leaves, ms, vs, strict=True)):
+                constants = jnp.concatenate([t, to_mlp[i]])
+                (direction, magnitude), pooled_i = per_param_mlp(
+                    theta["mlp"], param_features(p, g, m, v), constants
                 )
-                for layer in theta["mlp"][:-1]:
-                    z = jax.nn.relu(dense(layer, z))
-                pooled.append(jnp.mean(z.reshape(-1, z.shape[-1]), axis=0))
-                out = dense(theta["mlp"][-1], z)
-                direction = out[..., 0] + nominal_direction(
-                    m, v, acc.count, self.decays, 0.9, 0.999
-                )
-                log_step = self.exp_mult * out[..., 1] + theta["log_lr"] + tensor_log_lr[i]
+                pooled.append(pooled_i)
+                direction = direction + nominal_direction(m, v, acc.count, self.decays, 0.9, 0.999)
+                log_step = self.exp_mult * magnitude + theta["log_lr"] + tensor_log_lr[i]
                 updates.append((-self.step_mult * jnp.exp(log_step) * direction).astype(p.dtype))
 
             new_state = RNNMLPState(acc, h, c, jnp.stack(pooled), grad_rms, stats)

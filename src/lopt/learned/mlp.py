@@ -20,13 +20,15 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from lopt.learned.base import Architecture, dense, zero_last_layer
+from lopt.learned.base import Architecture, zero_last_layer
 from lopt.learned.features import (
     Accumulators,
     init_accumulators,
+    leaves_per_decay,
     nominal_direction,
     param_feature_names,
     param_features,
+    per_param_mlp,
     time_feature_names,
     time_features,
     update_accumulators,
@@ -79,21 +81,22 @@ class MLPOptimizer(Architecture):
             acc = update_accumulators(state.acc, grads, self.decays)
             t = time_features(acc.count, self.timescales)
 
-            def per_tensor(p, g, m, v):
-                x = param_features(p, g, m, v)
-                x = jnp.concatenate([x, jnp.broadcast_to(t, (*p.shape, t.shape[0]))], axis=-1)
-                for layer in theta["mlp"][:-1]:
-                    x = jax.nn.relu(dense(layer, x))
-                out = dense(theta["mlp"][-1], x)
-                direction, magnitude = out[..., 0], out[..., 1]
+            def per_tensor(p, g, ms, vs):
+                (direction, magnitude), _ = per_param_mlp(
+                    theta["mlp"], param_features(p, g, ms, vs), t
+                )
                 if self.nominal:
                     direction = direction + nominal_direction(
-                        m, v, acc.count, self.decays, 0.9, 0.999
+                        ms, vs, acc.count, self.decays, 0.9, 0.999
                     )
                 scale = self.step_mult * jnp.exp(self.exp_mult * magnitude + theta["log_lr"])
                 return (-scale * direction).astype(p.dtype)
 
-            updates = jax.tree.map(per_tensor, params, grads, acc.momentum, acc.second_moment)
+            ms, vs = leaves_per_decay(acc.momentum), leaves_per_decay(acc.second_moment)
+            g_leaves, treedef = jax.tree.flatten(grads)
+            p_leaves = jax.tree.leaves(params)
+            updates = [per_tensor(*args) for args in zip(p_leaves, g_leaves, ms, vs, strict=True)]
+            updates = jax.tree.unflatten(treedef, updates)
             return updates, MLPOptState(acc)
 
         return optax.GradientTransformationExtraArgs(init, update)

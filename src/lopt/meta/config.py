@@ -15,6 +15,16 @@ from lopt.meta.truncation import TruncationConfig
 from lopt.tasks.registry import FAMILIES, META_TRAIN_FAMILIES, TASKS
 
 OUTER_OPTIMIZERS = ("adam", "sgd")
+SHIPPED_CONFIGS = pathlib.Path(__file__).resolve().parent.parent / "configs"
+
+
+def shipped_config_path(name: str) -> pathlib.Path:
+    """The committed config that produced the shipped optimizer ``name``."""
+    path = SHIPPED_CONFIGS / f"{name}.json"
+    if not path.exists():
+        names = sorted(p.stem for p in SHIPPED_CONFIGS.glob("*.json"))
+        raise LoptError(f"unknown shipped config {name!r}; valid: {', '.join(names)}")
+    return path
 
 
 @dataclass(frozen=True)
