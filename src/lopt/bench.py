@@ -112,6 +112,12 @@ def run_bench(quick: bool = False, progress: Callable[[str], None] | None = None
     for name in TUNING_TASKS:
         say(f"tuning {name}")
         tuning[name] = tuning_speedup(get_task(name), steps, repeats)
+    from lopt.bench_learned import es_throughput, update_ratios
+
+    say("learned-optimizer update time vs Adam")
+    updates = update_ratios(quick)
+    say("ES meta-training throughput")
+    es = es_throughput(peak, quick)
     return {
         "config": {"quick": quick, "steps": steps, "repeats": repeats, "optimizer": "adam(1e-3)"},
         "machine": {
@@ -124,6 +130,8 @@ def run_bench(quick: bool = False, progress: Callable[[str], None] | None = None
         "matmul_peak_gflop_per_s": peak,
         "families": families,
         "tuning": tuning,
+        "learned_updates": updates,
+        "es": es,
     }
 
 
@@ -156,6 +164,38 @@ def bench_rows(result: dict) -> tuple[list[list[str]], list[list[str]]]:
     return families, tuning
 
 
+def learned_rows(result: dict) -> tuple[list[list[str]], list[list[str]]]:
+    """Table rows: update-time ratios per model size, then ES throughput per device count."""
+    updates = [
+        [
+            f"{r['num_params']:,}",
+            f"{r['adam_ms']:.3f}",
+            f"{r['small_ratio']:.1f}×",
+            f"{r['rnn-mlp_ratio']:.1f}×",
+        ]
+        for r in result["learned_updates"].values()
+    ]
+    es = result["es"]
+    rows = []
+    for devices in (1, 2):
+        r = es.get(f"devices_{devices}")
+        if r:
+            rows.append(
+                [
+                    str(devices),
+                    f"{r['inner_steps_per_s']:,.0f}",
+                    f"{r['outer_steps_per_s']:.2f}",
+                    f"{r['gflop_per_s']:.2f}",
+                    f"{100 * r['fraction_of_peak']:.1f}%",
+                ]
+            )
+    return updates, rows
+
+
+UPDATE_HEADER = ["params", "Adam update (ms)", "small ÷ Adam", "rnn-mlp ÷ Adam"]
+ES_HEADER = ["devices", "inner steps/s", "outer steps/s", "GFLOP/s", "of peak"]
+
+
 FAMILY_HEADER = ["family", "params", "Adam steps/s", "compile s", "GFLOP/s", "of peak"]
 TUNING_HEADER = ["task", "loop of 14 jitted (s)", "one vmapped (s)", "speedup"]
 
@@ -166,6 +206,7 @@ def print_bench(result: dict) -> None:
     from rich.table import Table
 
     families, tuning = bench_rows(result)
+    updates, es_rows = learned_rows(result)
     cfg = result["config"]
     console = Console()
     peak = result["matmul_peak_gflop_per_s"]
@@ -176,6 +217,8 @@ def print_bench(result: dict) -> None:
             families,
         ),
         (f"Tuning 14 Adam learning rates, {cfg['steps']} steps", TUNING_HEADER, tuning),
+        ("Learned-optimizer update time ÷ optax.adam update time", UPDATE_HEADER, updates),
+        (f"ES meta-training ({result['es']['task']}, 8 antithetic pairs)", ES_HEADER, es_rows),
     ):
         table = Table(title=title)
         for i, col in enumerate(header):

@@ -47,6 +47,7 @@ from lopt.baselines import (
 )
 from lopt.baselines.tuning import NAdamWTrial, nadamw_trial
 from lopt.errors import LoptError, check_range, unknown_name
+from lopt.pretrained import SHIPPED
 from lopt.tasks import SPLITS, TASKS, get_task
 from lopt.train import check_schedule, default_eval_every
 
@@ -120,15 +121,15 @@ NAMED_SPECS: dict[str, Callable[[], OptimizerSpec]] = {
 
 
 def valid_specs() -> list[str]:
-    return [*NAMED_SPECS, *BASELINES, "NAME@LR"] + (["PATH"] if hasattr(lopt, "load") else [])
+    return [*NAMED_SPECS, *BASELINES, "NAME@LR", *SHIPPED, "PATH"]
 
 
 def resolve_optimizer(spec: str) -> OptimizerSpec:
     """Turn a spec string into an ``OptimizerSpec``.
 
     Specs: ``adam-tuned``, ``adam-global``, ``nadamw-tuned``, a baseline name (``adam``,
-    ``sgd``, … at its ``DEFAULT_LR``), ``NAME@LR`` (``adam@3e-3``), or anything ``lopt.load``
-    accepts (a saved learned optimizer), when the library provides it.
+    ``sgd``, … at its ``DEFAULT_LR``), ``NAME@LR`` (``adam@3e-3``), a shipped learned optimizer
+    (``small``, ``rnn-mlp``), or anything ``lopt.load`` accepts (a saved learned optimizer).
     """
     spec = spec.strip()
     if spec in NAMED_SPECS:
@@ -145,15 +146,15 @@ def resolve_optimizer(spec: str) -> OptimizerSpec:
                 ) from None
             check_range(f"learning rate of {spec!r}", lr, 1e-12)
         return fixed_optimizer(spec, make(name, lr), f"lr={lr:.3g}")
-    if hasattr(lopt, "load"):
-        try:
-            return fixed_optimizer(spec, lopt.load(spec))
-        except LoptError as err:
-            raise LoptError(
-                f"unknown optimizer {spec!r}; valid optimizers: {', '.join(valid_specs())} "
-                f"(PATH: a saved learned optimizer; loading {spec!r} failed: {err})"
-            ) from None
-    raise unknown_name("optimizer", spec, valid_specs())
+    if spec in SHIPPED:
+        return fixed_optimizer(spec, lopt.pretrained(spec))
+    try:
+        return fixed_optimizer(spec, lopt.load(spec))
+    except LoptError as err:
+        raise LoptError(
+            f"unknown optimizer {spec!r}; valid optimizers: {', '.join(valid_specs())} "
+            f"(PATH: a saved learned optimizer; loading {spec!r} failed: {err})"
+        ) from None
 
 
 def normalized_loss(curve, initial: float, best: float) -> np.ndarray:

@@ -6,9 +6,9 @@ with per-weight clipping of the meta-gradient at 0.1, a normalized outer-validat
 
 Run directory: ``config.json``, ``metrics.jsonl`` (one line per outer step, plus validation
 lines), ``checkpoint.{safetensors,json}`` (+ ``checkpoint-prev``), ``best.*`` (the best θ by
-outer-validation), ``optimizer.*`` (the final θ), and PNG plots. Everything is a function of
-the config and the outer step, so a run killed at any moment and re-run on its directory
-continues from its last checkpoint to the same θ as an uninterrupted run.
+outer-validation), ``optimizer.*`` (θ where the run last stopped), and PNG plots. Everything
+is a function of the config and the outer step, so a run killed at any moment and re-run on
+its directory continues from its last checkpoint to the same θ as an uninterrupted run.
 """
 
 from __future__ import annotations
@@ -241,8 +241,9 @@ def meta_train(
                 "interrupted: the last checkpoint is kept; re-run on this directory to resume"
             )
             raise
-    finished = step + 1 >= cfg.outer_steps or start >= cfg.outer_steps
-    if finished:
-        save_optimizer(run_dir / "optimizer", arch, state["theta"], {"outer_step": cfg.outer_steps})
+    reached = start if start >= cfg.outer_steps else step + 1
+    finished = reached >= cfg.outer_steps
+    info = {"outer_step": reached, "finished": finished}
+    save_optimizer(run_dir / "optimizer", arch, state["theta"], info)
     plot_run(run_dir)
     return {"run_dir": str(run_dir), "finished": finished, "best": best, "theta": state["theta"]}

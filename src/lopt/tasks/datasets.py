@@ -17,8 +17,11 @@ import numpy as np
 from lopt.errors import unknown_name
 
 SPLITS = ("train", "inner_valid", "outer_valid", "test")
-# Fractions of a pooled dataset given to each split (same order as SPLITS).
+# Fractions of a pooled dataset given to each split (same order as SPLITS). Datasets with fewer
+# than SMALL_DATASET rows (wine) give validation more, so that selecting on it means something.
 SPLIT_FRACTIONS = (0.6, 0.1, 0.1, 0.2)
+SMALL_SPLIT_FRACTIONS = (0.4, 0.2, 0.2, 0.2)
+SMALL_DATASET = 500
 _SPLIT_SEED = 0  # splits are fixed per dataset, so every task on it sees the same test set
 
 
@@ -45,7 +48,8 @@ class Dataset:
 
 def _split_pool(name: str, x: np.ndarray, y: np.ndarray, num_classes: int) -> Dataset:
     perm = np.random.default_rng(_SPLIT_SEED).permutation(len(x))
-    bounds = np.cumsum([0, *(int(round(f * len(x))) for f in SPLIT_FRACTIONS)])
+    fractions = SMALL_SPLIT_FRACTIONS if len(x) < SMALL_DATASET else SPLIT_FRACTIONS
+    bounds = np.cumsum([0, *(int(round(f * len(x))) for f in fractions)])
     bounds[-1] = len(x)
     xs, ys, index = {}, {}, {}
     for split, lo, hi in zip(SPLITS, bounds[:-1], bounds[1:], strict=True):

@@ -1,0 +1,114 @@
+"""Learned-optimizer speed benchmarks (part of ``lopt bench``), ratios measured in one run.
+
+- update time of each shipped architecture ÷ ``optax.adam`` update time, on MLP-shaped
+  parameter sets of about 10k, 100k and 1M parameters (targets: ≤ 3× small, ≤ 8× rnn-mlp);
+- ES meta-training throughput: inner steps/s and achieved GFLOP/s ÷ the measured matmul peak
+  (FLOPs per inner step from XLA's cost analysis of one unscanned step);
+- the speedup of sharding ES particles over 2 local devices (``shard_map``) vs plain vmap on one.
+"""
+
+from __future__ import annotations
+
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from lopt.bench import best_time, flops
+from lopt.learned import build_architecture
+from lopt.meta.estimators import make_estimator
+from lopt.meta.truncation import TruncationConfig
+from lopt.tasks import get_task
+from lopt.train import init_state, inner_step
+
+ARCHITECTURES = {
+    "small": {"kind": "mlp", "hidden": [8]},
+    "rnn-mlp": {"kind": "rnn-mlp", "mlp_hidden": [8, 8]},
+}
+SIZES = (10_000, 100_000, 1_000_000)
+ES_TASK = "mlp-digits-32"
+
+
+def mlp_params(num_params: int) -> dict:
+    """A two-layer MLP's parameters (square weights) with about ``num_params`` entries."""
+    width = int(np.sqrt(num_params / 2))
+    k1, k2 = jax.random.split(jax.random.key(0))
+    return {
+        "w1": jax.random.normal(k1, (width, width)),
+        "b1": jnp.zeros(width),
+        "w2": jax.random.normal(k2, (width, width)),
+        "b2": jnp.zeros(width),
+    }
+
+
+def update_time(optimizer, params, calls: int, repeats: int) -> float:
+    """Seconds per jitted ``update`` call (best of ``repeats`` loops of ``calls``)."""
+    state = optimizer.init(params)
+    grads = jax.tree.map(lambda p: 0.01 * p, params)
+    step = jax.jit(lambda g, s, p: optimizer.update(g, s, p, loss=jnp.float32(1.0)))
+    jax.block_until_ready(step(grads, state, params))
+
+    def loop():
+        out = None
+        for _ in range(calls):
+            out = step(grads, state, params)
+        return out
+
+    return best_time(loop, repeats) / calls
+
+
+def update_ratios(quick: bool = False) -> dict:
+    """Learned update time ÷ Adam update time per architecture and model size."""
+    calls, repeats = (5, 2) if quick else (30, 5)
+    rows = {}
+    for size in SIZES[:2] if quick else SIZES:
+        params = mlp_params(size)
+        adam = update_time(optax.with_extra_args_support(optax.adam(1e-3)), params, calls, repeats)
+        row = {
+            "num_params": int(sum(p.size for p in jax.tree.leaves(params))),
+            "adam_ms": 1e3 * adam,
+        }
+        for name, config in ARCHITECTURES.items():
+            arch = build_architecture(config)
+            opt = arch.optimizer(arch.init_theta(jax.random.key(0)))
+            row[f"{name}_ratio"] = update_time(opt, params, calls, repeats) / adam
+        rows[str(size)] = row
+    return rows
+
+
+def es_throughput(peak_gflops: float, quick: bool = False) -> dict:
+    """Inner steps/s and GFLOP/s of antithetic ES meta-training ``small`` on ``ES_TASK``."""
+    arch = build_architecture(ARCHITECTURES["small"])
+    task = get_task(ES_TASK)
+    theta = arch.init_theta(jax.random.key(0))
+    trunc = TruncationConfig(length=50)
+    repeats = 2 if quick else 5
+    opt = arch.optimizer(theta)
+    state = init_state(task, opt, jax.random.key(0))
+    step_flops = flops(jax.jit(lambda s: inner_step(task, opt, s)).lower(state).compile())
+    out = {"task": ES_TASK, "particles": 8, "truncation": trunc.length}
+    for devices in (1, 2):
+        if devices > len(jax.devices()):
+            out["devices_2"] = None
+            continue
+        est = make_estimator("es", arch, task, trunc, num_particles=8, devices=devices)
+        s = est.init(jax.random.key(1))
+        start = time.perf_counter()
+        jax.block_until_ready(est.estimate(theta, s, jax.random.key(2)))
+        compile_s = time.perf_counter() - start
+        seconds = best_time(lambda est=est, s=s: est.estimate(theta, s, jax.random.key(3)), repeats)
+        rate = est.inner_steps_per_estimate / seconds
+        out[f"devices_{devices}"] = {
+            "inner_steps_per_s": rate,
+            "outer_steps_per_s": 1 / seconds,
+            "first_call_s": compile_s,
+            "gflop_per_s": rate * step_flops / 1e9,
+            "fraction_of_peak": rate * step_flops / 1e9 / peak_gflops,
+        }
+    if out.get("devices_2"):
+        out["device_speedup"] = (
+            out["devices_2"]["inner_steps_per_s"] / out["devices_1"]["inner_steps_per_s"]
+        )
+    return out
