@@ -207,6 +207,7 @@ def meta_train(
                 }
                 metrics_file.write(json.dumps(record) + "\n")
                 if (step + 1) % cfg.log_every == 0:
+                    metrics_file.flush()
                     console.log(
                         f"step {step + 1}/{cfg.outer_steps}  meta-loss {meta_loss:+.4f} "
                         f"(ema {ema:+.4f})  diverged {int(m['diverged'])}  "
