@@ -79,3 +79,18 @@ def test_estimator_errors_are_clear():
         make_estimator("es", ARCH, TASK, trunc, num_particles=3, devices=2)
     with pytest.raises(LoptError, match="meta_loss"):
         TruncationConfig(meta_loss="test")
+
+
+@pytest.mark.parametrize("schedule", ["uniform", "log-uniform", "growing"])
+def test_horizon_schedules_stay_in_range(schedule):
+    from lopt.meta.truncation import _sample_horizon
+
+    cfg = TruncationConfig(length=10, min_horizon=20, max_horizon=200, schedule=schedule)
+    keys = jax.random.split(jax.random.key(0), 400)
+    for progress in (0.0, 1.0):
+        h = np.asarray(jax.vmap(lambda k, p=progress: _sample_horizon(cfg, k, 20, p))(keys))
+        assert h.min() >= 20 and h.max() <= 200 and np.all(h % 10 == 0)
+        if schedule == "growing" and progress == 0.0:
+            assert h.max() <= 30  # the cap starts at the minimum horizon
+        else:
+            assert h.max() >= 150  # long runs do occur

@@ -10,7 +10,8 @@ local devices with ``shard_map``.
 - ``tbptt``: truncated backpropagation through the unroll (biased, low variance).
 
 ``make_estimator(kind, arch, task, trunc, sigma, num_particles)`` returns an ``Estimator``
-with ``init(key) -> state`` and ``estimate(theta, state, key) -> (grad, state, metrics)``.
+with ``init(key) -> state`` and ``estimate(theta, state, key, progress=1.0) -> (grad, state,
+metrics)``; ``progress`` (outer step ÷ outer steps) drives growing horizon schedules.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ ESTIMATORS = ("es", "pes", "full-es", "tbptt")
 
 class Estimator(NamedTuple):
     init: Callable[[jax.Array], Any]
-    estimate: Callable[[Any, Any, jax.Array], tuple[Any, Any, dict]]
+    estimate: Callable[..., tuple[Any, Any, dict]]
     inner_steps_per_estimate: int
 
 
@@ -68,12 +69,14 @@ def _scaled(z, coef):
 
 def _batched(per_particle: Callable, num_particles: int, devices: int) -> Callable:
     """vmap over particles; shard the particle axis over ``devices`` local devices."""
-    batched = jax.vmap(per_particle, in_axes=(None, 0, 0))
+    batched = jax.vmap(per_particle, in_axes=(None, 0, 0, None))
     if devices <= 1:
         return batched
     mesh = Mesh(np.array(jax.devices()[:devices]), ("p",))
-    spec = PartitionSpec("p")
-    return jax.shard_map(batched, mesh=mesh, in_specs=(PartitionSpec(), spec, spec), out_specs=spec)
+    spec, replicated = PartitionSpec("p"), PartitionSpec()
+    return jax.shard_map(
+        batched, mesh=mesh, in_specs=(replicated, spec, spec, replicated), out_specs=spec
+    )
 
 
 def make_estimator(
@@ -107,8 +110,9 @@ def make_estimator(
     def finish(per_particle):
         run = _batched(per_particle, num_particles, devices)
 
-        def estimate(theta, state, key):
-            grads, state, metrics = run(theta, state, particle_keys(key))
+        def estimate(theta, state, key, progress=1.0):
+            progress = jnp.asarray(progress, jnp.float32)
+            grads, state, metrics = run(theta, state, particle_keys(key), progress)
             grad = jax.tree.map(lambda g: jnp.mean(g, axis=0), grads)
             metrics = {
                 k: jnp.mean(v) if k != "diverged" else jnp.sum(v) for k, v in metrics.items()
@@ -120,8 +124,8 @@ def make_estimator(
     steps = 2 * num_particles * trunc.length
     if kind == "es":
 
-        def per_particle(theta, p: Particle, key):
-            p, _ = restart_if_done(task, template_opt, trunc, p)
+        def per_particle(theta, p: Particle, key, progress):
+            p, _ = restart_if_done(task, template_opt, trunc, p, progress=progress)
             z = tree_normal(key, theta)
             thetas = jax.tree.map(
                 lambda a, b: jnp.stack([a, b]), _shift(theta, z, sigma), _shift(theta, z, -sigma)
@@ -140,9 +144,9 @@ def make_estimator(
 
     if kind == "pes":
 
-        def per_particle(theta, s: PESParticle, key):
+        def per_particle(theta, s: PESParticle, key, progress):
             pos, restarted = restart_if_done(
-                task, template_opt, trunc, s.pos, ~all_finite_particle(s.neg)
+                task, template_opt, trunc, s.pos, ~all_finite_particle(s.neg), progress
             )
             neg = jax.tree.map(lambda a, b: jnp.where(restarted, a, b), pos, s.neg)
             noise = jax.tree.map(lambda n: jnp.where(restarted, 0.0, n), s.noise)
@@ -184,7 +188,8 @@ def make_estimator(
             stagger=False,
         )
 
-        def per_particle(theta, count, key):
+        def per_particle(theta, count, key, progress):
+            del progress
             k_run, k_z = jax.random.split(key)
             p = init_particle(task, template_opt, full, k_run)
             z = tree_normal(k_z, theta)
@@ -201,9 +206,9 @@ def make_estimator(
         return Estimator(init, finish(per_particle), 2 * num_particles * horizon)
 
     # tbptt
-    def per_particle(theta, p: Particle, key):
+    def per_particle(theta, p: Particle, key, progress):
         del key
-        p, _ = restart_if_done(task, template_opt, trunc, p)
+        p, _ = restart_if_done(task, template_opt, trunc, p, progress=progress)
         inner = jax.lax.stop_gradient(p.inner)
 
         def loss_fn(th):

@@ -183,8 +183,10 @@ def meta_train(
             for step in range(start, cfg.outer_steps):
                 i = step % len(tasks)
                 t0 = time.time()
+                key = jax.random.fold_in(base_key, 1000 + step)
+                progress = step / cfg.outer_steps
                 grad, state["est"][i], m = estimators[i].estimate(
-                    state["theta"], state["est"][i], jax.random.fold_in(base_key, 1000 + step)
+                    state["theta"], state["est"][i], key, progress
                 )
                 state["theta"], state["opt_state"], bad_grad = apply(
                     state["theta"], state["opt_state"], grad

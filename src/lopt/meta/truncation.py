@@ -25,6 +25,7 @@ from lopt.tasks.base import Task
 from lopt.train import InnerState, init_state, inner_step, refresh_valid_loss
 
 META_LOSSES = ("outer_valid", "train", "last")
+HORIZON_SCHEDULES = ("uniform", "log-uniform", "growing")
 TRANSFORMS = ("log", "linear")
 
 
@@ -34,7 +35,10 @@ class TruncationConfig:
 
     Attributes:
         length: steps per truncation (a multiple of ``valid_every``).
-        min_horizon, max_horizon: inner run lengths are drawn uniformly (in whole truncations).
+        min_horizon, max_horizon: range of inner run lengths (in whole truncations).
+        schedule: how run lengths are drawn: ``uniform``, ``log-uniform``, or ``growing``
+            (uniform up to a cap that grows from min to max over outer training, Metz 2020's
+            "increasing truncation" phase).
         valid_every: steps per chunk (one meta-loss evaluation, one ``valid_loss`` refresh).
         meta_loss: ``outer_valid`` (default), ``train`` or ``last``.
         transform: ``log`` (default; scale-free across tasks) or ``linear``.
@@ -46,6 +50,7 @@ class TruncationConfig:
     length: int = 50
     min_horizon: int = 200
     max_horizon: int = 1000
+    schedule: str = "uniform"
     valid_every: int = 10
     meta_loss: str = "outer_valid"
     transform: str = "log"
@@ -59,6 +64,7 @@ class TruncationConfig:
             check_range("truncation length (a multiple of valid_every)", -1, 0)
         check_range("min_horizon", self.min_horizon, self.length)
         check_range("max_horizon", self.max_horizon, self.min_horizon)
+        check_choice("schedule", self.schedule, HORIZON_SCHEDULES)
         check_choice("meta_loss", self.meta_loss, META_LOSSES)
         check_choice("transform", self.transform, TRANSFORMS)
         check_range("max_normalized", self.max_normalized, 1e-3)
@@ -73,9 +79,16 @@ class Particle(NamedTuple):
     key: jax.Array  # this particle's own PRNG key (runs fold in ``run``)
 
 
-def _sample_horizon(cfg: TruncationConfig, key, low: int) -> jax.Array:
-    lo, hi = max(1, low // cfg.length), cfg.max_horizon // cfg.length
-    return jax.random.randint(key, (), lo, hi + 1) * cfg.length
+def _sample_horizon(cfg: TruncationConfig, key, low: int, progress=1.0) -> jax.Array:
+    """A run length (a multiple of ``length``) per ``cfg.schedule``; ``progress`` in [0, 1]."""
+    lo, hi = max(1, low // cfg.length), max(1, cfg.max_horizon // cfg.length)
+    if cfg.schedule == "log-uniform":
+        u = jax.random.uniform(key, (), minval=jnp.log(lo), maxval=jnp.log(hi + 1))
+        n = jnp.floor(jnp.exp(u))
+    else:
+        top = hi if cfg.schedule == "uniform" else lo + jnp.asarray(progress) * (hi - lo)
+        n = jnp.floor(jax.random.uniform(key, (), minval=lo, maxval=top + 1))
+    return jnp.clip(n, lo, hi).astype(jnp.int32) * cfg.length
 
 
 def init_particle(task: Task, optimizer, cfg: TruncationConfig, key: jax.Array) -> Particle:
@@ -90,8 +103,12 @@ def all_finite(tree) -> jax.Array:
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
 
 
-def restart_if_done(task: Task, optimizer, cfg: TruncationConfig, p: Particle, extra_done=False):
+def restart_if_done(
+    task: Task, optimizer, cfg: TruncationConfig, p: Particle, extra_done=False, progress=1.0
+):
     """Restart the run (fresh init, new horizon) if it reached its horizon or diverged.
+
+    ``progress`` (outer step ÷ outer steps) drives the ``growing`` horizon schedule.
 
     Returns ``(particle, restarted)``.
     """
@@ -99,7 +116,10 @@ def restart_if_done(task: Task, optimizer, cfg: TruncationConfig, p: Particle, e
     run = p.run + 1
     k_run, k_h = jax.random.split(jax.random.fold_in(p.key, run))
     fresh = Particle(
-        init_state(task, optimizer, k_run), _sample_horizon(cfg, k_h, cfg.min_horizon), run, p.key
+        init_state(task, optimizer, k_run),
+        _sample_horizon(cfg, k_h, cfg.min_horizon, progress),
+        run,
+        p.key,
     )
     return jax.tree.map(lambda a, b: jnp.where(done, a, b), fresh, p), done
 
