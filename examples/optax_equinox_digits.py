@@ -1,0 +1,85 @@
+"""Train an equinox MLP on sklearn's digits with optax: ``lopt.pretrained("small")`` vs Adam.
+
+    python examples/optax_equinox_digits.py
+    python examples/optax_equinox_digits.py --weights runs/meta/best.safetensors
+
+A learned optimizer is an ``optax.GradientTransformationExtraArgs``: ``update`` takes the loss
+as a keyword (read by the "rnn-mlp" optimizer); everything else is the usual optax loop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import optax
+from sklearn.datasets import load_digits
+
+import lopt
+
+STEPS, BATCH, HIDDEN, SEED = 1000, 128, 64, 0
+
+
+def data():
+    x, y = load_digits(return_X_y=True)
+    x, y = jnp.asarray(x / 16.0, jnp.float32), jnp.asarray(y)
+    perm = jax.random.permutation(jax.random.key(SEED), len(x))
+    train, test = perm[:1400], perm[1400:]
+    return (x[train], y[train]), (x[test], y[test])
+
+
+def loss_fn(model, x, y):
+    logits = jax.vmap(model)(x)
+    return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+
+
+def train(optimizer, train_data, test_data) -> list[tuple[int, float, float]]:
+    """``(step, train loss, test loss)`` every 100 steps of minibatch training."""
+    model = eqx.nn.MLP(64, 10, HIDDEN, depth=1, key=jax.random.key(SEED))
+    state = optimizer.init(eqx.filter(model, eqx.is_array))
+    (x, y), (x_test, y_test) = train_data, test_data
+
+    @eqx.filter_jit
+    def step(model, state, key):
+        batch = jax.random.randint(key, (BATCH,), 0, len(x))
+        loss, grads = eqx.filter_value_and_grad(loss_fn)(model, x[batch], y[batch])
+        params = eqx.filter(model, eqx.is_array)
+        updates, state = optimizer.update(grads, state, params, loss=loss)
+        return eqx.apply_updates(model, updates), state, loss
+
+    keys = jax.random.split(jax.random.key(SEED + 1), STEPS)
+    log = []
+    for i in range(STEPS):
+        model, state, loss = step(model, state, keys[i])
+        if i % 100 == 0 or i == STEPS - 1:
+            log.append((i + 1, float(loss), float(eqx.filter_jit(loss_fn)(model, x_test, y_test))))
+    return log
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--weights", help="a saved optimizer (default: the shipped 'small')")
+    parser.add_argument("--adam-lr", type=float, default=1e-3)
+    args = parser.parse_args()
+    learned = lopt.load(args.weights) if args.weights else lopt.pretrained("small")
+    train_data, test_data = data()
+    runs = {
+        f"learned ({args.weights or 'small'})": learned,
+        f"Adam (lr={args.adam_lr:g})": optax.with_extra_args_support(optax.adam(args.adam_lr)),
+    }
+    logs = {}
+    for name, optimizer in runs.items():
+        start = time.perf_counter()
+        logs[name] = train(optimizer, train_data, test_data)
+        print(f"{name}: {time.perf_counter() - start:.1f} s for {STEPS} steps")
+    print(f"\n{'step':>5} " + " ".join(f"{n + ' train/test':>34}" for n in logs))
+    for rows in zip(*logs.values(), strict=True):
+        cells = " ".join(f"{f'{train:.4f} / {test:.4f}':>34}" for _, train, test in rows)
+        print(f"{rows[0][0]:>5} {cells}")
+
+
+if __name__ == "__main__":
+    main()

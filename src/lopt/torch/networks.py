@@ -1,0 +1,294 @@
+"""The "mlp" and "rnn-mlp" learned-optimizer networks, written again in PyTorch.
+
+Each function mirrors one in ``lopt.learned`` (``features.py``, ``mlp.py``, ``hierarchical.py``)
+operation for operation, in float32, so that a step here equals a step of the JAX optimizer to
+float32 rounding (``tests/test_torch.py`` checks it). The architectures' static configs are plain
+dataclasses with the same fields and defaults as ``lopt.learned.MLPOptimizer`` and
+``lopt.learned.RNNMLPOptimizer``; θ is a flat dict of tensors named by the JAX leaf paths
+(``"['mlp'][0].weight"``), exactly as the ``.safetensors`` file stores it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+FEATURE_CLIP = 5.0
+EPS = 1e-8
+LSTM_INPUT_CLIP = 10.0
+TRAIN_LOSS_DECAY, VALID_LOSS_DECAY = 0.9, 0.95
+GRAD_RMS_DECAY = 0.99
+MAX_RANK = 4
+NUM_LOSS_FEATURES = 3
+NOMINAL_B1, NOMINAL_B2 = 0.9, 0.999
+
+
+def num_param_features(decays: tuple[float, ...]) -> int:
+    """grad, param, then momentum, rsqrt second moment and their product at each decay."""
+    return 2 + 3 * len(decays)
+
+
+@dataclass(frozen=True)
+class MLPConfig:
+    """Static config of ``lopt.learned.MLPOptimizer`` (kind ``"mlp"``); same fields, defaults."""
+
+    hidden: tuple[int, ...] = (32,)
+    decays: tuple[float, ...] = (0.5, 0.9, 0.99, 0.999)
+    timescales: tuple[float, ...] = (10.0, 100.0, 1000.0, 10000.0)
+    step_mult: float = 1e-3
+    exp_mult: float = 1.0
+    nominal: bool = True
+
+    kind = "mlp"
+
+    def theta_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Leaf name -> shape of every tensor in θ."""
+        sizes = (num_param_features(self.decays) + len(self.timescales), *self.hidden, 2)
+        return {"['log_lr']": (), **_linear_shapes("['mlp']", sizes)}
+
+
+@dataclass(frozen=True)
+class RNNMLPConfig:
+    """Static config of ``lopt.learned.RNNMLPOptimizer`` (kind ``"rnn-mlp"``)."""
+
+    mlp_hidden: tuple[int, ...] = (32, 32)
+    lstm_hidden: int = 32
+    to_mlp: int = 8
+    deepsets: int = 8
+    decays: tuple[float, ...] = (0.5, 0.9, 0.99, 0.999, 0.9999)
+    timescales: tuple[float, ...] = (10.0, 100.0, 1000.0, 10000.0)
+    step_mult: float = 1e-3
+    exp_mult: float = 1.0
+    clip_mult: float = 10.0
+
+    kind = "rnn-mlp"
+
+    @property
+    def num_tensor_features(self) -> int:
+        """LSTM inputs: 3 log-RMS, is_scalar, log size, MAX_RANK log dims, time, loss, pooled
+        MLP hidden, DeepSets."""
+        return (
+            3
+            + 2
+            + MAX_RANK
+            + len(self.timescales)
+            + NUM_LOSS_FEATURES
+            + self.mlp_hidden[-1]
+            + self.deepsets
+        )
+
+    def theta_shapes(self) -> dict[str, tuple[int, ...]]:
+        n_in = num_param_features(self.decays) + len(self.timescales) + self.to_mlp
+        gates = 4 * self.lstm_hidden
+        return {
+            "['deepsets'].weight": (self.deepsets, self.lstm_hidden),
+            "['deepsets'].bias": (self.deepsets,),
+            "['log_clip']": (),
+            "['log_lr']": (),
+            "['lr_head'].weight": (1, self.lstm_hidden),
+            "['lr_head'].bias": (1,),
+            "['lstm'].weight_ih": (gates, self.num_tensor_features),
+            "['lstm'].weight_hh": (gates, self.lstm_hidden),
+            "['lstm'].bias": (gates,),
+            **_linear_shapes("['mlp']", (n_in, *self.mlp_hidden, 2)),
+            "['to_mlp'].weight": (self.to_mlp, self.lstm_hidden),
+            "['to_mlp'].bias": (self.to_mlp,),
+        }
+
+
+CONFIGS: dict[str, type] = {cls.kind: cls for cls in (MLPConfig, RNNMLPConfig)}
+
+
+def build_config(architecture: dict) -> MLPConfig | RNNMLPConfig:
+    """The config from a ``NAME.json`` ``"architecture"`` entry; raises ``ValueError``/``KeyError``
+    (turned into a clear message by the loader) on an unknown kind or field."""
+    architecture = dict(architecture)
+    cls = CONFIGS[architecture.pop("kind", None)]
+    fields = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(architecture) - fields)
+    if unknown:
+        raise ValueError(f"unknown field(s) {unknown} (allowed: {sorted(fields)})")
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in architecture.items()})
+
+
+def _linear_shapes(prefix: str, sizes: tuple[int, ...]) -> dict[str, tuple[int, ...]]:
+    shapes = {}
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+        shapes[f"{prefix}[{i}].weight"] = (b, a)
+        shapes[f"{prefix}[{i}].bias"] = (b,)
+    return shapes
+
+
+def mlp_layers(theta: dict[str, torch.Tensor]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The per-parameter MLP's ``(weight (out, in), bias (out,))`` pairs, in order."""
+    layers = []
+    while f"['mlp'][{len(layers)}].weight" in theta:
+        i = len(layers)
+        layers.append((theta[f"['mlp'][{i}].weight"], theta[f"['mlp'][{i}].bias"]))
+    return layers
+
+
+# --- accumulators and per-parameter features (lopt.learned.features) ---
+
+
+def decay_tensors(decays: tuple[float, ...], ndim: int, device) -> tuple[torch.Tensor, ...]:
+    """``(b, 1 − b)`` as float32 columns ``(K, 1, …, 1)`` broadcasting over a ``(K, *shape)``
+    accumulator (``1 − b`` rounded from float64, as JAX does with a Python scalar)."""
+    shape = (len(decays),) + (1,) * ndim
+    b = torch.tensor(decays, dtype=torch.float32, device=device).reshape(shape)
+    one_minus = torch.tensor([1 - d for d in decays], dtype=torch.float32, device=device)
+    return b, one_minus.reshape(shape)
+
+
+def update_accumulators(m, v, g, b, one_minus_b) -> None:
+    """In place: ``m ← b·m + (1−b)·g`` and ``v ← b·v + (1−b)·g²``, all ``K`` decays at once.
+
+    Args:
+        m, v: ``(K, *shape)`` momenta and second moments.
+        g: ``shape`` gradient.
+        b, one_minus_b: ``(K, 1, …)`` from ``decay_tensors``.
+    """
+    m.mul_(b).addcmul_(one_minus_b, g)
+    v.mul_(b).addcmul_(one_minus_b, g.square())
+
+
+def bias_correction(decay: float, count: int) -> float:
+    """``1 − decay**count`` rounded like JAX's float32 ``1 − jnp.power(decay, count)``."""
+    power = np.float32(float(np.float32(decay)) ** count)
+    return float(np.float32(1.0) - power)
+
+
+def rms(x: torch.Tensor) -> torch.Tensor:
+    """``sqrt(mean(x²) + EPS)`` over the whole tensor (without materializing ``x²``)."""
+    return torch.linalg.vector_norm(x).square().div(x.numel()).add(EPS).sqrt()
+
+
+def param_features(p, g, m, v) -> torch.Tensor:
+    """Normalized per-parameter features of one tensor, one row each: ``(2 + 3K, numel)``.
+
+    Rows: grad, param, momenta, rsqrt second moments, their products; each divided by its RMS
+    over the tensor and clipped to ±FEATURE_CLIP.
+
+    Args:
+        p, g: parameter and gradient (float32, ``shape``).
+        m, v: ``(K, *shape)`` momenta and second moments.
+    """
+    k, numel = m.shape[0], g.numel()
+    x = torch.empty((2 + 3 * k, numel), dtype=torch.float32, device=g.device)
+    for i, row in enumerate((g.reshape(1, -1), p.reshape(1, -1), m.reshape(k, -1))):
+        rows = x[i : i + 1] if i < 2 else x[2 : 2 + k]
+        _normalize(row, out=rows)  # copies and normalizes in one pass
+    r = torch.add(v.reshape(k, -1), EPS, out=x[2 + k : 2 + 2 * k]).rsqrt_()
+    mr = torch.mul(m.reshape(k, -1), r, out=x[2 + 2 * k :])
+    _normalize(r, out=r)
+    _normalize(mr, out=mr)
+    return x
+
+
+def _normalize(x: torch.Tensor, out: torch.Tensor) -> None:
+    """Rows of ``x`` divided by their RMS and clipped to ±FEATURE_CLIP, written to ``out``."""
+    mean_square = torch.linalg.vector_norm(x, dim=1, keepdim=True).square_().div_(x.shape[1])
+    torch.mul(x, mean_square.add_(EPS).rsqrt_(), out=out).clamp_(-FEATURE_CLIP, FEATURE_CLIP)
+
+
+def per_param_mlp(layers, features: torch.Tensor, constants: torch.Tensor):
+    """The ReLU MLP at every parameter; ``constants (C,)`` folded into the first bias.
+
+    Args:
+        layers: ``(weight, bias)`` pairs from ``mlp_layers``.
+        features: ``(n, numel)`` from ``param_features``.
+        constants: ``(C,)`` inputs shared by the tensor's parameters (first layer takes
+            ``n + C`` inputs, per-parameter ones first).
+
+    Returns:
+        ``(direction, magnitude, pooled)``: two ``(numel,)`` outputs and the last hidden layer
+        averaged over the tensor, ``(hidden[-1],)``.
+    """
+    n = features.shape[0]
+    weight, bias = layers[0]
+    bias = bias + weight[:, n:] @ constants
+    x = torch.addmm(bias[:, None], weight[:, :n], features)  # (hidden, numel)
+    pooled = x
+    for weight, bias in layers[1:]:
+        pooled = x.relu_()
+        x = torch.addmm(bias[:, None], weight, pooled)
+    return x[0], x[1], pooled.mean(dim=1)
+
+
+def time_features(count: int, timescales: tuple[float, ...], device) -> torch.Tensor:
+    """``tanh(count / τ)`` for every timescale τ, float32: ``(len(timescales),)``."""
+    step = torch.tensor(float(count), dtype=torch.float32, device=device)
+    return torch.tanh(step / torch.tensor(timescales, dtype=torch.float32, device=device))
+
+
+def nominal_direction(m, v, count: int, decays: tuple[float, ...]) -> torch.Tensor:
+    """Adam's bias-corrected direction m̂/(√v̂ + ε) from the accumulators at 0.9 / 0.999."""
+    m_hat = m[decays.index(NOMINAL_B1)] / bias_correction(NOMINAL_B1, count)
+    v_hat = v[decays.index(NOMINAL_B2)] / bias_correction(NOMINAL_B2, count)
+    return m_hat.div_(v_hat.sqrt_().add_(EPS))
+
+
+# --- the hierarchical optimizer's tensor-level parts (lopt.learned.hierarchical) ---
+
+
+def tensor_static_features(shape: torch.Size) -> list[float]:
+    """is_scalar, log #params, log of the last MAX_RANK dims (padded with 1s)."""
+    numel = math.prod(shape)
+    dims = list(shape)[-MAX_RANK:]
+    dims = [1] * (MAX_RANK - len(dims)) + dims
+    return [float(numel == 1), math.log(numel), *(math.log(d) for d in dims)]
+
+
+def update_loss_stats(stats: dict, loss: torch.Tensor, valid_loss: torch.Tensor) -> dict:
+    """EMA mean / variance of the training loss, EMA of the validation loss, first loss seen.
+
+    ``stats`` holds float32 scalars ``mean``, ``var``, ``valid``, ``initial`` and an int
+    ``count``; non-finite losses are replaced by the running values.
+    """
+    first = stats["count"] == 0
+    loss = torch.where(torch.isfinite(loss), loss, stats["mean"])
+    valid_loss = torch.where(torch.isfinite(valid_loss), valid_loss, stats["valid"])
+    if first:
+        mean, var, valid, initial = loss, torch.zeros_like(loss), valid_loss, loss
+    else:
+        mean = TRAIN_LOSS_DECAY * stats["mean"] + (1 - TRAIN_LOSS_DECAY) * loss
+        var = TRAIN_LOSS_DECAY * stats["var"] + (1 - TRAIN_LOSS_DECAY) * (loss - mean) ** 2
+        valid = VALID_LOSS_DECAY * stats["valid"] + (1 - VALID_LOSS_DECAY) * valid_loss
+        initial = stats["initial"]
+    return {
+        "mean": mean,
+        "var": var,
+        "valid": valid,
+        "initial": initial,
+        "count": stats["count"] + 1,
+    }
+
+
+def loss_features(stats: dict, loss: torch.Tensor) -> torch.Tensor:
+    """Standardized training and validation loss and the log loss ratio, clipped: ``(3,)``."""
+    scale = torch.sqrt(stats["var"] + EPS)
+    train = (torch.where(torch.isfinite(loss), loss, stats["mean"]) - stats["mean"]) / scale
+    valid = (stats["valid"] - stats["mean"]) / scale
+    ratio = torch.log((torch.abs(stats["mean"]) + EPS) / (torch.abs(stats["initial"]) + EPS))
+    return torch.clamp(torch.stack([train, valid, ratio]), -FEATURE_CLIP, FEATURE_CLIP)
+
+
+def dense(theta: dict, name: str, x: torch.Tensor) -> torch.Tensor:
+    """``x (..., in) @ weight.T + bias`` for the linear layer ``theta['name']``."""
+    return x @ theta[f"['{name}'].weight"].T + theta[f"['{name}'].bias"]
+
+
+def lstm_cell(theta: dict, x: torch.Tensor, h: torch.Tensor, c: torch.Tensor):
+    """``equinox.nn.LSTMCell`` on a batch: ``x (n, in)``, ``h, c (n, hidden)`` -> ``(h, c)``.
+
+    Gates are split in equinox's order (input, forget, cell, output).
+    """
+    lin = x @ theta["['lstm'].weight_ih"].T + h @ theta["['lstm'].weight_hh"].T
+    lin = lin + theta["['lstm'].bias"]
+    i, f, g, o = torch.chunk(lin, 4, dim=-1)
+    c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+    return torch.sigmoid(o) * torch.tanh(c), c

@@ -1,0 +1,314 @@
+"""``LearnedOptimizer``: a saved "mlp" or "rnn-mlp" optimizer as a ``torch.optim.Optimizer``.
+
+The update is computed in PyTorch (``lopt.torch.networks``), in float32, and equals the JAX
+optimizer's (``lopt.learned.MLPOptimizer`` / ``RNNMLPOptimizer``) to float32 rounding. The
+parameters of all param groups, in order, play the role of the JAX pytree's leaves.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Callable, Iterable
+
+import torch
+
+from lopt.errors import LoptError
+from lopt.torch import networks as nets
+from lopt.torch.files import load
+
+
+class LearnedOptimizer(torch.optim.Optimizer):
+    """A meta-trained learned optimizer: no learning rate to tune.
+
+    Args:
+        params: parameters or param groups, as for any ``torch.optim.Optimizer``. A group may set
+            ``lr_multiplier`` (default: the constructor's).
+        name_or_path: a shipped optimizer (``"small"``, ``"rnn-mlp"``) or a saved one: a
+            ``.safetensors``/``.json`` file, its stem, or a run directory.
+        lr_multiplier: scale of every update (1.0 is the optimizer as meta-trained).
+
+    Example::
+
+        opt = LearnedOptimizer(model.parameters(), "small")
+        loss = loss_fn(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step(loss=loss)  # or opt.step(closure); the loss feeds the "rnn-mlp" optimizer
+
+    A parameter whose ``.grad`` is ``None`` takes no part in a step: its accumulators, step
+    count and LSTM state stay frozen, and the step is the JAX update of the pytree of the
+    parameters that do have gradients (each with its own step count).
+    """
+
+    def __init__(
+        self,
+        params: Iterable,
+        name_or_path: str | os.PathLike = "small",
+        *,
+        lr_multiplier: float = 1.0,
+    ):
+        self.config, self._theta_cpu = load(name_or_path)
+        self.source = str(name_or_path)
+        self._theta_by_device: dict[torch.device, dict[str, torch.Tensor]] = {}
+        self._decays_by_shape: dict = {}
+        self._loss_stats: dict | None = None  # "rnn-mlp": statistics of the training loss
+        super().__init__(params, {"lr_multiplier": _check_multiplier(lr_multiplier)})
+
+    def add_param_group(self, param_group: dict) -> None:
+        super().add_param_group(param_group)
+        group = self.param_groups[-1]
+        try:
+            _check_multiplier(group["lr_multiplier"])
+            for p in group["params"]:
+                if not p.is_floating_point():
+                    raise LoptError(
+                        f"LearnedOptimizer needs real floating-point parameters; got a "
+                        f"{p.dtype} parameter of shape {tuple(p.shape)}"
+                    )
+        except LoptError:
+            self.param_groups.pop()
+            raise
+
+    @torch.no_grad()
+    def step(
+        self,
+        closure: Callable[[], torch.Tensor] | None = None,
+        *,
+        loss: torch.Tensor | float | None = None,
+        valid_loss: torch.Tensor | float | None = None,
+    ):
+        """One update of every parameter with a gradient.
+
+        Args:
+            closure: re-evaluates the model and returns the loss (optional).
+            loss: the training loss at the current parameters, if no closure is given. Only the
+                "rnn-mlp" optimizer reads it (as 0 when absent, like the JAX version).
+            valid_loss: a validation loss for the "rnn-mlp" features (default: ``loss``).
+
+        Returns:
+            The loss (the closure's value, or ``loss``).
+        """
+        if closure is not None:
+            if loss is not None:
+                raise LoptError("pass the loss either through closure or as loss=, not both")
+            with torch.enable_grad():
+                loss = closure()
+        active = []
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                if p.grad.is_sparse:
+                    raise LoptError("LearnedOptimizer does not support sparse gradients")
+                active.append((p, group["lr_multiplier"]))
+        if not active:
+            return loss
+        if self.config.kind == "mlp":
+            self._step_mlp(active)
+        else:
+            self._step_rnn_mlp(active, loss, valid_loss)
+        return loss
+
+    # --- state ---
+
+    def _theta(self, device: torch.device) -> dict[str, torch.Tensor]:
+        if device not in self._theta_by_device:
+            self._theta_by_device[device] = {k: v.to(device) for k, v in self._theta_cpu.items()}
+        return self._theta_by_device[device]
+
+    def _decays(self, device: torch.device, ndim: int):
+        key = (device, ndim)
+        if key not in self._decays_by_shape:
+            self._decays_by_shape[key] = nets.decay_tensors(self.config.decays, ndim, device)
+        return self._decays_by_shape[key]
+
+    def _param_state(self, p: torch.Tensor) -> dict:
+        state = self.state[p]
+        if not state:
+            acc_shape = (len(self.config.decays), *p.shape)
+            zeros = lambda shape: torch.zeros(shape, dtype=torch.float32, device=p.device)
+            state["step"] = 0
+            state["momentum"] = zeros(acc_shape)
+            state["second_moment"] = zeros(acc_shape)
+            if self.config.kind == "rnn-mlp":
+                state["h"] = zeros((self.config.lstm_hidden,))
+                state["c"] = zeros((self.config.lstm_hidden,))
+                state["pooled"] = zeros((self.config.mlp_hidden[-1],))
+                state["grad_rms"] = zeros(())
+        return state
+
+    def _accumulate(self, p: torch.Tensor, g: torch.Tensor, state: dict) -> None:
+        b, one_minus_b = self._decays(p.device, p.dim())
+        nets.update_accumulators(state["momentum"], state["second_moment"], g, b, one_minus_b)
+        state["step"] += 1
+
+    # --- the two architectures ---
+
+    def _step_mlp(self, active: list) -> None:
+        cfg = self.config
+        times = {}
+        for p, multiplier in active:
+            theta = self._theta(p.device)
+            state = self._param_state(p)
+            g = p.grad.to(torch.float32)
+            self._accumulate(p, g, state)
+            count, m, v = state["step"], state["momentum"], state["second_moment"]
+            if (count, p.device) not in times:
+                times[count, p.device] = nets.time_features(count, cfg.timescales, p.device)
+            features = nets.param_features(p.to(torch.float32), g, m, v)
+            direction, magnitude, _ = nets.per_param_mlp(
+                nets.mlp_layers(theta), features, times[count, p.device]
+            )
+            if cfg.nominal:
+                direction.add_(nets.nominal_direction(m, v, count, cfg.decays).reshape(-1))
+            # −λ₂·exp(λ₁·m + log_lr)·d, in place on the network's output rows
+            update = magnitude.mul_(cfg.exp_mult).add_(theta["['log_lr']"]).exp_()
+            _apply(p, update.mul_(-cfg.step_mult).mul_(direction), multiplier)
+
+    def _step_rnn_mlp(self, active: list, loss, valid_loss) -> None:
+        cfg = self.config
+        device = active[0][0].device  # the per-tensor LSTM runs here
+        theta = self._theta(device)
+        loss = _scalar(loss, device, "loss")
+        valid_loss = loss if valid_loss is None else _scalar(valid_loss, device, "valid_loss")
+        clip = cfg.clip_mult * torch.exp(theta["['log_clip']"])
+
+        states, grads = [], []
+        for p, _ in active:  # learned dynamic gradient clipping, then the accumulators
+            state = self._param_state(p)
+            g = p.grad.to(torch.float32)
+            g_rms = nets.rms(g)
+            if state["step"] > 0:
+                g_rms = nets.GRAD_RMS_DECAY * state["grad_rms"] + (1 - nets.GRAD_RMS_DECAY) * g_rms
+            state["grad_rms"] = g_rms
+            limit = (clip.to(p.device) * g_rms).to(torch.float32)
+            g = torch.clamp(g, -limit, limit)
+            self._accumulate(p, g, state)
+            states.append(state)
+            grads.append(g)
+
+        if self._loss_stats is None:
+            self._loss_stats = _initial_loss_stats(device)
+        stats = {k: v.to(device) if torch.is_tensor(v) else v for k, v in self._loss_stats.items()}
+        self._loss_stats = stats = nets.update_loss_stats(stats, loss, valid_loss)
+
+        # Per-tensor LSTM over the tensors taking part in this step.
+        i09 = cfg.decays.index(0.9)
+        counts = [s["step"] for s in states]
+        times = {c: nets.time_features(c, cfg.timescales, device) for c in set(counts)}
+        params = [p.to(torch.float32) for p, _ in active]
+        dynamic = torch.stack(
+            [
+                torch.stack([nets.rms(g), nets.rms(p), nets.rms(s["momentum"][i09])]).to(device)
+                for g, p, s in zip(grads, params, states, strict=True)
+            ]
+        ).log()
+        static = torch.tensor(
+            [nets.tensor_static_features(p.shape) for p in params],
+            dtype=torch.float32,
+            device=device,
+        )
+        n = len(active)
+        h_prev = torch.stack([s["h"].to(device) for s in states])
+        c_prev = torch.stack([s["c"].to(device) for s in states])
+        deepsets = torch.mean(nets.dense(theta, "deepsets", h_prev), dim=0)
+        x = torch.cat(
+            [
+                dynamic,
+                static,
+                torch.stack([times[c] for c in counts]),
+                nets.loss_features(stats, loss).expand(n, nets.NUM_LOSS_FEATURES),
+                torch.stack([s["pooled"].to(device) for s in states]),
+                deepsets.expand(n, cfg.deepsets),
+            ],
+            dim=1,
+        )
+        x = torch.clamp(x, -nets.LSTM_INPUT_CLIP, nets.LSTM_INPUT_CLIP)
+        h, c = nets.lstm_cell(theta, x, h_prev, c_prev)
+        to_mlp = nets.dense(theta, "to_mlp", h)  # (n, to_mlp)
+        tensor_log_lr = nets.dense(theta, "lr_head", h)[:, 0]  # (n,)
+
+        # Per-parameter MLP, the tensor's time features and LSTM message folded into its bias.
+        for i, ((p, multiplier), g, state) in enumerate(zip(active, grads, states, strict=True)):
+            local = self._theta(p.device)
+            m, v, count = state["momentum"], state["second_moment"], state["step"]
+            constants = torch.cat([times[count], to_mlp[i]]).to(p.device)
+            direction, magnitude, pooled = nets.per_param_mlp(
+                nets.mlp_layers(local), nets.param_features(params[i], g, m, v), constants
+            )
+            direction.add_(nets.nominal_direction(m, v, count, cfg.decays).reshape(-1))
+            log_lr = tensor_log_lr[i].to(p.device)
+            # −λ₂·exp(λ₁·m + log_lr + s_tensor)·d, in place on the network's output rows
+            update = magnitude.mul_(cfg.exp_mult).add_(local["['log_lr']"]).add_(log_lr).exp_()
+            _apply(p, update.mul_(-cfg.step_mult).mul_(direction), multiplier)
+            state["h"], state["c"] = h[i].clone().to(p.device), c[i].clone().to(p.device)
+            state["pooled"] = pooled.to(p.device)
+
+    # --- saving and restoring ---
+
+    def state_dict(self) -> dict:
+        """As ``torch.optim.Optimizer.state_dict``, plus ``"lopt"``: the architecture and, for the
+        "rnn-mlp" optimizer, the training-loss statistics."""
+        state_dict = super().state_dict()
+        stats = None
+        if self._loss_stats is not None:
+            stats = {k: v.clone() if torch.is_tensor(v) else v for k, v in self._loss_stats.items()}
+        state_dict["lopt"] = {"architecture": self.config.kind, "loss_stats": stats}
+        return state_dict
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """Restore a ``state_dict``; the run then continues exactly as the saved one would.
+
+        Optimizer state stays float32 whatever the parameters' dtype (torch's default loader
+        would cast it to the parameter dtype).
+        """
+        state_dict = dict(state_dict)
+        extra = state_dict.pop("lopt", None)
+        if extra is None or extra.get("architecture") != self.config.kind:
+            found = None if extra is None else extra.get("architecture")
+            raise LoptError(
+                f"this state_dict is not from a {self.config.kind!r} LearnedOptimizer "
+                f"(its architecture: {found!r})"
+            )
+        super().load_state_dict(state_dict)
+        saved_ids = itertools.chain.from_iterable(g["params"] for g in state_dict["param_groups"])
+        params = itertools.chain.from_iterable(g["params"] for g in self.param_groups)
+        for saved_id, p in zip(saved_ids, params, strict=True):
+            for key, value in state_dict["state"].get(saved_id, {}).items():
+                if torch.is_tensor(value):
+                    self.state[p][key] = value.to(device=p.device, dtype=torch.float32)
+        stats = extra.get("loss_stats")
+        if stats is not None:
+            stats = {k: v.clone() if torch.is_tensor(v) else v for k, v in stats.items()}
+        self._loss_stats = stats
+
+
+def _check_multiplier(value) -> float:
+    if not isinstance(value, int | float) or not value >= 0:
+        raise LoptError(f"invalid value for lr_multiplier: {value!r} (allowed: a number >= 0)")
+    return float(value)
+
+
+def _apply(p: torch.Tensor, update: torch.Tensor, multiplier: float) -> None:
+    """``p += multiplier · update`` (``update`` flat float32, cast to ``p``'s dtype first)."""
+    update = update.reshape(p.shape).to(p.dtype)
+    if multiplier == 1.0:
+        p.add_(update)
+    else:
+        p.add_(update, alpha=multiplier)
+
+
+def _scalar(value, device: torch.device, name: str) -> torch.Tensor:
+    """A loss (tensor or number; ``None`` reads as 0) as a float32 scalar on ``device``."""
+    if value is None:
+        return torch.zeros((), dtype=torch.float32, device=device)
+    value = torch.as_tensor(value).detach()
+    if value.numel() != 1:
+        raise LoptError(f"{name} must be a scalar; got a tensor of shape {tuple(value.shape)}")
+    return value.to(device=device, dtype=torch.float32).reshape(())
+
+
+def _initial_loss_stats(device: torch.device) -> dict:
+    zero = torch.zeros((), dtype=torch.float32, device=device)
+    return {"mean": zero, "var": zero, "valid": zero, "initial": zero, "count": 0}

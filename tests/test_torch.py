@@ -1,0 +1,414 @@
+"""The PyTorch front end (``lopt.torch``): parity with the JAX update, state, param groups, errors.
+
+Weights are random perturbations of a fresh θ (a fresh output layer is zero, which would make
+every optimizer equal Adam), saved with ``lopt.learned.save_optimizer``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import lopt  # noqa: E402
+from lopt.errors import LoptError  # noqa: E402
+from lopt.learned import build_architecture, load_theta, save_optimizer  # noqa: E402
+from lopt.torch import LearnedOptimizer, MLPConfig, RNNMLPConfig  # noqa: E402
+from lopt.torch import optimizer as optimizer_module  # noqa: E402
+from lopt.torch.networks import CONFIGS  # noqa: E402
+
+ARCHITECTURES = {
+    "mlp": {"kind": "mlp", "hidden": [8]},
+    "rnn-mlp": {"kind": "rnn-mlp", "mlp_hidden": [8, 8]},
+}
+# Scalar, vector, matrix and rank-5 tensors (the rank-4 shape features keep the last 4 dims).
+SHAPES = [(5, 3), (3,), (), (3, 2), (2, 1, 2, 3, 2)]
+STEPS = 100
+RTOL, ATOL = 1e-5, 1e-5
+
+
+def perturbed_theta(arch, seed: int = 0):
+    """A fresh θ plus N(0, 0.3²) noise on every leaf; gradient clipping made active."""
+    theta = arch.init_theta(jax.random.key(seed))
+    leaves, treedef = jax.tree.flatten(theta)
+    keys = jax.random.split(jax.random.key(seed + 1), len(leaves))
+    leaves = [x + 0.3 * jax.random.normal(k, x.shape) for x, k in zip(leaves, keys, strict=True)]
+    theta = jax.tree.unflatten(treedef, leaves)
+    if "log_clip" in theta:
+        theta["log_clip"] = jnp.asarray(-1.5)  # clip at ≈ 2.2× the gradient RMS
+    return theta
+
+
+@pytest.fixture(scope="module", params=list(ARCHITECTURES))
+def saved(request, tmp_path_factory):
+    """``(kind, stem)`` of a saved optimizer with random weights."""
+    arch = build_architecture(ARCHITECTURES[request.param])
+    stem = tmp_path_factory.mktemp(request.param) / "opt"
+    save_optimizer(stem, arch, perturbed_theta(arch))
+    return request.param, stem
+
+
+def problem(seed: int = 0):
+    """Initial parameters, a gradient sequence (scales differ per tensor) and losses."""
+    rng = np.random.default_rng(seed)
+    params = [np.asarray(rng.normal(size=s), np.float32) for s in SHAPES]
+    scales = [10.0 ** rng.uniform(-3, 1) for _ in SHAPES]
+    drift = [rng.normal(size=s) for s in SHAPES]
+    grads = [
+        [
+            np.asarray(sc * (0.5 * d + rng.normal(size=s)), np.float32)
+            for s, sc, d in zip(SHAPES, scales, drift, strict=True)
+        ]
+        for _ in range(STEPS)
+    ]
+    losses = (2.0 * np.exp(-np.arange(STEPS) / 30) + 0.1 * rng.random(STEPS)).astype(np.float32)
+    losses[37] = np.nan  # non-finite losses are replaced by the running mean
+    valid = (losses + 0.05).astype(np.float32)
+    return params, grads, losses, valid
+
+
+def jax_run(stem, params, grads, losses, valid, multipliers):
+    """Per-step updates and final parameters of the JAX optimizer (updates × multipliers)."""
+    arch, theta, _ = load_theta(stem)
+    opt = arch.optimizer(theta)
+    params = [jnp.asarray(p) for p in params]
+    state = opt.init(params)
+    update = jax.jit(opt.update)
+    history = []
+    for g, loss, vl in zip(grads, losses, valid, strict=True):
+        g = [jnp.asarray(x) for x in g]
+        updates, state = update(g, state, params, loss=jnp.float32(loss), valid_loss=vl)
+        updates = [mult * u for mult, u in zip(multipliers, updates, strict=True)]
+        params = [p + u for p, u in zip(params, updates, strict=True)]
+        history.append([np.asarray(u) for u in updates])
+    return history, [np.asarray(p) for p in params]
+
+
+def torch_run(optimizer, params, grads, losses, valid):
+    """Per-step updates (as computed, before they are added to the parameters)."""
+    history, applied = [], []
+    apply = optimizer_module._apply
+
+    def record(p, update, multiplier):
+        applied.append(multiplier * update.reshape(p.shape).detach().cpu().numpy())
+        apply(p, update, multiplier)
+
+    optimizer_module._apply = record
+    try:
+        for g, loss, vl in zip(grads, losses, valid, strict=True):
+            for p, x in zip(params, g, strict=True):
+                p.grad = torch.from_numpy(x).to(p.device)
+            optimizer.step(loss=torch.tensor(loss), valid_loss=float(vl))
+            history.append(list(applied))
+            applied.clear()
+    finally:
+        optimizer_module._apply = apply
+    return history
+
+
+def torch_params(arrays, device="cpu"):
+    return [torch.tensor(a, device=device, requires_grad=True) for a in arrays]
+
+
+def errors(actual, expected) -> tuple[float, float]:
+    """Largest elementwise relative error, and largest absolute error ÷ the largest update."""
+    scale = max(np.max(np.abs(y)) for y in expected)
+    rel = max(
+        np.max(np.abs(x - y) / np.maximum(np.abs(y), 1e-30))
+        for x, y in zip(actual, expected, strict=True)
+    )
+    return float(rel), float(
+        max(np.max(np.abs(x - y)) for x, y in zip(actual, expected, strict=True)) / scale
+    )
+
+
+def assert_close(actual, expected):
+    """rtol 1e-5, atol 1e-5 × the step's largest update (entries near 0 lose relative precision
+    where the learned direction cancels Adam's)."""
+    atol = ATOL * max(np.max(np.abs(y)) for y in expected)
+    for x, y in zip(actual, expected, strict=True):
+        np.testing.assert_allclose(x, y, rtol=RTOL, atol=atol)
+
+
+def test_parity_with_jax(saved):
+    """100 steps on the same gradients and losses: updates and parameters agree to 1e-5."""
+    kind, stem = saved
+    arrays, grads, losses, valid = problem()
+    ref_updates, ref_params = jax_run(stem, arrays, grads, losses, valid, [1.0] * len(SHAPES))
+    params = torch_params(arrays)
+    optimizer = LearnedOptimizer(params, stem)
+    assert optimizer.config.kind == kind
+    updates = torch_run(optimizer, params, grads, losses, valid)
+    assert np.abs(ref_updates[-1][0]).max() > 0
+    for step, (u, ref) in enumerate(zip(updates, ref_updates, strict=True)):
+        try:
+            assert_close(u, ref)
+        except AssertionError as e:
+            raise AssertionError(f"{kind}: step {step} differs") from e
+    assert_close([p.detach().numpy() for p in params], ref_params)
+    rel, abs_over_max = np.max([errors(u, r) for u, r in zip(updates, ref_updates, strict=True)], 0)
+    print(f"{kind}: max relative error {rel:.2e}, max error / largest update {abs_over_max:.2e}")
+
+
+def test_differs_from_adam(saved):
+    """The perturbed network changes the update (so parity is not just Adam against Adam)."""
+    _, stem = saved
+    arrays, grads, losses, valid = problem()
+    params = torch_params(arrays)
+    adam = torch.optim.Adam(params_adam := torch_params(arrays), lr=1e-3)
+    optimizer = LearnedOptimizer(params, stem)
+    for p, q, g in zip(params, params_adam, grads[0], strict=True):
+        p.grad, q.grad = torch.from_numpy(g), torch.from_numpy(g)
+    optimizer.step(loss=1.0)
+    adam.step()
+    assert not all(
+        torch.allclose(p, q, rtol=1e-3) for p, q in zip(params, params_adam, strict=True)
+    )
+
+
+def test_param_groups_and_lr_multiplier(saved):
+    """All groups' parameters, in order, are the pytree leaves; lr_multiplier scales updates."""
+    _, stem = saved
+    arrays, grads, losses, valid = problem()
+    multipliers = [1.0, 1.0, 0.5, 0.5, 0.0]
+    _, ref_params = jax_run(stem, arrays, grads[:20], losses[:20], valid[:20], multipliers)
+    params = torch_params(arrays)
+    optimizer = LearnedOptimizer(
+        [
+            {"params": params[:2]},
+            {"params": params[2:4], "lr_multiplier": 0.5},
+            {"params": params[4:], "lr_multiplier": 0.0},
+        ],
+        stem,
+    )
+    torch_run(optimizer, params, grads[:20], losses[:20], valid[:20])
+    assert_close([p.detach().numpy() for p in params], ref_params)
+    np.testing.assert_array_equal(params[4].detach().numpy(), arrays[4])
+
+
+def test_closure_and_loss_are_the_same(saved):
+    _, stem = saved
+    arrays, grads, losses, _ = problem()
+    results = []
+    for use_closure in (False, True):
+        params = torch_params(arrays)
+        optimizer = LearnedOptimizer(params, stem)
+        for g, loss in zip(grads[:5], losses[:5], strict=True):
+
+            def closure(params=params, g=g, loss=loss):
+                for p, x in zip(params, g, strict=True):
+                    p.grad = torch.from_numpy(x)
+                return torch.tensor(loss)
+
+            if use_closure:
+                returned = optimizer.step(closure)
+            else:
+                closure()
+                returned = optimizer.step(loss=torch.tensor(loss))
+            assert float(returned) == float(loss)
+        results.append([p.detach().clone() for p in params])
+    assert all(torch.equal(a, b) for a, b in zip(*results, strict=True))
+
+
+def test_state_dict_round_trip(saved, tmp_path):
+    """Save after 10 steps, restore into a fresh optimizer (via torch.save): identical steps."""
+    _, stem = saved
+    arrays, grads, losses, valid = problem()
+    params = torch_params(arrays)
+    optimizer = LearnedOptimizer(params, stem)
+    torch_run(optimizer, params, grads[:10], losses[:10], valid[:10])
+    torch.save(
+        {"params": [p.detach() for p in params], "opt": optimizer.state_dict()}, tmp_path / "c.pt"
+    )
+    expected = torch_run(optimizer, params, grads[10:20], losses[10:20], valid[10:20])
+
+    saved_run = torch.load(tmp_path / "c.pt")
+    restored = [p.clone().requires_grad_(True) for p in saved_run["params"]]
+    fresh = LearnedOptimizer(restored, stem)
+    fresh.load_state_dict(saved_run["opt"])
+    actual = torch_run(fresh, restored, grads[10:20], losses[10:20], valid[10:20])
+    for a, b in zip(actual, expected, strict=True):
+        for x, y in zip(a, b, strict=True):
+            np.testing.assert_array_equal(x, y)
+    assert all(torch.equal(p, q) for p, q in zip(params, restored, strict=True))
+
+
+def test_missing_gradients_freeze_state(saved):
+    """A parameter without a gradient is untouched, its state frozen; the others step as a
+    JAX optimizer over the parameters that have gradients."""
+    _, stem = saved
+    arrays, grads, losses, valid = problem()
+    ref_updates, _ = jax_run(
+        stem, arrays[:3], [g[:3] for g in grads[:5]], losses[:5], valid[:5], [1.0] * 3
+    )
+    params = torch_params(arrays)
+    optimizer = LearnedOptimizer(params, stem)
+    updates = torch_run(optimizer, params[:3], [g[:3] for g in grads[:5]], losses[:5], valid[:5])
+    for u, ref in zip(updates, ref_updates, strict=True):
+        assert_close(u, ref)
+    assert all(
+        np.array_equal(p.detach().numpy(), a) for p, a in zip(params[3:], arrays[3:], strict=True)
+    )
+    assert all(len(optimizer.state[p]) == 0 for p in params[3:])
+
+
+def test_dtypes_kept(saved):
+    _, stem = saved
+    p = torch.zeros(4, 3, dtype=torch.bfloat16, requires_grad=True)
+    optimizer = LearnedOptimizer([p], stem)
+    p.grad = torch.ones_like(p)
+    optimizer.step(loss=1.0)
+    assert p.dtype == torch.bfloat16 and torch.isfinite(p.float()).all()
+    restored = LearnedOptimizer([p], stem)
+    restored.load_state_dict(optimizer.state_dict())
+    assert restored.state[p]["momentum"].dtype == torch.float32
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_matches_cpu(saved):
+    _, stem = saved
+    arrays, grads, losses, valid = problem()
+    cpu = torch_params(arrays)
+    cuda = torch_params(arrays, device="cuda")
+    expected = torch_run(LearnedOptimizer(cpu, stem), cpu, grads[:10], losses[:10], valid[:10])
+    actual = torch_run(LearnedOptimizer(cuda, stem), cuda, grads[:10], losses[:10], valid[:10])
+    for a, b in zip(actual, expected, strict=True):
+        assert_close(a, b)
+
+
+def test_configs_match_jax_defaults():
+    """The torch configs have the JAX architectures' fields and defaults."""
+    for kind, cls in CONFIGS.items():
+        arch = build_architecture({"kind": kind})
+        jax_config = {k: v for k, v in arch.config().items() if k != "kind"}
+        assert jax_config == {
+            k: list(v) if isinstance(v, tuple) else v for k, v in vars(cls()).items()
+        }
+    assert set(CONFIGS) == {"mlp", "rnn-mlp"}
+    assert MLPConfig.kind == "mlp" and RNNMLPConfig.kind == "rnn-mlp"
+
+
+def test_unknown_name_lists_valid_names():
+    with pytest.raises(LoptError, match="unknown pretrained optimizer 'tiny'.*rnn-mlp, small"):
+        LearnedOptimizer([torch.zeros(2, requires_grad=True)], "tiny")
+
+
+def test_missing_path(tmp_path):
+    with pytest.raises(LoptError, match="no saved optimizer at"):
+        LearnedOptimizer([torch.zeros(2)], tmp_path / "nothing.safetensors")
+    with pytest.raises(LoptError, match="holds no saved optimizer"):
+        LearnedOptimizer([torch.zeros(2)], tmp_path)
+
+
+def test_run_directory_prefers_best(tmp_path):
+    arch = build_architecture(ARCHITECTURES["mlp"])
+    save_optimizer(tmp_path / "optimizer", arch, arch.init_theta(jax.random.key(0)))
+    save_optimizer(tmp_path / "best", arch, perturbed_theta(arch, seed=3))
+    optimizer = LearnedOptimizer([torch.zeros(2)], tmp_path)
+    expected = np.asarray(perturbed_theta(arch, seed=3)["log_lr"])
+    np.testing.assert_array_equal(optimizer._theta_cpu["['log_lr']"].numpy(), expected)
+
+
+def test_non_float_parameter_rejected(saved):
+    _, stem = saved
+    with pytest.raises(LoptError, match="floating-point parameters; got a torch.int64"):
+        LearnedOptimizer([torch.zeros(3, dtype=torch.int64)], stem)
+
+
+def test_corrupt_file_rejected(saved, tmp_path):
+    _, stem = saved
+    corrupt = tmp_path / "corrupt"
+    data = bytearray(stem.with_suffix(".safetensors").read_bytes())
+    data[-1] ^= 0xFF
+    corrupt.with_suffix(".safetensors").write_bytes(bytes(data))
+    corrupt.with_suffix(".json").write_text(stem.with_suffix(".json").read_text())
+    with pytest.raises(LoptError, match="corrupt.safetensors is corrupt"):
+        LearnedOptimizer([torch.zeros(2)], corrupt)
+
+
+def test_weights_of_another_architecture_rejected(tmp_path):
+    """JSON says "rnn-mlp", the weights are an "mlp" optimizer's: one clear error."""
+    mlp = build_architecture(ARCHITECTURES["mlp"])
+    save_optimizer(tmp_path / "opt", mlp, mlp.init_theta(jax.random.key(0)))
+    meta = json.loads((tmp_path / "opt.json").read_text())
+    meta["architecture"] = build_architecture(ARCHITECTURES["rnn-mlp"]).config()
+    (tmp_path / "opt.json").write_text(json.dumps(meta))
+    with pytest.raises(
+        LoptError, match="opt.safetensors does not hold the weights of the 'rnn-mlp'"
+    ):
+        LearnedOptimizer([torch.zeros(2)], tmp_path / "opt")
+
+
+def test_wrong_width_rejected(tmp_path):
+    small = build_architecture({"kind": "mlp", "hidden": [16]})
+    save_optimizer(tmp_path / "opt", small, small.init_theta(jax.random.key(0)))
+    meta = json.loads((tmp_path / "opt.json").read_text())
+    meta["architecture"]["hidden"] = [8]
+    (tmp_path / "opt.json").write_text(json.dumps(meta))
+    with pytest.raises(
+        LoptError, match=r"\['mlp'\]\[0\].weight has shape \(16, 18\).*expected \(8, 18\)"
+    ):
+        LearnedOptimizer([torch.zeros(2)], tmp_path / "opt")
+
+
+def test_unsupported_architecture_rejected(tmp_path):
+    arch = build_architecture({"kind": "learned-adam"})
+    save_optimizer(tmp_path / "opt", arch, arch.init_theta(jax.random.key(0)))
+    with pytest.raises(LoptError, match="holds a 'learned-adam' optimizer; lopt.torch runs"):
+        LearnedOptimizer([torch.zeros(2)], tmp_path / "opt.json")
+
+
+def test_state_dict_of_other_architecture_rejected(tmp_path):
+    stems = {}
+    for kind, config in ARCHITECTURES.items():
+        arch = build_architecture(config)
+        save_optimizer(tmp_path / kind, arch, arch.init_theta(jax.random.key(0)))
+        stems[kind] = tmp_path / kind
+    state = LearnedOptimizer([torch.zeros(2)], stems["mlp"]).state_dict()
+    with pytest.raises(LoptError, match="not from a 'rnn-mlp' LearnedOptimizer"):
+        LearnedOptimizer([torch.zeros(2)], stems["rnn-mlp"]).load_state_dict(state)
+
+
+def test_shipped_names_resolve_to_package_data():
+    from lopt.pretrained import SHIPPED, pretrained_path
+    from lopt.torch.files import SHIPPED as TORCH_SHIPPED
+    from lopt.torch.files import resolve
+
+    assert TORCH_SHIPPED == SHIPPED
+    for name in SHIPPED:
+        assert resolve(name) == pretrained_path(name)
+
+
+_IMPORT_CHECK = (
+    "import sys, {module}; print(sorted(m for m in ('jax', 'lopt.learned') if m in sys.modules))"
+)
+
+
+def _imports(module: str, stub_lopt: bool = False) -> list[str]:
+    code = _IMPORT_CHECK.format(module=module)
+    if stub_lopt:  # a bare `lopt` package, so that lopt/__init__.py does not run
+        src = os.path.dirname(os.path.dirname(lopt.__file__))
+        code = (
+            "import sys, types; pkg = types.ModuleType('lopt'); "
+            f"pkg.__path__ = [{os.path.join(src, 'lopt')!r}]; sys.modules['lopt'] = pkg; " + code
+        )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().replace("'", '"'))
+
+
+def test_lopt_torch_itself_does_not_import_jax():
+    assert _imports("lopt.torch", stub_lopt=True) == []
+
+
+def test_import_lopt_torch_does_not_import_jax():
+    if _imports("lopt"):
+        pytest.skip("lopt/__init__.py imports JAX eagerly")
+    assert _imports("lopt.torch") == []
