@@ -9,8 +9,7 @@ import optax
 import pytest
 
 import lopt
-from lopt.checkpoint import CheckpointError
-from lopt.errors import LoptError
+from lopt.errors import CheckpointError, LoptError
 from lopt.learned import ARCHITECTURES, build_architecture, load_theta, save_optimizer
 from lopt.learned.hierarchical import RNNMLPOptimizer
 from lopt.learned.mlp import MLPOptimizer
@@ -89,7 +88,7 @@ def test_fresh_network_optimizers_start_as_adam(name):
 
 
 def test_feature_counts_are_derived_from_config():
-    small = MLPOptimizer(decays=(0.9, 0.99), timescales=(10.0,))
+    small = MLPOptimizer(decays=(0.9, 0.999), timescales=(10.0,))
     assert len(small.feature_names) == 2 + 3 * 2 + 1
     theta = small.init_theta(jax.random.key(0))
     assert theta["mlp"][0].weight.shape[1] == len(small.feature_names)
@@ -141,3 +140,10 @@ def test_bad_architecture_config():
 def test_unknown_pretrained_name_lists_valid_ones():
     with pytest.raises(LoptError, match="valid pretrained optimizers: rnn-mlp, small"):
         lopt.pretrained("huge")
+
+
+def test_invalid_network_settings_are_named():
+    with pytest.raises(LoptError, match="invalid hidden sizes for 'mlp'"):
+        build_architecture({"kind": "mlp", "hidden": []})
+    with pytest.raises(LoptError, match="must include"):
+        build_architecture({"kind": "rnn-mlp", "decays": [0.5, 0.99]})

@@ -5,10 +5,20 @@
 >>> state = opt.init(params)
 >>> updates, state = opt.update(grads, state, params, loss=loss)
 >>> params = optax.apply_updates(params, updates)
+
+Importing lopt does not import JAX (it loads with the first optimizer or subpackage that needs
+it), so ``import lopt.torch``, the PyTorch front end, never does.
 """
 
-from lopt import stepsize
+import importlib
+
 from lopt.pretrained import load, pretrained
 
 __version__ = "0.1.0"
 __all__ = ["load", "pretrained", "stepsize"]
+
+
+def __getattr__(name: str):
+    if name == "stepsize":
+        return importlib.import_module("lopt.stepsize")
+    raise AttributeError(f"module 'lopt' has no attribute {name!r}")

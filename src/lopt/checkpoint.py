@@ -20,11 +20,7 @@ import numpy as np
 from safetensors.numpy import load as st_load
 from safetensors.numpy import save as st_save
 
-from lopt.errors import LoptError
-
-
-class CheckpointError(LoptError):
-    """A checkpoint is missing, corrupt, or does not fit what the caller expected."""
+from lopt.errors import CheckpointError
 
 
 def leaf_names(tree: Any) -> list[str]:

@@ -9,6 +9,10 @@ class LoptError(ValueError):
     """A mistake in what the user asked for (a name, a config value, a file)."""
 
 
+class CheckpointError(LoptError):
+    """A checkpoint or saved optimizer is missing, corrupt, or not what the caller expected."""
+
+
 def unknown_name(kind: str, name: str, valid: Iterable[str]) -> LoptError:
     """Error for a name that is not registered, listing the valid ones."""
     return LoptError(f"unknown {kind} {name!r}; valid {kind}s: {', '.join(sorted(valid))}")

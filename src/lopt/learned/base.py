@@ -15,6 +15,8 @@ import equinox as eqx
 import jax
 import optax
 
+from lopt.errors import LoptError, check_range
+
 Theta = Any
 
 
@@ -36,6 +38,22 @@ class Architecture(abc.ABC):
         fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         fields = {k: list(v) if isinstance(v, tuple) else v for k, v in fields.items()}
         return {"kind": self.kind, **fields}
+
+
+def check_config(kind: str, hidden, decays, required_decays) -> None:
+    """Validate the shared settings of the network optimizers with one clear message."""
+    if not hidden or any(int(w) < 1 for w in hidden):
+        raise LoptError(
+            f"invalid hidden sizes for {kind!r}: {list(hidden)} (need >= 1 layer of >= 1)"
+        )
+    for decay in decays:
+        check_range(f"decays of {kind!r}", decay, 0.0, 0.99999)
+    missing = [d for d in required_decays if d not in decays]
+    if missing:
+        raise LoptError(
+            f"invalid decays for {kind!r}: {list(decays)} (must include {list(required_decays)}, "
+            "the decays of the nominal Adam direction)"
+        )
 
 
 def dense(layer, x: jax.Array) -> jax.Array:

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from lopt.learned.base import Architecture, dense, zero_last_layer
+from lopt.learned.base import Architecture, check_config, dense, zero_last_layer
 from lopt.learned.features import (
     EPS,
     FEATURE_CLIP,
@@ -115,6 +115,9 @@ class RNNMLPOptimizer(Architecture):
     step_mult: float = 1e-3
     exp_mult: float = 1.0
     clip_mult: float = 10.0
+
+    def __post_init__(self):
+        check_config(self.kind, self.mlp_hidden, self.decays, (0.9, 0.999))
 
     @property
     def param_feature_names(self) -> tuple[str, ...]:

@@ -14,8 +14,7 @@ from typing import Any
 import jax
 
 from lopt import checkpoint
-from lopt.checkpoint import CheckpointError
-from lopt.errors import LoptError, unknown_name
+from lopt.errors import CheckpointError, LoptError, unknown_name
 from lopt.learned.adam import LearnedAdam
 from lopt.learned.base import Architecture
 from lopt.learned.hierarchical import RNNMLPOptimizer

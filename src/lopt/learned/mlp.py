@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from lopt.learned.base import Architecture, zero_last_layer
+from lopt.learned.base import Architecture, check_config, zero_last_layer
 from lopt.learned.features import (
     Accumulators,
     init_accumulators,
@@ -59,6 +59,9 @@ class MLPOptimizer(Architecture):
     step_mult: float = 1e-3
     exp_mult: float = 1.0
     nominal: bool = True
+
+    def __post_init__(self):
+        check_config(self.kind, self.hidden, self.decays, (0.9, 0.999) if self.nominal else ())
 
     @property
     def feature_names(self) -> tuple[str, ...]:

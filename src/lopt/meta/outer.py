@@ -26,8 +26,7 @@ import optax
 from rich.console import Console
 
 from lopt import checkpoint
-from lopt.checkpoint import CheckpointError
-from lopt.errors import LoptError
+from lopt.errors import CheckpointError, LoptError
 from lopt.learned.io import build_architecture, save_optimizer
 from lopt.meta.config import MetaTrainConfig
 from lopt.meta.estimators import make_estimator

@@ -2,18 +2,20 @@
 
 Each shipped optimizer is ``<name>.safetensors`` + ``<name>.json`` in this folder, produced by
 ``lopt meta-train`` with the committed config in ``lopt/configs/<name>.json`` (README gives the
-command). Everything loads offline from package data.
+command). Everything loads offline from package data. JAX is imported only when an optimizer
+is loaded, so ``import lopt`` stays light (and ``lopt.torch`` never needs JAX).
 """
 
 from __future__ import annotations
 
 import importlib.resources
 import pathlib
+from typing import TYPE_CHECKING
 
-import optax
+from lopt.errors import CheckpointError, unknown_name
 
-from lopt.errors import unknown_name
-from lopt.learned.io import load_theta
+if TYPE_CHECKING:
+    import optax
 
 SHIPPED = ("small", "rnn-mlp")
 
@@ -27,10 +29,18 @@ def pretrained_path(name: str) -> pathlib.Path:
 
 def load(path) -> optax.GradientTransformationExtraArgs:
     """Any saved learned optimizer (file, stem or run directory) as an optax transformation."""
+    from lopt.learned.io import load_theta
+
     arch, theta, _ = load_theta(path)
     return arch.optimizer(theta)
 
 
 def pretrained(name: str = "small") -> optax.GradientTransformationExtraArgs:
     """A shipped learned optimizer by name (``small`` or ``rnn-mlp``), loaded offline."""
-    return load(pretrained_path(name))
+    path = pretrained_path(name)
+    if not path.with_suffix(".safetensors").exists():
+        raise CheckpointError(
+            f"the shipped optimizer {name!r} is not installed ({path}.safetensors is missing); "
+            "reinstall lopt"
+        )
+    return load(path)
