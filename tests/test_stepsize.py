@@ -204,7 +204,7 @@ def test_report_runs_on_tiny_config(tmp_path):
         ls_num_test=2,
         ls_grid_size=21,
     )
-    metrics = report.run(tmp_path, config=cfg)
+    metrics = report.run(tmp_path, config=cfg, neural=False)
     assert "growth" in metrics
     for name in ("report.md", "metrics.json", "config.json", "growth.png", "least_squares.png"):
         assert (tmp_path / name).exists()

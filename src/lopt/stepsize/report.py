@@ -3,9 +3,12 @@
 Reproduces the quadratic and least-squares experiments of Wang, Yuan, Wu & Ge, "Guarantees for
 Tuning the Step Size using a Learning-to-Learn Approach" (ICML 2021, arXiv 2006.16495). The
 output directory receives ``config.json``, ``metrics.json``, ``report.md`` and four PNGs
-(``growth.png``, ``precision.png``, ``metagd.png``, ``least_squares.png``).
+(``growth.png``, ``precision.png``, ``metagd.png``, ``least_squares.png``), plus, unless skipped,
+the neural train-by-train vs train-by-validation experiment (``neural.json``, ``neural.md``,
+``neural.png``; see :mod:`lopt.stepsize.neural`).
 
-Run it as ``python -m lopt.stepsize.report --out runs/stepsize [--quick]`` (or ``lopt stepsize``).
+Run it as ``python -m lopt.stepsize.report --out runs/stepsize [--quick] [--no-neural]`` (or
+``lopt stepsize``).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import numpy as np
 from rich.console import Console
 
 from lopt.stepsize import experiments as ex
+from lopt.stepsize import neural as nn
 from lopt.stepsize import plots
 from lopt.stepsize.quadratic import make_quadratic
 
@@ -84,7 +88,9 @@ def _fmt(x: float | None, spec: str = ".4g") -> str:
     return "—" if x is None else format(x, spec)
 
 
-def _markdown(cfg: Config, m: dict[str, Any], seconds: float) -> str:
+def _markdown(
+    cfg: Config, m: dict[str, Any], seconds: float, neural_cfg: nn.NeuralConfig | None = None
+) -> str:
     g, p, md = m["growth"], m["precision"], m["meta_descent"]
     lines = [
         "# Step-size learning-to-learn laboratory",
@@ -188,12 +194,33 @@ def _markdown(cfg: Config, m: dict[str, Any], seconds: float) -> str:
                 f"{np.min(c['test_curve_full'][i]):.3f} | {np.min(c['test_curve_half'][i]):.3f} |"
             )
     lines += ["", "![least squares](least_squares.png)", ""]
+    if neural_cfg is not None and "neural" in m:
+        lines += [
+            "## 5. Train-by-train vs train-by-validation with a neural learned optimizer",
+            "",
+            nn.markdown(neural_cfg, m["neural"]),
+            "![neural](neural.png)",
+            "",
+        ]
     return "\n".join(lines)
 
 
-def run(out_dir: pathlib.Path, quick: bool = False, config: Config | None = None) -> dict:
-    """Run all experiments, write PNGs, ``report.md``, ``metrics.json``; return the metrics."""
+def run(
+    out_dir: pathlib.Path,
+    quick: bool = False,
+    config: Config | None = None,
+    neural: bool = True,
+    neural_config: nn.NeuralConfig | None = None,
+) -> dict:
+    """Run all experiments, write PNGs, ``report.md``, ``metrics.json``; return the metrics.
+
+    ``neural=False`` skips the neural-network experiment (:func:`lopt.stepsize.neural.run_neural`,
+    a few minutes at full size); ``neural_config`` overrides its configuration.
+    """
     cfg = config or (quick_config() if quick else Config())
+    neural_cfg = None
+    if neural:
+        neural_cfg = neural_config or (nn.quick_config() if quick else nn.NeuralConfig())
     out_dir = pathlib.Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
@@ -262,11 +289,19 @@ def run(out_dir: pathlib.Path, quick: bool = False, config: Config | None = None
     )
     metrics["least_squares"] = {n: c._asdict() for n, c in comparisons.items()}
     stage("figures", lambda: plots.write_all(out_dir, metrics))
+    if neural_cfg is not None:
+        t0 = time.perf_counter()
+        metrics["neural"] = nn.run_neural(out_dir, config=neural_cfg, console=console)
+        console.log(
+            f"neural train-by-train vs train-by-validation: done in "
+            f"{time.perf_counter() - t0:.1f} s"
+        )
     seconds = time.perf_counter() - start
-    (out_dir / "report.md").write_text(_markdown(cfg, metrics, seconds))
+    (out_dir / "report.md").write_text(_markdown(cfg, metrics, seconds, neural_cfg))
     metrics = ex.to_json(metrics)
     (out_dir / "metrics.json").write_text(json.dumps(metrics))
-    console.log(f"wrote {out_dir}/report.md, metrics.json and 4 PNGs in {seconds:.0f} s")
+    extra = " (+ neural.json/.md/.png)" if neural_cfg is not None else ""
+    console.log(f"wrote {out_dir}/report.md, metrics.json and 4 PNGs{extra} in {seconds:.0f} s")
     return metrics
 
 
@@ -275,8 +310,13 @@ def main(argv: Sequence[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(prog="lopt stepsize", description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=pathlib.Path, required=True, help="output directory")
     parser.add_argument("--quick", action="store_true", help="tiny smoke-test configuration")
+    parser.add_argument(
+        "--no-neural",
+        action="store_true",
+        help="skip the neural train-by-train vs train-by-validation experiment",
+    )
     args = parser.parse_args(argv)
-    return run(args.out, quick=args.quick)
+    return run(args.out, quick=args.quick, neural=not args.no_neural)
 
 
 if __name__ == "__main__":
