@@ -205,7 +205,34 @@ def run_meta_train(args: argparse.Namespace) -> int:
     return 0
 
 
-SUBCOMMANDS: tuple[Callable, ...] = (add_eval, add_bench, add_demo, add_meta_train)
+# --- lopt stepsize -----------------------------------------------------------------------------
+
+
+def add_stepsize(subparsers) -> None:
+    p = subparsers.add_parser(
+        "stepsize",
+        help="the step-size learning-to-learn laboratory (Wang et al. 2021)",
+        description="Meta-gradient explosion/vanishing on quadratics, the log objective and its "
+        "stable meta-gradient, meta-gradient descent, train-by-train vs train-by-validation; "
+        "writes report.md, figures and metrics JSON to --out.",
+    )
+    p.add_argument("--out", default="runs/stepsize", help="output directory")
+    p.add_argument("--quick", action="store_true", help="smaller settings (a smoke run)")
+    p.set_defaults(run=run_stepsize)
+
+
+def run_stepsize(args: argparse.Namespace) -> int:
+    _setup()
+    import pathlib
+
+    from lopt.stepsize.report import run
+
+    run(pathlib.Path(args.out), quick=args.quick)
+    print(f"report: {args.out}/report.md")
+    return 0
+
+
+SUBCOMMANDS: tuple[Callable, ...] = (add_eval, add_bench, add_demo, add_meta_train, add_stepsize)
 
 
 def build_parser() -> argparse.ArgumentParser:
