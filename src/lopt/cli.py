@@ -222,6 +222,9 @@ def add_stepsize(subparsers) -> None:
     )
     p.add_argument("--out", default="runs/stepsize", help="output directory")
     p.add_argument("--quick", action="store_true", help="smaller settings (a smoke run)")
+    p.add_argument(
+        "--no-neural", action="store_true", help="skip the neural (learned-optimizer) experiment"
+    )
     p.set_defaults(run=run_stepsize)
 
 
@@ -231,7 +234,7 @@ def run_stepsize(args: argparse.Namespace) -> int:
 
     from lopt.stepsize.report import run
 
-    run(pathlib.Path(args.out), quick=args.quick)
+    run(pathlib.Path(args.out), quick=args.quick, neural=not args.no_neural)
     print(f"report: {args.out}/report.md")
     return 0
 
