@@ -83,6 +83,10 @@ def test_script_reports_one_line(tmp_path):
 def test_demo_writes_report(tmp_path):
     from lopt.demo import run_demo
 
-    data, reused = run_demo(tmp_path, steps=100, seeds=1, progress=False)
-    assert not reused and set(data["summary"]) == {"adam-tuned", "adam-global", "nadamw-tuned"}
-    assert (tmp_path / "results.md").exists() and (tmp_path / "summary.png").exists()
+    data, reused = run_demo(tmp_path, minutes=0.5, steps=100, seeds=1, progress=False)
+    learned = str(tmp_path / "meta-train" / "optimizer")
+    assert not reused
+    assert set(data["summary"]) == {"adam-tuned", "adam-global", "nadamw-tuned", "small", learned}
+    assert (tmp_path / "eval" / "results.md").exists()
+    assert (tmp_path / "eval" / "summary.png").exists()
+    assert (tmp_path / "meta-train" / "meta_loss.png").exists()

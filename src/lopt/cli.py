@@ -158,7 +158,8 @@ def run_demo_command(args: argparse.Namespace) -> int:
     from lopt.demo import run_demo
 
     data, reused = run_demo(args.out, args.minutes, progress=not args.no_progress)
-    _print_results(data, args.out, reused)
+    _print_results(data, f"{args.out}/eval", reused)
+    print(f"meta-training run: {args.out}/meta-train (metrics.jsonl, meta_loss.png)")
     return 0
 
 
