@@ -378,13 +378,11 @@ def test_state_dict_of_other_architecture_rejected(tmp_path):
 
 
 def test_shipped_names_resolve_to_package_data():
-    from lopt.pretrained import SHIPPED, pretrained_path
-    from lopt.torch.files import SHIPPED as TORCH_SHIPPED
-    from lopt.torch.files import resolve
+    from lopt.pretrained import SHIPPED, pretrained_path, resolve_stem
 
-    assert TORCH_SHIPPED == SHIPPED
     for name in SHIPPED:
-        assert resolve(name) == pretrained_path(name)
+        assert resolve_stem(name) == pretrained_path(name)
+        assert pretrained_path(name).with_suffix(".safetensors").exists()
 
 
 _IMPORT_CHECK = (

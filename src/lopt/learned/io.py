@@ -8,7 +8,6 @@ and in PyTorch by ``lopt.torch``.
 from __future__ import annotations
 
 import dataclasses
-import pathlib
 from typing import Any
 
 import jax
@@ -19,13 +18,12 @@ from lopt.learned.adam import LearnedAdam
 from lopt.learned.base import Architecture
 from lopt.learned.hierarchical import RNNMLPOptimizer
 from lopt.learned.mlp import MLPOptimizer
+from lopt.pretrained import resolve_stem
 
 FORMAT = "lopt-optimizer"
 ARCHITECTURES: dict[str, type[Architecture]] = {
     cls.kind: cls for cls in (MLPOptimizer, RNNMLPOptimizer, LearnedAdam)
 }
-# Inside a run directory, these stems are tried in order.
-RUN_DIR_STEMS = ("best", "optimizer")
 
 
 def build_architecture(config: dict[str, Any]) -> Architecture:
@@ -51,26 +49,9 @@ def save_optimizer(stem, arch: Architecture, theta, info: dict | None = None) ->
     checkpoint.save(stem, theta, meta)
 
 
-def _resolve_stem(path) -> pathlib.Path:
-    path = pathlib.Path(path)
-    if path.is_dir():
-        for stem in RUN_DIR_STEMS:
-            if (path / f"{stem}.json").exists():
-                return path / stem
-        raise CheckpointError(
-            f"{path} holds no saved optimizer (expected one of "
-            f"{', '.join(s + '.safetensors' for s in RUN_DIR_STEMS)})"
-        )
-    if path.suffix in (".safetensors", ".json"):
-        path = path.with_suffix("")
-    if not path.with_suffix(".json").exists() and not path.with_suffix(".safetensors").exists():
-        raise CheckpointError(f"no saved optimizer at {path} (no .safetensors/.json file)")
-    return path
-
-
 def load_theta(path, expected_kind: str | None = None) -> tuple[Architecture, Any, dict]:
-    """Load ``(architecture, theta, metadata)`` from a file stem, file or run directory."""
-    stem = _resolve_stem(path)
+    """Load ``(architecture, theta, metadata)`` from a shipped name, file, stem or run dir."""
+    stem = resolve_stem(path)
     meta = checkpoint.read_metadata(stem)
     if meta.get("format") != FORMAT:
         raise CheckpointError(f"{stem}.json is not a saved lopt optimizer (format {FORMAT!r})")

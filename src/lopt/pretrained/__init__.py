@@ -18,6 +18,8 @@ if TYPE_CHECKING:
     import optax
 
 SHIPPED = ("small", "rnn-mlp")
+# Inside a run directory, these stems are tried in order.
+RUN_DIR_STEMS = ("best", "optimizer")
 
 
 def pretrained_path(name: str) -> pathlib.Path:
@@ -25,6 +27,34 @@ def pretrained_path(name: str) -> pathlib.Path:
     if name not in SHIPPED:
         raise unknown_name("pretrained optimizer", name, SHIPPED)
     return pathlib.Path(str(importlib.resources.files("lopt.pretrained"))) / name
+
+
+def resolve_stem(name_or_path) -> pathlib.Path:
+    """The file stem of a shipped name, or of a ``.safetensors``/``.json`` file, a stem or a
+    run directory (``best.*`` preferred to ``optimizer.*``). Imports no JAX (``lopt.torch``
+    uses it too)."""
+    if isinstance(name_or_path, str) and name_or_path in SHIPPED:
+        return pretrained_path(name_or_path)
+    path = pathlib.Path(name_or_path)
+    if path.is_dir():
+        for stem in RUN_DIR_STEMS:
+            if (path / f"{stem}.json").exists():
+                return path / stem
+        raise CheckpointError(
+            f"{path} holds no saved optimizer (expected one of "
+            f"{', '.join(s + '.safetensors' for s in RUN_DIR_STEMS)})"
+        )
+    if path.suffix in (".safetensors", ".json"):
+        path = path.with_suffix("")
+    if path.with_suffix(".json").exists() or path.with_suffix(".safetensors").exists():
+        return path
+    if isinstance(name_or_path, str) and "/" not in name_or_path and not path.suffix:
+        raise CheckpointError(
+            f"{unknown_name('pretrained optimizer', name_or_path, SHIPPED)} "
+            "(or give the path of a saved optimizer: a .safetensors file, its stem or a run "
+            "directory)"
+        )
+    raise CheckpointError(f"no saved optimizer at {path} (no .safetensors/.json file)")
 
 
 def load(path) -> optax.GradientTransformationExtraArgs:

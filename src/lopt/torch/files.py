@@ -10,50 +10,16 @@ was expected.
 from __future__ import annotations
 
 import hashlib
-import importlib.resources
 import json
-import pathlib
 
 import torch
 from safetensors.torch import load as load_safetensors
 
-from lopt.errors import LoptError, unknown_name
+from lopt.errors import LoptError
+from lopt.pretrained import SHIPPED, resolve_stem
 from lopt.torch.networks import CONFIGS, MLPConfig, RNNMLPConfig, build_config
 
 FORMAT = "lopt-optimizer"
-SHIPPED = ("small", "rnn-mlp")  # as lopt.pretrained.SHIPPED (kept here so JAX is not imported)
-RUN_DIR_STEMS = ("best", "optimizer")  # as lopt.learned.io.RUN_DIR_STEMS
-
-
-def resolve(name_or_path) -> pathlib.Path:
-    """The file stem of a shipped optimizer's name, or of a file / stem / run directory.
-
-    Raises:
-        LoptError: an unknown name or a path holding no saved optimizer.
-    """
-    if isinstance(name_or_path, str) and name_or_path in SHIPPED:
-        folder = importlib.resources.files("lopt") / "pretrained"
-        return pathlib.Path(str(folder)) / name_or_path
-    path = pathlib.Path(name_or_path)
-    if path.is_dir():
-        for stem in RUN_DIR_STEMS:
-            if (path / f"{stem}.json").exists():
-                return path / stem
-        raise LoptError(
-            f"{path} holds no saved optimizer (expected one of "
-            f"{', '.join(s + '.safetensors' for s in RUN_DIR_STEMS)})"
-        )
-    if path.suffix in (".safetensors", ".json"):
-        path = path.with_suffix("")
-    if path.with_suffix(".json").exists() or path.with_suffix(".safetensors").exists():
-        return path
-    if isinstance(name_or_path, str) and "/" not in name_or_path and not path.suffix:
-        raise LoptError(
-            f"{unknown_name('pretrained optimizer', name_or_path, SHIPPED)} "
-            "(or give the path of a saved optimizer: a .safetensors file, its stem or a run "
-            "directory)"
-        )
-    raise LoptError(f"no saved optimizer at {path} (no .safetensors/.json file)")
 
 
 def load(name_or_path) -> tuple[MLPConfig | RNNMLPConfig, dict[str, torch.Tensor]]:
@@ -63,7 +29,7 @@ def load(name_or_path) -> tuple[MLPConfig | RNNMLPConfig, dict[str, torch.Tensor
         name_or_path: ``"small"``, ``"rnn-mlp"``, or a ``.safetensors``/``.json`` file, its stem,
             or a run directory (``best.*`` is preferred to ``optimizer.*``).
     """
-    stem = resolve(name_or_path)
+    stem = resolve_stem(name_or_path)
     meta_path, weights_path = stem.with_suffix(".json"), stem.with_suffix(".safetensors")
     if isinstance(name_or_path, str) and name_or_path in SHIPPED and not weights_path.exists():
         raise LoptError(
