@@ -4,7 +4,9 @@ split (never the test split, never held-out tasks), used to keep the best checkp
 
 Score per task: the mean over the run of the normalized ``outer_valid`` loss (the primary metric
 of ``lopt.evaluate``), normalized by the initial loss and the best loss any of the 14 Adam
-learning rates reached. Adam's references are computed once per run and cached in the run dir.
+learning rates reached. The Adam line it is compared with is the best of the 14 learning rates
+on this very split (an oracle, slightly stronger than selecting on inner_valid). Adam's
+references are computed once per run and cached in the run dir.
 """
 
 from __future__ import annotations
