@@ -84,11 +84,13 @@ def _sample_horizon(cfg: TruncationConfig, key, low: int, progress=1.0) -> jax.A
     lo, hi = max(1, low // cfg.length), max(1, cfg.max_horizon // cfg.length)
     if cfg.schedule == "log-uniform":
         u = jax.random.uniform(key, (), minval=jnp.log(lo), maxval=jnp.log(hi + 1))
-        n = jnp.floor(jnp.exp(u))
+        n = jnp.clip(jnp.floor(jnp.exp(u)), lo, hi).astype(jnp.int32)
+    elif cfg.schedule == "growing":
+        top = jnp.floor(lo + jnp.asarray(progress) * (hi - lo)).astype(jnp.int32)
+        n = jax.random.randint(key, (), lo, top + 1)
     else:
-        top = hi if cfg.schedule == "uniform" else lo + jnp.asarray(progress) * (hi - lo)
-        n = jnp.floor(jax.random.uniform(key, (), minval=lo, maxval=top + 1))
-    return jnp.clip(n, lo, hi).astype(jnp.int32) * cfg.length
+        n = jax.random.randint(key, (), lo, hi + 1)
+    return n * cfg.length
 
 
 def init_particle(task: Task, optimizer, cfg: TruncationConfig, key: jax.Array) -> Particle:
