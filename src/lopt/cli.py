@@ -262,6 +262,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except LoptError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("interrupted (runs resume from their last checkpoint when re-run)", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":
