@@ -26,7 +26,7 @@ def _growth(path: pathlib.Path, g: dict[str, Any]) -> None:
         (line,) = ax0.plot(
             ts,
             g["naive_log_abs"][i] / LN10,
-            label=f"η={eta:g}: slope {g['measured_rate'][i]:+.3f} "
+            label=f"η={eta:g}: d ln|F′|/dt {g['measured_rate'][i]:+.3f} "
             f"(pred. {g['predicted_rate'][i]:+.3f})",
         )
         for name, marker in (("float64", "o"), ("float32", "x")):
