@@ -28,6 +28,7 @@ from lopt.errors import LoptError, check_range, unknown_name
 from lopt.learned.base import Architecture
 from lopt.meta.truncation import (
     Particle,
+    all_finite,
     TruncationConfig,
     init_particle,
     meta_loss,
@@ -227,6 +228,4 @@ def make_estimator(
 
 
 def all_finite_particle(p: Particle) -> jax.Array:
-    from lopt.meta.truncation import all_finite
-
     return all_finite(p.inner.params)
