@@ -28,8 +28,8 @@ from lopt.errors import LoptError, check_range, unknown_name
 from lopt.learned.base import Architecture
 from lopt.meta.truncation import (
     Particle,
-    all_finite,
     TruncationConfig,
+    all_finite,
     init_particle,
     meta_loss,
     restart_if_done,
