@@ -9,13 +9,8 @@ import numpy as np
 import pytest
 
 from lopt.errors import LoptError
-from lopt.stepsize.neural import (
-    NeuralConfig,
-    SmallDataClassifier,
-    SmallDataConfig,
-    corrupt_labels,
-    run_neural,
-)
+from lopt.stepsize.neural import NeuralConfig, run_neural
+from lopt.stepsize.small_data import SmallDataClassifier, SmallDataConfig, corrupt_labels
 from lopt.tasks.datasets import load
 
 
