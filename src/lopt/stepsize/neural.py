@@ -16,10 +16,11 @@ targets are noisy too); the test split stays clean. Each learned optimizer is th
 inner runs (new initializations and minibatch orders) and scored by test loss and accuracy.
 
 The task is ``small_data.SmallDataClassifier`` (MNIST-1D, an inner 100-20 ReLU MLP and batch
-32, the paper's inner network); ``run_neural(out_dir, quick)`` runs the experiment and writes ``neural.json``,
-``neural.md``, ``neural.png`` and each learned optimizer (``neural-noise*pct-*.safetensors`` and
-``.json``, loadable with ``lopt.load``). Nothing is registered globally: the outer loop here
-drives ``lopt.meta.estimators.make_estimator`` directly.
+32, the paper's inner network). ``run_neural(out_dir, quick)`` runs the experiment and writes
+``neural.json``, ``neural.md``, ``neural.png`` and each learned optimizer
+(``neural-noise*pct-*.safetensors`` and ``.json``, loadable with ``lopt.load``). Nothing is
+registered globally: the outer loop here drives ``lopt.meta.estimators.make_estimator``
+directly.
 """
 
 from __future__ import annotations
