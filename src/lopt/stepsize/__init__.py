@@ -2,8 +2,9 @@
 
 Quadratics with a known spectrum, the naive and log meta-objectives of a GD unroll, their
 meta-gradients (autodiff through ``lax.scan`` or a numerically stable closed form in log space),
-meta-gradient descent on the step size, and train-by-train vs train-by-validation on noisy least
-squares. ``lopt.stepsize.report.run`` runs everything and writes a report.
+meta-gradient descent on the step size, train-by-train vs train-by-validation on noisy least
+squares, and its neural version with the small learned optimizer (``neural``, ``small_data``).
+``lopt.stepsize.report.run`` (``lopt stepsize``) runs everything and writes a report.
 """
 
 from lopt.stepsize.least_squares import Comparison, compare
