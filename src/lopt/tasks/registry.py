@@ -47,6 +47,7 @@ FAMILIES: dict[str, TaskFamily] = {
         QuadraticFamily(),
         LeastSquaresFamily(),
         TestFunctionFamily(),
+        TestFunctionFamily("fn2d-booth-himmelblau", ("booth", "himmelblau")),
         MLPClassifierFamily("digits"),
         MLPClassifierFamily("breast_cancer"),
         MLPClassifierFamily("mnist1d", widths=(32, 64, 128)),
@@ -56,6 +57,7 @@ FAMILIES: dict[str, TaskFamily] = {
         TeacherStudentFamily(),
         AutoencoderFamily(),
         CharLMFamily(),
+        CharLMFamily("charlm-code", ("code",), (8,), (16, 32), (8, 16), (16,)),
     ]
 }
 
@@ -66,8 +68,13 @@ META_TRAIN_FAMILIES = (
     "mlp-breast_cancer",
     "conv-digits",
     "teacher_student",
+    "charlm-code",
+    "fn2d-booth-himmelblau",
 )
-HELDOUT_FAMILIES = tuple(f for f in FAMILIES if f not in META_TRAIN_FAMILIES)
+# Families sharing nothing with the meta-training families: no dataset, no architecture-and-data
+# combination, no function. (``fn2d`` and ``charlm`` overlap the restricted training families
+# ``fn2d-booth-himmelblau`` and ``charlm-code``, so they are neither.)
+HELDOUT_FAMILIES = ("mlp-mnist1d", "mlp-wine", "conv-mnist1d", "autoencoder-digits")
 
 
 def _mlp(dataset, hidden, activation="relu", batch_size=64, init_scale=1.0):
@@ -92,6 +99,8 @@ TRAIN_TASKS: dict[str, Callable[[], Task]] = {
     "mlp-breast-cancer-16": _mlp("breast_cancer", [16], batch_size=32),
     "conv-digits-8-16": _conv("digits", [8, 16]),
     "teacher-student-16": lambda: TeacherStudent(TeacherStudentConfig(seed=1)),
+    "charlm-code-32": lambda: CharLM(CharLMConfig("code", 8, 32, 16, 16)),
+    "booth": lambda: TestFunction2D(TestFunctionConfig("booth")),
 }
 HELDOUT_TASKS: dict[str, Callable[[], Task]] = {
     "mlp-mnist1d-64": _mlp("mnist1d", [64]),
