@@ -146,9 +146,9 @@ def _self_train(run_dir, cfg: PopulationConfig, max_minutes, console: Console) -
     t_begin = time.time()
     wall = lambda: wall0 + time.time() - t_begin
 
-    def validate(done: int, metrics_file) -> None:
+    def validate(done: int, metrics_file) -> np.ndarray:
+        """Score the population, log it, save the best member as ``best.*``."""
         scores, per_task = scorer(state["thetas"])
-        state["scores"] = jnp.asarray(scores, jnp.float32)
         best = int(np.argmin(scores))
         record = {
             "step": done,
@@ -168,6 +168,7 @@ def _self_train(run_dir, cfg: PopulationConfig, max_minutes, console: Console) -
             f"validation at {done}: best {record['best']:.4f} (member {record['best_member']}) "
             f"median {record['median']:.4f}"
         )
+        return scores
 
     def pbt_round(done: int, lineage_file) -> None:
         parents = pbt.plan(
@@ -198,7 +199,7 @@ def _self_train(run_dir, cfg: PopulationConfig, max_minutes, console: Console) -
     step = start
     with metrics_path.open("a") as metrics_file, lineage_path.open("a") as lineage_file:
         if restored is None:
-            validate(0, metrics_file)
+            state["scores"] = jnp.asarray(validate(0, metrics_file), jnp.float32)
         try:
             for step in range(start, cfg.outer_steps):
                 i = step % len(tasks)
@@ -238,10 +239,13 @@ def _self_train(run_dir, cfg: PopulationConfig, max_minutes, console: Console) -
                         f"median {record['median']:+.4f}  diverged {record['diverged']}  "
                         f"{record['seconds']:.2f}s/step  task {tasks[i].name[:40]}"
                     )
-                if done % cfg.pbt_every == 0 or done == cfg.outer_steps:
+                # A PBT round's scores enter the state; a last validation off the PBT schedule
+                # only reports, so that extending a run retraces an uninterrupted one.
+                if done % cfg.pbt_every == 0:
+                    state["scores"] = jnp.asarray(validate(done, metrics_file), jnp.float32)
+                    pbt_round(done, lineage_file)
+                elif done == cfg.outer_steps:
                     validate(done, metrics_file)
-                    if done < cfg.outer_steps:
-                        pbt_round(done, lineage_file)
                 timed_out = max_minutes is not None and time.time() - t_begin > 60 * max_minutes
                 if done % cfg.checkpoint_every == 0 or done == cfg.outer_steps or timed_out:
                     metrics_file.flush()
