@@ -24,7 +24,9 @@ from lopt.population import (
     self_train,
     selftrain,
 )
+from lopt.population.lopt_task import RATIO_CAP, LearnedOptimizerTask, LearnedOptimizerTaskConfig
 from lopt.tasks import get_task
+from lopt.train import train
 
 TINY = dict(
     population=4,
@@ -198,3 +200,36 @@ def test_shipped_config_and_cli_mistakes(tmp_path, capsys):
     argv = ["self-train", "--config", "self-train", "--outer", "sgd", "--out", str(tmp_path / "y")]
     assert main(argv) == 2
     assert "invalid value for outer: 'sgd'" in capsys.readouterr().err
+
+
+# --- "train a tiny learned optimizer" tasks ----------------------------------------------------
+
+
+LO_TASK = LearnedOptimizerTask(LearnedOptimizerTaskConfig(dim=4, unroll=5, problems=2))
+
+
+def test_learned_optimizer_task_runs_under_the_guard():
+    task = LO_TASK
+    theta = task.init(jax.random.key(0))
+    with no_hand_designed_optimizers():
+        loss, grad = jax.value_and_grad(task.loss)(theta, task.batch(jax.random.key(1), "train"))
+    assert np.isfinite(loss) and all(np.all(np.isfinite(g)) for g in jax.tree.leaves(grad))
+    assert 0.5 < task.normalizer.initial < RATIO_CAP
+
+
+@pytest.mark.slow
+def test_learned_optimizer_task_is_learnable():
+    """Its parameters are an optimizer's weights; a plain optimizer can train them (test only)."""
+    task = LO_TASK
+    _, curves = jax.jit(lambda k: train(task, optax.adam(1e-2), k, 60, 20))(jax.random.key(0))
+    valid = np.asarray(curves.eval["outer_valid"])
+    assert valid[-1] < 0.7 * valid[0]
+
+
+@pytest.mark.slow
+def test_self_training_with_learned_optimizer_tasks_in_the_outer_loss(tmp_path):
+    cfg = PopulationConfig(outer_steps=4, learned_optimizer_tasks=1, **TINY)
+    summary = self_train(tmp_path / "run", cfg)
+    tasks = {r["task"] for r in _records(tmp_path / "run" / "metrics.jsonl") if "task" in r}
+    assert any(name.startswith("learned-optimizer[") for name in tasks)
+    assert summary["finished"] and np.isfinite(summary["best_final"])

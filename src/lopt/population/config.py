@@ -43,6 +43,8 @@ class PopulationConfig(JsonConfig):
         adam_lr_range: ``outer=adam``: the members' initial learning rates, log-spaced over this
             range; PBT perturbs them (``explore_lr_factor``).
         adam_clip: ``outer=adam``: per-weight clipping of the meta-gradient before Adam.
+        learned_optimizer_tasks: tasks of the ``learned-optimizer`` family ("train a tiny
+            learned optimizer", ``lopt.population.lopt_task``) added to the task bank.
         estimator, num_particles, sigma, truncation, families, task_bank, outer_steps, seed,
         devices, checkpoint_every, log_every: as in ``MetaTrainConfig`` (``devices`` shards the
             members, which must be a multiple of it).
@@ -69,6 +71,7 @@ class PopulationConfig(JsonConfig):
     truncation: dict[str, Any] = field(default_factory=dict)
     families: tuple[str, ...] = META_TRAIN_FAMILIES
     task_bank: int = 6
+    learned_optimizer_tasks: int = 0
     outer_steps: int = 3000
     seed: int = 0
     devices: int = 1
@@ -94,6 +97,7 @@ class PopulationConfig(JsonConfig):
                 "(allowed: [low, high] with 0 < low <= high)"
             )
         check_range("adam_clip", self.adam_clip, 0.0)
+        check_range("learned_optimizer_tasks", self.learned_optimizer_tasks, 0)
         if self.population % self.devices:
             raise LoptError(
                 f"population={self.population} must be a multiple of devices={self.devices}"

@@ -40,6 +40,7 @@ from lopt.population import outer, pbt
 from lopt.population.config import LEARNED_OUTER, PopulationConfig
 from lopt.population.feedback import feedback_summary
 from lopt.population.guard import no_hand_designed_optimizers
+from lopt.population.lopt_task import LearnedOptimizerFamily
 from lopt.population.plots import plot_population
 from lopt.population.scoring import MemberScorer
 from lopt.population.vectorize import over_members
@@ -111,7 +112,10 @@ def _self_train(run_dir, cfg: PopulationConfig, max_minutes, console: Console) -
         )
     member_cfg = cfg.member_config
     trunc = member_cfg.truncation_config
-    tasks = bank_tasks(member_cfg)
+    tasks = bank_tasks(member_cfg) + [
+        LearnedOptimizerFamily().sample(cfg.seed * 100_003 + 50_000 + i)
+        for i in range(cfg.learned_optimizer_tasks)
+    ]
     estimators = [
         make_estimator(cfg.estimator, arch, t, trunc, cfg.sigma, cfg.num_particles) for t in tasks
     ]
