@@ -12,7 +12,8 @@ optimizer the whole run executes inside ``no_hand_designed_optimizers()``.
 Run directory: ``config.json``; ``metrics.jsonl`` (per outer step: every member's meta-loss,
 best, median, wall-clock; per validation: every member's score); ``lineage.jsonl`` (who copied
 whom, when); ``checkpoint.*`` and ``checkpoint-prev.*`` (the whole population, for exact
-resume); ``members/member-<slot>.*`` (each member's θ as a saved optimizer); ``best.*`` (the
+resume); ``members/member-<slot>.*`` (each member's θ as a saved optimizer, with its latest
+score; a fresh copy carries its parent's); ``best.*`` (the
 best member at the latest validation, what ``lopt eval``/``lopt.load`` pick up);
 ``summary.json`` (the feedback-loop numbers) and PNG plots. Everything is a function of the
 config and the outer step, so an interrupted run re-run on its directory reaches the same
