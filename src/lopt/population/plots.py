@@ -4,6 +4,8 @@
   best and median, against outer step and against wall-clock time.
 - ``feedback_loop.png``: the validation meta-loss of every member, the best and the median
   (top), and the rate at which the best improves over time (bottom) — the feedback loop.
+
+``plot_comparison`` overlays several runs (self-training against the Adam-outer run).
 """
 
 from __future__ import annotations
@@ -80,6 +82,27 @@ def _plot_feedback(run_dir: pathlib.Path) -> pathlib.Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def plot_comparison(run_dirs: dict[str, str | pathlib.Path], path: str | pathlib.Path):
+    """Best and median validation meta-loss of several runs against outer step, in one PNG.
+
+    Args:
+        run_dirs: legend label -> run directory.
+        path: the PNG to write.
+    """
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for i, (label, run_dir) in enumerate(run_dirs.items()):
+        curves = validation_curves(run_dir)
+        color = f"C{i}"
+        ax.plot(curves["step"], curves["best"], "-", color=color, lw=1.8, label=f"{label}: best")
+        ax.plot(curves["step"], curves["median"], ":", color=color, lw=1.2, label="median")
+    ax.set(xlabel="outer step", ylabel="validation meta-loss", yscale="log")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return pathlib.Path(path)
 
 
 def plot_population(run_dir: str | pathlib.Path) -> list[pathlib.Path]:
