@@ -114,6 +114,19 @@ def test_guard_trips_on_every_hand_designed_optimizer_and_restores_them():
     optax.adam(1e-3)  # restored on exit
 
 
+def test_members_start_random_and_move():
+    """A zeroed output layer would never update anything (itself included): members start with
+    every layer random, each from its own key."""
+    arch = MLPOptimizer(hidden=(4,), nominal=False)
+    a, b = arch.init_theta(jax.random.key(0)), arch.init_theta(jax.random.key(1))
+    assert np.any(np.asarray(a["mlp"][-1].weight) != 0)
+    assert not np.array_equal(np.asarray(a["mlp"][-1].weight), np.asarray(b["mlp"][-1].weight))
+    params = {"w": jnp.ones(3)}
+    opt = arch.optimizer(a)
+    updates, _ = opt.update({"w": jnp.arange(3.0)}, opt.init(params), params)
+    assert np.any(np.asarray(updates["w"]) != 0)
+
+
 def test_self_training_rejects_architectures_with_a_hand_designed_update():
     check_learned_from_scratch(MLPOptimizer(nominal=False))
     for arch in (MLPOptimizer(), LearnedAdam()):
