@@ -209,7 +209,7 @@ def test_shipped_config_and_cli_mistakes(tmp_path, capsys):
     cfg = PopulationConfig.from_file(SHIPPED_CONFIGS / "self-train.json")
     assert cfg.outer == "self" and cfg.architecture["nominal"] is False
     assert main(["self-train", "--config", "nope", "--out", str(tmp_path / "x")]) == 2
-    assert "unknown self-training config 'nope'" in capsys.readouterr().err
+    assert "unknown shipped config 'nope'" in capsys.readouterr().err
     argv = ["self-train", "--config", "self-train", "--outer", "sgd", "--out", str(tmp_path / "y")]
     assert main(argv) == 2
     assert "invalid value for outer: 'sgd'" in capsys.readouterr().err

@@ -246,14 +246,14 @@ def run_self_train(args: argparse.Namespace) -> int:
     import dataclasses
     import pathlib
 
+    from lopt.meta.config import shipped_config_path
     from lopt.population import PopulationConfig, self_train
-    from lopt.population.config import shipped_population_config
 
     config = None
     if args.config is not None:
         path = pathlib.Path(args.config)
         config = PopulationConfig.from_file(
-            path if path.suffix else shipped_population_config(args.config)
+            path if path.suffix else shipped_config_path(args.config)
         )
     elif args.outer_steps is not None or args.outer is not None:
         config = PopulationConfig.from_file(pathlib.Path(args.out) / "config.json")

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
-import pathlib
 from dataclasses import dataclass, field
 from typing import Any
 
 from lopt.errors import LoptError, check_choice, check_range
 from lopt.learned.io import build_architecture
-from lopt.meta.config import SHIPPED_CONFIGS, JsonConfig, MetaTrainConfig
+from lopt.meta.config import JsonConfig, MetaTrainConfig
 from lopt.population.guard import check_learned_from_scratch
 from lopt.tasks.registry import META_TRAIN_FAMILIES
 
@@ -17,15 +16,6 @@ from lopt.tasks.registry import META_TRAIN_FAMILIES
 # random member's) or, for the comparison run, optax Adam (a hand-designed optimizer).
 OUTER_OPTIMIZERS = ("self", "best", "random", "adam")
 LEARNED_OUTER = ("self", "best", "random")
-
-
-def shipped_population_config(name: str) -> pathlib.Path:
-    """The committed self-training config ``name`` (``lopt/configs/<name>.json``)."""
-    path = SHIPPED_CONFIGS / f"{name}.json"
-    if not path.exists():
-        names = sorted(p.stem for p in SHIPPED_CONFIGS.glob("self-train*.json"))
-        raise LoptError(f"unknown self-training config {name!r}; valid: {', '.join(names)}")
-    return path
 
 
 @dataclass(frozen=True)
