@@ -267,6 +267,7 @@ def add_hub(subparsers) -> None:
         "--temperature", type=positive_float, default=None, help="softmax temperature (0.25)"
     )
     p.add_argument("--seed", type=int, default=0, help="base PRNG seed")
+    p.add_argument("--modes", default="weighting,select", help="HUB modes to run")
     p.add_argument("--quick", action="store_true", help="2 tasks, 100 steps, 1 seed, 3 lrs")
     p.add_argument("--cost", action="store_true", help="measure ms/step instead (cost.json)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -307,6 +308,7 @@ def run_hub(args: argparse.Namespace) -> int:
         hand_designed=args.hand_designed,
         temperature=args.temperature or DEFAULT_TEMPERATURE,
         seed=args.seed,
+        modes=tuple(m.strip() for m in args.modes.split(",") if m.strip()),
     )
     results, reused = compare(config, args.out, progress=not args.no_progress)
     if reused:

@@ -31,18 +31,17 @@ import optax
 
 import lopt
 from lopt.baselines import make, run_trials, selection_score
-from lopt.errors import LoptError, check_range
+from lopt.errors import LoptError, check_choice, check_range
 from lopt.evaluate import task_key
-from lopt.hybrid.hub import DEFAULT_TEMPERATURE, hub
+from lopt.hybrid.hub import DEFAULT_TEMPERATURE, MODES, hub
 from lopt.hybrid.tasks import get_hub_task, is_finetune
 from lopt.pretrained import SHIPPED
 from lopt.tasks.base import Task
 from lopt.train import check_schedule, default_eval_every
 
 TUNED = {"adam": "adam", "adamw": "adamw", "sgd-momentum": "momentum"}  # label -> baseline
-HUB_LABELS = ("hub", "hub-select")
+MODE_LABELS = {"weighting": "hub", "select": "hub-select"}  # HUB mode -> label
 LEARNED_LABEL = "learned"
-OPTIMIZERS = (*HUB_LABELS, LEARNED_LABEL, *TUNED)
 COMPETITORS = (LEARNED_LABEL, *TUNED)
 
 
@@ -60,6 +59,7 @@ class HubConfig:
         learned: shipped name (``small``, ``rnn-mlp``) or path of a saved learned optimizer.
         hand_designed: HUB's hand-designed component, ``NAME@LR`` of a baseline.
         lrs: size of each tuned optimizer's learning-rate grid.
+        modes: the HUB modes to run (``weighting``, ``select``).
     """
 
     tasks: tuple[str, ...]
@@ -70,10 +70,15 @@ class HubConfig:
     hand_designed: str = "adam@1e-3"
     temperature: float = DEFAULT_TEMPERATURE
     seed: int = 0
+    modes: tuple[str, ...] = MODES
 
     def __post_init__(self):
         if not self.tasks:
             raise LoptError("no tasks given (expected a task set or task names)")
+        if not self.modes:
+            raise LoptError(f"no HUB mode given (allowed: {list(MODES)})")
+        for mode in self.modes:
+            check_choice("mode", mode, MODES)
         check_range("steps", self.steps, 1)
         check_range("seeds", self.seeds, 1)
         check_range("temperature", self.temperature, 1e-6)
@@ -86,8 +91,17 @@ class HubConfig:
     def eval_every(self) -> int:
         return default_eval_every(self.steps)
 
+    @property
+    def hub_labels(self) -> tuple[str, ...]:
+        return tuple(MODE_LABELS[m] for m in self.modes)
+
+    @property
+    def optimizers(self) -> tuple[str, ...]:
+        """Every label of the comparison: HUB modes first, then the competitors."""
+        return (*self.hub_labels, *COMPETITORS)
+
     def to_json(self) -> dict:
-        return {**dataclasses.asdict(self), "tasks": list(self.tasks), "lopt": lopt.__version__}
+        return json.loads(json.dumps({**dataclasses.asdict(self), "lopt": lopt.__version__}))
 
 
 def hand_designed_optimizer(spec: str) -> optax.GradientTransformation:
@@ -130,13 +144,16 @@ def _fixed(task, optimizer, key, config: HubConfig):
 
 
 def hub_optimizers(task: Task, config: HubConfig) -> dict[str, optax.GradientTransformation]:
-    """The learned optimizer alone and both HUB modes, set up for ``task``."""
+    """The learned optimizer alone and the chosen HUB modes, set up for ``task``."""
     learned = learned_optimizer(config.learned)
     hand = hand_designed_optimizer(config.hand_designed)
     finetune = is_finetune(task)
+    built = {
+        "weighting": lambda: hub(learned, hand, temperature=config.temperature, finetune=finetune),
+        "select": lambda: hub(learned, hand, "select", loss_fn=task.loss),
+    }
     return {
-        "hub": hub(learned, hand, temperature=config.temperature, finetune=finetune),
-        "hub-select": hub(learned, hand, "select", loss_fn=task.loss),
+        **{MODE_LABELS[m]: built[m]() for m in config.modes},
         LEARNED_LABEL: learned,
     }
 
@@ -208,14 +225,13 @@ def compare(
     _check_config(out, config.to_json())
     key = jax.random.key(config.seed)
     tasks, reused = {}, 0
-    runs_per_task = len(OPTIMIZERS)
-    with progress_bar(len(config.tasks) * runs_per_task, progress) as bar:
+    with progress_bar(len(config.tasks) * len(config.optimizers), progress) as bar:
         for name in config.tasks:
             path = _task_file(out, name)
             if path.exists():
                 tasks[name] = json.loads(path.read_text())
                 reused += 1
-                for label in OPTIMIZERS:
+                for label in config.optimizers:
                     bar(f"{name} · {label} (done)")
                 continue
             tasks[name] = run_task(name, config, key, bar)

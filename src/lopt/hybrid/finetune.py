@@ -14,6 +14,7 @@ teacher–student regression whose teacher's weights are moved (``MovedTeacherSt
 from __future__ import annotations
 
 import copy
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -39,12 +40,17 @@ class Pretraining:
 
 def pretrain(task: Task, pretraining: Pretraining):
     """Parameters of ``task`` after ``pretraining`` (deterministic: same inputs, same bits)."""
-    from lopt.train import train
-
     check_range("pretraining steps", pretraining.steps, 10)
     check_range("pretraining lr", pretraining.lr, 1e-12)
-    run = jax.jit(lambda key: train(task, optax.adam(pretraining.lr), key, pretraining.steps)[0])
-    return run(jax.random.key(pretraining.seed))
+    return _pretrain(task, pretraining)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _pretrain(task: Task, pretraining: Pretraining):
+    from lopt.train import train
+
+    key = jax.random.key(pretraining.seed)
+    return train(task, optax.adam(pretraining.lr), key, pretraining.steps)[0]
 
 
 class FineTuneTask(Task):

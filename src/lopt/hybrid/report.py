@@ -13,7 +13,12 @@ import pathlib
 
 import numpy as np
 
-from lopt.hybrid.compare import COMPETITORS, HUB_LABELS, OPTIMIZERS
+from lopt.hybrid.compare import COMPETITORS, MODE_LABELS
+
+
+def hub_labels(results: dict) -> list[str]:
+    """Labels of the HUB modes a comparison ran (``hub``, ``hub-select``)."""
+    return [MODE_LABELS[m] for m in results["config"]["modes"]]
 
 
 def beats_all(task: dict, label: str) -> bool:
@@ -28,7 +33,7 @@ def summary(results: dict) -> dict:
     number of tasks won against each competitor alone; plus each optimizer's task wins."""
     tasks = results["tasks"]
     out = {}
-    for label in HUB_LABELS:
+    for label in hub_labels(results):
         won = [name for name, t in tasks.items() if beats_all(t, label)]
         kinds = {
             kind: [n for n, t in tasks.items() if t["finetune"] == (kind == "finetune")]
@@ -48,7 +53,8 @@ def summary(results: dict) -> dict:
                 for c in COMPETITORS
             },
         }
-    best = {label: sum(_winner(t) == label for t in tasks.values()) for label in OPTIMIZERS}
+    labels = [*hub_labels(results), *COMPETITORS]
+    best = {label: sum(_winner(t) == label for t in tasks.values()) for label in labels}
     return {"hub": out, "best_on_tasks": best}
 
 
@@ -66,17 +72,19 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
 def markdown(results: dict, figures: dict[str, str]) -> str:
     """The report: settings, the fraction HUB wins, the per-task test-loss table, curves."""
     cfg, tasks, summ = results["config"], results["tasks"], summary(results)
+    hubs = hub_labels(results)
+    labels = [*hubs, *COMPETITORS]
     rows = []
     for name, t in tasks.items():
         winner = _winner(t)
         cells = []
-        for label in OPTIMIZERS:
+        for label in labels:
             entry = t["optimizers"][label]
             cell = f"{entry['final_test_loss']:.4g}"
             if label in COMPETITORS[1:]:
                 cell += f" ({entry['hyperparameters']})"
             cells.append(f"**{cell}**" if label == winner else cell)
-        flags = " / ".join("yes" if beats_all(t, h) else "no" for h in HUB_LABELS)
+        flags = " / ".join("yes" if beats_all(t, h) else "no" for h in hubs)
         rows.append([name, "fine-tune" if t["finetune"] else "scratch", *cells, flags])
     fraction_rows = [
         [
@@ -102,7 +110,7 @@ def markdown(results: dict, figures: dict[str, str]) -> str:
         "Best optimizer per task (count): "
         + ", ".join(f"{k} {v}" for k, v in summ["best_on_tasks"].items()),
         "## Final test loss per task (mean over seeds; bold: lowest)",
-        _table(["task", "kind", *OPTIMIZERS, "beats all (hub / hub-select)"], rows),
+        _table(["task", "kind", *labels, f"beats all ({' / '.join(hubs)})"], rows),
     ]
     if figures:
         parts.append("## Test-loss curves (mean over seeds)")
@@ -119,7 +127,8 @@ def write_report(results: dict, out_dir: str | pathlib.Path) -> None:
     for name, t in results["tasks"].items():
         path = out / plots.curve_filename(name)
         curves = {k: np.asarray(v["test_curve"]) for k, v in t["optimizers"].items()}
-        plots.plot_curves(name, np.asarray(t["steps"]), curves, None, path, OPTIMIZERS)
+        order = [*hub_labels(results), *COMPETITORS]
+        plots.plot_curves(name, np.asarray(t["steps"]), curves, None, path, order)
         figures[name] = path.name
     data = {**results, "summary": summary(results)}
     (out / "results.md").write_text(markdown(results, figures))
