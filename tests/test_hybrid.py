@@ -354,3 +354,20 @@ def test_cost_benchmark_reports_ratios_against_each_component(tmp_path):
     ratios = costs["quadratic-16"]["ratios"]
     assert ratios["hub / small"] == pytest.approx(ms["hub"] / ms["small"])
     assert json.loads(write_costs(costs, tmp_path).read_text())["tasks"] == costs
+
+
+def test_adam_and_adamw_grids_are_the_named_baselines_bit_for_bit():
+    from lopt.baselines import make
+    from lopt.hybrid.compare import tuned_grids
+
+    lrs = np.asarray([1e-3, 1e-2])
+    (labels, build, table), _ = tuned_grids(lrs)
+    assert labels == ("adam", "adamw") and table.shape == (4, 2)
+    params = _params()
+    for row, (name, lr) in zip(
+        table, [("adam", 1e-3), ("adam", 1e-2), ("adamw", 1e-3), ("adamw", 1e-2)], strict=True
+    ):
+        ours, _ = _run(build(row), params, steps=3)
+        named, _ = _run(make(name, jnp.float32(lr)), params, steps=3)
+        for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(named), strict=True):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

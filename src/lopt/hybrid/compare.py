@@ -39,7 +39,8 @@ from lopt.pretrained import SHIPPED
 from lopt.tasks.base import Task
 from lopt.train import check_schedule, default_eval_every
 
-TUNED = {"adam": "adam", "adamw": "adamw", "sgd-momentum": "momentum"}  # label -> baseline
+TUNED = ("adam", "adamw", "sgd-momentum")
+ADAMW_WEIGHT_DECAY = 1e-4  # as ``baselines.make("adamw", lr)``
 MODE_LABELS = {"weighting": "hub", "select": "hub-select"}  # HUB mode -> label
 LEARNED_LABEL = "learned"
 COMPETITORS = (LEARNED_LABEL, *TUNED)
@@ -143,6 +144,24 @@ def _fixed(task, optimizer, key, config: HubConfig):
     )
 
 
+def tuned_grids(lrs: np.ndarray) -> list[tuple[tuple[str, ...], Callable, jax.Array]]:
+    """The tuned baselines as ``(labels, build, hyperparameter table)`` programs.
+
+    Adam is AdamW with weight decay 0 (the decay term adds ``0·params``: the same bits), so
+    Adam's and AdamW's grids run as one vmapped program of ``2·len(lrs)`` trials, rows
+    ``(lr, weight_decay)``; the first half is Adam. SGD-momentum is ``make("momentum", lr)``.
+    """
+    adam_rows = [(lr, wd) for wd in (0.0, ADAMW_WEIGHT_DECAY) for lr in lrs]
+    return [
+        (
+            ("adam", "adamw"),
+            lambda h: optax.adamw(h[0], weight_decay=h[1]),
+            jnp.asarray(adam_rows, jnp.float32),
+        ),
+        (("sgd-momentum",), lambda lr: make("momentum", lr), jnp.asarray(lrs, jnp.float32)),
+    ]
+
+
 def hub_optimizers(task: Task, config: HubConfig) -> dict[str, optax.GradientTransformation]:
     """The learned optimizer alone and the chosen HUB modes, set up for ``task``."""
     learned = learned_optimizer(config.learned)
@@ -172,21 +191,17 @@ def run_task(name: str, config: HubConfig, key: jax.Array, say: Callable[[str], 
             hparams = f"{config.hand_designed}, 2 extra forward passes/step"
         record["optimizers"][label] = _entry(curves, 0, hparams, time.perf_counter() - start)
     lrs = lr_grid(config.lrs)
-    for label, baseline in TUNED.items():
-        say(f"{name} · {label} ({len(lrs)} lrs)")
+    for labels, build, table in tuned_grids(lrs):
+        say(f"{name} · {' + '.join(labels)} ({len(lrs)} lrs each)")
         start = time.perf_counter()
-        curves = run_trials(
-            task,
-            lambda lr, baseline=baseline: make(baseline, lr),
-            jnp.asarray(lrs, jnp.float32),
-            key,
-            config.steps,
-            config.seeds,
-            config.eval_every,
-        )
-        best = int(np.argmin(selection_score(curves, "inner_valid", "final")))
-        entry = _entry(curves, best, f"lr={lrs[best]:.3g}", time.perf_counter() - start)
-        record["optimizers"][label] = entry
+        curves = run_trials(task, build, table, key, config.steps, config.seeds, config.eval_every)
+        seconds = time.perf_counter() - start
+        scores = selection_score(curves, "inner_valid", "final")
+        for part, label in enumerate(labels):
+            offset = part * len(lrs)
+            best = offset + int(np.argmin(scores[offset : offset + len(lrs)]))
+            entry = _entry(curves, best, f"lr={lrs[best - offset]:.3g}", seconds)
+            record["optimizers"][label] = entry
     record["steps"] = np.asarray(curves.step[0, 0]).tolist()
     record["initial_test_loss"] = float(np.mean(np.asarray(curves.eval["test"])[0, :, 0]))
     return record
