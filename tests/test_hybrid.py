@@ -61,8 +61,7 @@ def _batch(i):
 def _run(opt, params, steps=4):
     """``steps`` real training steps (jitted); returns every step's updates and the final
     state."""
-    if not isinstance(opt, optax.GradientTransformationExtraArgs):
-        opt = optax.with_extra_args_support(opt)
+    opt = optax.with_extra_args_support(opt)
 
     @jax.jit
     def step(params, state, batch):

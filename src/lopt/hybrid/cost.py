@@ -21,17 +21,13 @@ import optax
 from lopt.hybrid.compare import hand_designed_optimizer, learned_optimizer
 from lopt.hybrid.hub import hub
 from lopt.tasks import get_task
-from lopt.train import as_extra_args, init_state, run_steps
+from lopt.train import init_state, run_steps
 
 COST_TASKS = ("mlp-digits-32", "mlp-mnist1d-128x128", "conv-digits-8-16", "charlm-prose")
 
 
 def _compiled_loop(task, optimizer, num_steps: int):
-    optimizer = (
-        optimizer
-        if isinstance(optimizer, optax.GradientTransformationExtraArgs)
-        else as_extra_args(optimizer)
-    )
+    optimizer = optax.with_extra_args_support(optimizer)
     state = init_state(task, optimizer, jax.random.key(0))
     loop = jax.jit(lambda s: run_steps(task, optimizer, s, num_steps)).lower(state).compile()
     jax.block_until_ready(loop(state))

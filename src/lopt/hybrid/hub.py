@@ -60,12 +60,6 @@ class HubState(NamedTuple):
     extra_forward_passes: jax.Array
 
 
-def _with_extra_args(opt) -> optax.GradientTransformationExtraArgs:
-    if isinstance(opt, optax.GradientTransformationExtraArgs):
-        return opt
-    return optax.with_extra_args_support(opt)
-
-
 def _rms(x: jax.Array) -> jax.Array:
     return jnp.sqrt(jnp.mean(jnp.square(x.astype(jnp.float32))))
 
@@ -129,8 +123,8 @@ def hub(
         raise LoptError("mode='select' needs loss_fn=(params, batch) -> loss")
     if mode == "select" and weight is not None:
         raise LoptError("weight= pins the 'weighting' mode; mode='select' chooses per step")
-    learned = _with_extra_args(learned)
-    hand_designed = _with_extra_args(hand_designed)
+    learned = optax.with_extra_args_support(learned)  # (returned as is if it takes them)
+    hand_designed = optax.with_extra_args_support(hand_designed)
 
     def init(params):
         return HubState(
