@@ -185,7 +185,7 @@ def run_task(name: str, config: HubConfig, key: jax.Array, say: Callable[[str], 
     for label, optimizer in hub_optimizers(task, config).items():
         say(f"{name} · {label}")
         start = time.perf_counter()
-        curves = _fixed(task, optimizer, key, config)
+        curves = jax.block_until_ready(_fixed(task, optimizer, key, config))
         hparams = f"T={config.temperature:g}, {config.hand_designed}" if label == "hub" else ""
         if label == "hub-select":
             hparams = f"{config.hand_designed}, 2 extra forward passes/step"
@@ -195,6 +195,7 @@ def run_task(name: str, config: HubConfig, key: jax.Array, say: Callable[[str], 
         say(f"{name} · {' + '.join(labels)} ({len(lrs)} lrs each)")
         start = time.perf_counter()
         curves = run_trials(task, build, table, key, config.steps, config.seeds, config.eval_every)
+        curves = jax.block_until_ready(curves)  # dispatch is asynchronous
         seconds = time.perf_counter() - start
         scores = selection_score(curves, "inner_valid", "final")
         for part, label in enumerate(labels):
