@@ -315,6 +315,8 @@ def test_cli_writes_table_and_resumes(tmp_path, capsys):
     report = (out / "results.md").read_text()
     assert "| quadratic-16 | scratch |" in report and "curves-quadratic-16.png" in report
     assert (out / "curves-quadratic-16.png").stat().st_size > 0
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    assert {json.loads(line)["optimizer"] for line in lines} == set(optimizers)
     assert "beats every competitor on" in capsys.readouterr().out
 
     mtime = (out / "tasks" / "quadratic-16.json").stat().st_mtime_ns

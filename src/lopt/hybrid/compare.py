@@ -231,8 +231,9 @@ def compare(
 ) -> tuple[dict, int]:
     """Run (or resume) the comparison into ``out_dir``; returns ``(results, tasks_reused)``.
 
-    Writes ``config.json``, ``tasks/<name>.json`` per task, then ``results.json``,
-    ``results.md`` and one ``curves-<task>.png`` per task (``lopt.hybrid.report``).
+    Writes ``config.json``, ``tasks/<name>.json`` per task, then ``metrics.jsonl``,
+    ``results.json``, ``results.md`` and one ``curves-<task>.png`` per task
+    (``lopt.hybrid.report``).
     """
     from lopt.hybrid.report import write_report
     from lopt.report import progress_bar

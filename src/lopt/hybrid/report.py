@@ -145,10 +145,16 @@ def markdown(results: dict, figures: dict[str, str]) -> str:
 
 
 def write_report(results: dict, out_dir: str | pathlib.Path) -> None:
-    """Write one curve PNG per task, ``results.md`` and ``results.json`` (last) to ``out_dir``."""
+    """Write one curve PNG per task, ``metrics.jsonl`` (one line per task and optimizer),
+    ``results.md`` and ``results.json`` (last: it marks the run done) to ``out_dir``."""
     from lopt import plots
 
     out = pathlib.Path(out_dir)
+    with open(out / "metrics.jsonl", "w") as f:
+        for name, t in results["tasks"].items():
+            for label, entry in t["optimizers"].items():
+                metrics = {k: v for k, v in entry.items() if k != "test_curve"}
+                f.write(json.dumps({"task": name, "optimizer": label, **metrics}) + "\n")
     figures = {}
     for name, t in results["tasks"].items():
         path = out / plots.curve_filename(name)
