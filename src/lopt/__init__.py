@@ -15,10 +15,10 @@ import importlib
 from lopt.pretrained import load, pretrained
 
 __version__ = "0.1.0"
-__all__ = ["load", "pretrained", "stepsize"]
+__all__ = ["hybrid", "load", "pretrained", "stepsize"]
 
 
 def __getattr__(name: str):
-    if name == "stepsize":
-        return importlib.import_module("lopt.stepsize")
+    if name in ("hybrid", "stepsize"):
+        return importlib.import_module(f"lopt.{name}")
     raise AttributeError(f"module 'lopt' has no attribute {name!r}")

@@ -7,9 +7,11 @@ vmapped program::
 
     curves = jax.jit(jax.vmap(lambda lr: train(task, optax.adam(lr), key, 1000)[1]))(lrs)
 
-Every step passes ``loss=`` (the minibatch training loss) and ``valid_loss=`` (the most recent
-inner-validation minibatch loss, refreshed every ``valid_every`` steps) as optax extra
-arguments; hand-designed optimizers ignore them, learned optimizers use them as features.
+Every step passes ``loss=`` (the minibatch training loss), ``valid_loss=`` (the most recent
+inner-validation minibatch loss, refreshed every ``valid_every`` steps) and ``batch=`` (the
+minibatch itself) as optax extra arguments; hand-designed optimizers ignore them, learned
+optimizers use the losses as features, and HUB's selection mode evaluates candidates on
+``batch``.
 """
 
 from __future__ import annotations
@@ -68,9 +70,10 @@ def init_state(task: Task, optimizer, key: jax.Array) -> InnerState:
 def inner_step(task: Task, optimizer, state: InnerState) -> tuple[InnerState, jax.Array]:
     """One optimizer step on a fresh training minibatch; returns the new state and its loss."""
     key = jax.random.fold_in(state.key, state.step)
-    loss, grads = jax.value_and_grad(task.loss)(state.params, task.batch(key, "train"))
+    batch = task.batch(key, "train")
+    loss, grads = jax.value_and_grad(task.loss)(state.params, batch)
     updates, opt_state = optimizer.update(
-        grads, state.opt_state, state.params, loss=loss, valid_loss=state.valid_loss
+        grads, state.opt_state, state.params, loss=loss, valid_loss=state.valid_loss, batch=batch
     )
     params = optax.apply_updates(state.params, updates)
     return state._replace(params=params, opt_state=opt_state, step=state.step + 1), loss
