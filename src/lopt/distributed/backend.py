@@ -74,6 +74,8 @@ class RayBackend:
         max_staleness: 0 for synchronous estimates; ``K > 0`` for asynchronous ones, dropping
             estimates from a θ more than ``K`` outer steps old.
         cpus_per_worker: CPUs Ray reserves for each worker (placement on the cluster).
+        worker_class, worker_args: the actor class and its arguments; anything with
+            ``EstimateWorker``'s ``particles`` method (benchmarks simulate workers this way).
 
     Use it as a context manager (or call ``close``) to end the workers; one backend can serve
     several runs in a row.
@@ -85,6 +87,8 @@ class RayBackend:
         address: str | None = None,
         max_staleness: int = 0,
         cpus_per_worker: float = 1.0,
+        worker_class: type = EstimateWorker,
+        worker_args: tuple = (),
     ):
         check_range("workers", workers, 1)
         check_range("max_staleness", max_staleness, 0)
@@ -92,6 +96,7 @@ class RayBackend:
         self.ray = import_ray()
         self.num_workers, self.address = workers, address
         self.max_staleness, self.cpus_per_worker = max_staleness, cpus_per_worker
+        self.worker_class, self.worker_args = worker_class, worker_args
         self.workers: list = []  # actor handles, by slot
         self.replaced = 0
 
@@ -113,10 +118,10 @@ class RayBackend:
             self.workers = [self._new_worker() for _ in range(self.num_workers)]
 
     def _new_worker(self):
-        actor = self.ray.remote(EstimateWorker).options(
+        actor = self.ray.remote(self.worker_class).options(
             num_cpus=self.cpus_per_worker, max_restarts=0
         )
-        return actor.remote()
+        return actor.remote(*self.worker_args)
 
     def replace(self, slot: int, dead) -> None:
         """Replace the worker ``dead`` at ``slot`` (once, however many of its calls failed)."""

@@ -142,8 +142,6 @@ def make_estimator(
         def estimate(theta, state, key, progress=1.0):
             keys = particle_keys(key, num_particles)
             grads, state, metrics = particles(theta, state, keys, progress)
-            if devices > 1:  # average in particle order off the mesh, as Ray's learner does
-                grads, metrics = jax.device_get((grads, metrics))
             grad, metrics = combine(grads, metrics)
             return grad, state, metrics
 

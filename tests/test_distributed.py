@@ -1,0 +1,190 @@
+"""The Ray backend on a local Ray: same θ as in-process, and it survives faults.
+
+Faults: a worker killed mid-run, the whole run SIGKILLed and re-run, a truncated checkpoint,
+SIGTERM. Every run is the tiny quadratic meta-training of test_meta (2 tasks, 4 particles).
+"""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+ray = pytest.importorskip("ray", reason="the Ray backend needs the optional extra lopt[ray]")
+
+import lopt  # noqa: E402
+from lopt.distributed import RayBackend  # noqa: E402
+from lopt.learned import load_theta  # noqa: E402
+from lopt.meta import MetaTrainConfig, meta_train  # noqa: E402
+
+# All Ray tests share one local cluster: keep them on one xdist worker.
+pytestmark = pytest.mark.xdist_group("ray")
+
+WORKERS = 2
+TINY = dict(
+    architecture={"kind": "learned-adam", "init_lr": 1e-3},
+    families=("quadratic",),
+    task_bank=2,
+    num_particles=4,
+    outer_lr=0.1,
+    truncation={"length": 10, "min_horizon": 20, "max_horizon": 60, "valid_every": 5},
+    validate_every=0,
+    checkpoint_every=4,
+    log_every=1,
+)
+
+
+class Log:
+    """A console that records what meta_train logs (and may act on it)."""
+
+    def __init__(self, on_log=None):
+        self.lines, self.on_log = [], on_log
+
+    def log(self, message):
+        self.lines.append(message)
+        if self.on_log is not None:
+            self.on_log(message)
+
+
+def _theta(run_dir):
+    return load_theta(run_dir / "optimizer")[1]
+
+
+def _assert_same_theta(a, b):
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        assert np.array_equal(np.asarray(x), np.asarray(y))
+
+
+def _lines(run_dir):
+    return [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    # Logical CPUs: this module's workers (2) and a subprocess run's workers (2).
+    ray.init(num_cpus=2 * WORKERS, include_dashboard=False, log_to_driver=False)
+    yield ray.get_runtime_context().gcs_address
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def backend(cluster):
+    with RayBackend(workers=WORKERS) as b:
+        yield b
+
+
+@pytest.fixture(scope="module")
+def in_process(tmp_path_factory):
+    """θ of the in-process run after ``steps`` outer steps (computed once per count)."""
+    thetas = {}
+
+    def theta(steps):
+        if steps not in thetas:
+            run = tmp_path_factory.mktemp("in-process") / "run"
+            meta_train(run, MetaTrainConfig(outer_steps=steps, **TINY), console=Log())
+            thetas[steps] = _theta(run)
+        return thetas[steps]
+
+    return theta
+
+
+def test_synchronous_ray_reproduces_the_in_process_theta(backend, in_process, tmp_path):
+    meta_train(tmp_path, MetaTrainConfig(outer_steps=8, **TINY), console=Log(), backend=backend)
+    _assert_same_theta(_theta(tmp_path), in_process(8))
+    lines = _lines(tmp_path)
+    assert [x["step"] for x in lines] == list(range(8))
+    assert all(x["staleness"] == 0 and x["stale_dropped"] == 0 for x in lines)
+    # The workers run this very lopt, not another installed copy.
+    assert ray.get(backend.workers[0].source_file.remote()) == lopt.__file__
+
+
+def test_a_killed_worker_is_replaced_and_the_run_goes_on(backend, in_process, tmp_path):
+    doomed = backend.workers[0]
+
+    def kill_after_step_3(message):
+        if message.startswith("step 3/"):
+            ray.kill(doomed)
+
+    meta_train(
+        tmp_path,
+        MetaTrainConfig(outer_steps=8, **TINY),
+        console=Log(kill_after_step_3),
+        backend=backend,
+    )
+    assert doomed not in backend.workers
+    assert sum(x["workers_replaced"] for x in _lines(tmp_path)) >= 1
+    _assert_same_theta(_theta(tmp_path), in_process(8))  # the lost work was redone exactly
+
+
+def test_truncated_checkpoint_falls_back_to_the_previous_one(backend, in_process, tmp_path):
+    meta_train(tmp_path, MetaTrainConfig(outer_steps=8, **TINY), console=Log(), backend=backend)
+    weights = tmp_path / "checkpoint.safetensors"  # step 8; checkpoint-prev holds step 4
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    log = Log()
+    meta_train(tmp_path, MetaTrainConfig(outer_steps=10, **TINY), console=log, backend=backend)
+    warning = next(m for m in log.lines if "corrupt" in m)
+    assert "checkpoint.safetensors is corrupt (checksum does not match" in warning
+    assert any(m.endswith("at outer step 4") for m in log.lines)
+    _assert_same_theta(_theta(tmp_path), in_process(10))
+    assert [x["step"] for x in _lines(tmp_path)] == list(range(10))
+
+
+def _start_cli(run_dir, cluster, outer_steps, checkpoint_every):
+    config = run_dir.parent / f"{run_dir.name}.json"
+    cfg = MetaTrainConfig(**{**TINY, "checkpoint_every": checkpoint_every})
+    config.write_text(json.dumps({**cfg.to_dict(), "outer_steps": outer_steps}))
+    command = [sys.executable, "-m", "lopt.cli", "meta-train", "--config", str(config)]
+    command += ["--out", str(run_dir), "--backend", "ray", "--address", cluster]
+    command += ["--workers", str(WORKERS)]
+    with open(run_dir.parent / f"{run_dir.name}.log", "wb") as log:
+        return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+
+
+def _wait_for(condition, process, log, timeout=120.0):
+    deadline = time.time() + timeout
+    while not condition():
+        if process.poll() is not None:
+            pytest.fail(f"the run exited early:\n{log.read_text()[-2000:]}")
+        assert time.time() < deadline, "the run made no progress in time"
+        time.sleep(0.01)
+
+
+def _checkpoint_step(run_dir):
+    try:
+        return json.loads((run_dir / "checkpoint.json").read_text())["step"]
+    except (FileNotFoundError, json.JSONDecodeError):
+        return 0
+
+
+def test_sigkilled_run_resumes_without_losing_or_repeating_a_step(
+    cluster, backend, in_process, tmp_path
+):
+    run = tmp_path / "run"
+    process = _start_cli(run, cluster, outer_steps=10_000, checkpoint_every=4)
+    _wait_for(lambda: _checkpoint_step(run) >= 4, process, tmp_path / "run.log")
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    saved = _checkpoint_step(run)  # the last checkpoint the killed run completed
+    target = saved + 6
+    log = Log()
+    meta_train(run, MetaTrainConfig(outer_steps=target, **TINY), console=log, backend=backend)
+    assert f"resuming {run} at outer step {saved}" in log.lines
+    assert [x["step"] for x in _lines(run)] == list(range(target))
+    _assert_same_theta(_theta(run), in_process(target))
+
+
+def test_sigterm_saves_a_checkpoint_before_exit(cluster, tmp_path):
+    run = tmp_path / "run"
+    process = _start_cli(run, cluster, outer_steps=10_000, checkpoint_every=10_000)
+    metrics = run / "metrics.jsonl"
+    has_steps = lambda: metrics.exists() and len(metrics.read_text().splitlines()) >= 3
+    _wait_for(has_steps, process, tmp_path / "run.log")
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=60) == 128 + signal.SIGTERM
+    done = len(metrics.read_text().splitlines())
+    assert _checkpoint_step(run) == done  # saved at the step it stopped, not a periodic one
+    assert json.loads((run / "optimizer.json").read_text())["info"]["outer_step"] == done
