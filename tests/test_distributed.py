@@ -18,6 +18,7 @@ ray = pytest.importorskip("ray", reason="the Ray backend needs the optional extr
 
 import lopt  # noqa: E402
 from lopt.distributed import RayBackend  # noqa: E402
+from lopt.distributed.simulated import SimulatedWorker  # noqa: E402
 from lopt.learned import load_theta  # noqa: E402
 from lopt.meta import MetaTrainConfig, meta_train  # noqa: E402
 
@@ -25,6 +26,7 @@ from lopt.meta import MetaTrainConfig, meta_train  # noqa: E402
 pytestmark = pytest.mark.xdist_group("ray")
 
 WORKERS = 2
+STEPS = 12  # checkpoints at 4, 8 and 12
 TINY = dict(
     architecture={"kind": "learned-adam", "init_lr": 1e-3},
     families=("quadratic",),
@@ -79,27 +81,21 @@ def backend(cluster):
 
 @pytest.fixture(scope="module")
 def in_process(tmp_path_factory):
-    """θ of the in-process run after ``steps`` outer steps (computed once per count)."""
-    thetas = {}
-
-    def theta(steps):
-        if steps not in thetas:
-            run = tmp_path_factory.mktemp("in-process") / "run"
-            meta_train(run, MetaTrainConfig(outer_steps=steps, **TINY), console=Log())
-            thetas[steps] = _theta(run)
-        return thetas[steps]
-
-    return theta
+    """θ after ``STEPS`` outer steps of the in-process backend."""
+    run = tmp_path_factory.mktemp("in-process") / "run"
+    meta_train(run, MetaTrainConfig(outer_steps=STEPS, **TINY), console=Log())
+    return _theta(run)
 
 
 def test_synchronous_ray_reproduces_the_in_process_theta(backend, in_process, tmp_path):
-    meta_train(tmp_path, MetaTrainConfig(outer_steps=8, **TINY), console=Log(), backend=backend)
-    _assert_same_theta(_theta(tmp_path), in_process(8))
+    cfg = MetaTrainConfig(outer_steps=STEPS, **TINY)
+    meta_train(tmp_path, cfg, console=Log(), backend=backend)
+    _assert_same_theta(_theta(tmp_path), in_process)
     lines = _lines(tmp_path)
-    assert [x["step"] for x in lines] == list(range(8))
+    assert [x["step"] for x in lines] == list(range(STEPS))
     assert all(x["staleness"] == 0 and x["stale_dropped"] == 0 for x in lines)
     # The workers run this very lopt, not another installed copy.
-    assert ray.get(backend.workers[0].source_file.remote()) == lopt.__file__
+    assert ray.get(backend.workers[0].ready.remote()) == lopt.__file__
 
 
 def test_a_killed_worker_is_replaced_and_the_run_goes_on(backend, in_process, tmp_path):
@@ -109,28 +105,44 @@ def test_a_killed_worker_is_replaced_and_the_run_goes_on(backend, in_process, tm
         if message.startswith("step 3/"):
             ray.kill(doomed)
 
-    meta_train(
-        tmp_path,
-        MetaTrainConfig(outer_steps=8, **TINY),
-        console=Log(kill_after_step_3),
-        backend=backend,
-    )
+    cfg = MetaTrainConfig(outer_steps=STEPS, **TINY)
+    meta_train(tmp_path, cfg, console=Log(kill_after_step_3), backend=backend)
     assert doomed not in backend.workers
     assert sum(x["workers_replaced"] for x in _lines(tmp_path)) >= 1
-    _assert_same_theta(_theta(tmp_path), in_process(8))  # the lost work was redone exactly
+    _assert_same_theta(_theta(tmp_path), in_process)  # the lost work was redone exactly
 
 
 def test_truncated_checkpoint_falls_back_to_the_previous_one(backend, in_process, tmp_path):
-    meta_train(tmp_path, MetaTrainConfig(outer_steps=8, **TINY), console=Log(), backend=backend)
-    weights = tmp_path / "checkpoint.safetensors"  # step 8; checkpoint-prev holds step 4
+    cfg = MetaTrainConfig(outer_steps=STEPS, **TINY)
+    meta_train(tmp_path, cfg, console=Log(), backend=backend)
+    weights = tmp_path / "checkpoint.safetensors"  # step 12; checkpoint-prev holds step 8
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
     log = Log()
-    meta_train(tmp_path, MetaTrainConfig(outer_steps=10, **TINY), console=log, backend=backend)
+    meta_train(tmp_path, cfg, console=log, backend=backend)
     warning = next(m for m in log.lines if "corrupt" in m)
     assert "checkpoint.safetensors is corrupt (checksum does not match" in warning
-    assert any(m.endswith("at outer step 4") for m in log.lines)
-    _assert_same_theta(_theta(tmp_path), in_process(10))
-    assert [x["step"] for x in _lines(tmp_path)] == list(range(10))
+    assert f"resuming {tmp_path} at outer step 8" in log.lines
+    _assert_same_theta(_theta(tmp_path), in_process)
+    assert [x["step"] for x in _lines(tmp_path)] == list(range(STEPS))
+
+
+def test_asynchronous_workers_drop_and_count_stale_estimates(cluster, tmp_path):
+    # 3 workers start 3 estimates from θ_0; applied one per outer step, the third is 2 steps
+    # stale when it arrives: over the bound of 1, so it is dropped and counted.
+    simulated = RayBackend(
+        workers=3,
+        max_staleness=1,
+        cpus_per_worker=0,
+        worker_class=SimulatedWorker,
+        worker_args=(0.05,),
+    )
+    with simulated:
+        cfg = MetaTrainConfig(outer_steps=9, **{**TINY, "task_bank": 3})
+        meta_train(tmp_path, cfg, console=Log(), backend=simulated)
+    lines = _lines(tmp_path)
+    assert [x["step"] for x in lines] == list(range(9))
+    assert max(x["staleness"] for x in lines) == 1
+    assert sum(x["stale_dropped"] for x in lines) >= 1
 
 
 def _start_cli(run_dir, cluster, outer_steps, checkpoint_every):
@@ -139,7 +151,7 @@ def _start_cli(run_dir, cluster, outer_steps, checkpoint_every):
     config.write_text(json.dumps({**cfg.to_dict(), "outer_steps": outer_steps}))
     command = [sys.executable, "-m", "lopt.cli", "meta-train", "--config", str(config)]
     command += ["--out", str(run_dir), "--backend", "ray", "--address", cluster]
-    command += ["--workers", str(WORKERS)]
+    command += ["--workers", "1"]  # one actor to start: the quickest run
     with open(run_dir.parent / f"{run_dir.name}.log", "wb") as log:
         return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
 
@@ -169,12 +181,12 @@ def test_sigkilled_run_resumes_without_losing_or_repeating_a_step(
     process.send_signal(signal.SIGKILL)
     process.wait()
     saved = _checkpoint_step(run)  # the last checkpoint the killed run completed
-    target = saved + 6
+    assert 4 <= saved < STEPS
     log = Log()
-    meta_train(run, MetaTrainConfig(outer_steps=target, **TINY), console=log, backend=backend)
+    meta_train(run, MetaTrainConfig(outer_steps=STEPS, **TINY), console=log, backend=backend)
     assert f"resuming {run} at outer step {saved}" in log.lines
-    assert [x["step"] for x in _lines(run)] == list(range(target))
-    _assert_same_theta(_theta(run), in_process(target))
+    assert [x["step"] for x in _lines(run)] == list(range(STEPS))
+    _assert_same_theta(_theta(run), in_process)
 
 
 def test_sigterm_saves_a_checkpoint_before_exit(cluster, tmp_path):

@@ -75,7 +75,8 @@ class RayBackend:
             estimates from a θ more than ``K`` outer steps old.
         cpus_per_worker: CPUs Ray reserves for each worker (placement on the cluster).
         worker_class, worker_args: the actor class and its arguments; anything with
-            ``EstimateWorker``'s ``particles`` method (benchmarks simulate workers this way).
+            ``EstimateWorker``'s ``ready`` and ``particles`` methods (benchmarks and tests
+            simulate workers this way: ``lopt.distributed.simulated``).
 
     Use it as a context manager (or call ``close``) to end the workers; one backend can serve
     several runs in a row.
@@ -116,6 +117,7 @@ class RayBackend:
             )
         if not self.workers:
             self.workers = [self._new_worker() for _ in range(self.num_workers)]
+            ray.get([w.ready.remote() for w in self.workers])  # all start together
 
     def _new_worker(self):
         actor = self.ray.remote(self.worker_class).options(

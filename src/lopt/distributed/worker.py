@@ -29,8 +29,8 @@ class EstimateWorker:
         self.estimators: list = []
         self.templates: list = []
 
-    def source_file(self) -> str:
-        """Where this worker imported lopt from (to check it runs the learner's code)."""
+    def ready(self) -> str:
+        """Where this worker imported lopt from (answers once the actor is up)."""
         return lopt.__file__
 
     def particles(
