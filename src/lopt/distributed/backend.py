@@ -30,7 +30,7 @@ import numpy as np
 
 import lopt
 from lopt.distributed.wire import concatenate, from_host, particle_slice, to_host
-from lopt.distributed.worker import EstimateWorker
+from lopt.distributed.worker import EstimateWorker, estimator_config
 from lopt.errors import LoptError, check_range
 from lopt.meta.backend import Estimate, estimate_key
 from lopt.meta.config import MetaTrainConfig
@@ -175,7 +175,7 @@ class RaySource:
     ):
         self.backend, self.ray = backend, backend.ray
         self.estimators, self.base_key, self.outer_steps = estimators, base_key, cfg.outer_steps
-        self.config = cfg.to_dict()
+        self.config = estimator_config(cfg)
         self.next_number = first
         num_particles = estimators[0].num_particles
         synchronous = backend.max_staleness == 0

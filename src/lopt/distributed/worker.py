@@ -4,7 +4,8 @@ A worker keeps no training state. Each call brings θ, the particles to advance 
 task's estimator state, cut along the particle axis), their PRNG keys and the run's config,
 and returns the per-particle results (``Estimator.particles``). The learner owns all state,
 so a worker may die at any moment: the same call on a replacement gives the same numbers.
-The worker builds the task bank's estimators when it first sees a config and reuses them.
+The worker builds the task bank's estimators when it first sees a config and reuses them
+(the config holds only what defines the estimators, so a resumed or repeated run reuses them).
 """
 
 from __future__ import annotations
@@ -18,6 +19,22 @@ from lopt._cache import enable_compilation_cache
 from lopt.distributed.wire import from_host, to_host
 from lopt.meta.config import MetaTrainConfig
 from lopt.meta.outer import bank_estimators
+
+ESTIMATOR_FIELDS = (
+    "architecture",
+    "estimator",
+    "num_particles",
+    "sigma",
+    "truncation",
+    "families",
+    "task_bank",
+    "seed",
+)
+
+
+def estimator_config(cfg: MetaTrainConfig) -> dict:
+    """The part of a run's config that defines its estimators (all a worker needs)."""
+    return {k: v for k, v in cfg.to_dict().items() if k in ESTIMATOR_FIELDS}
 
 
 class EstimateWorker:
@@ -39,7 +56,7 @@ class EstimateWorker:
         """Advance ``state``'s particles of task ``task`` (host pytrees, see ``wire``).
 
         Args:
-            config: the run's ``MetaTrainConfig.to_dict()``.
+            config: ``estimator_config`` of the run's config.
             theta: θ (numpy leaves).
             state: ``n`` particles of the task's estimator state (leading axis ``n``).
             keys: ``(n, *key_data_shape)`` raw PRNG key data, one per particle.
