@@ -126,6 +126,20 @@ def test_truncated_checkpoint_falls_back_to_the_previous_one(backend, in_process
     assert [x["step"] for x in _lines(tmp_path)] == list(range(STEPS))
 
 
+def test_sigint_saves_a_checkpoint_then_raises_keyboard_interrupt(backend, tmp_path):
+    def interrupt_at_step_3(message):
+        if message.startswith("step 3/"):
+            signal.raise_signal(signal.SIGINT)
+
+    cfg = MetaTrainConfig(outer_steps=STEPS, **TINY)
+    handler = signal.getsignal(signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt):
+        meta_train(tmp_path, cfg, console=Log(interrupt_at_step_3), backend=backend)
+    assert _checkpoint_step(tmp_path) == 3  # not a periodic checkpoint (every 4)
+    assert json.loads((tmp_path / "optimizer.json").read_text())["info"]["outer_step"] == 3
+    assert signal.getsignal(signal.SIGINT) is handler  # restored
+
+
 def test_asynchronous_workers_drop_and_count_stale_estimates(cluster, tmp_path):
     # 3 workers start 3 estimates from θ_0; applied one per outer step, the third is 2 steps
     # stale when it arrives: over the bound of 1, so it is dropped and counted.

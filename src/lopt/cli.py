@@ -259,14 +259,7 @@ def run_meta_train(args: argparse.Namespace) -> int:
         backend.close()
     state = "finished" if summary["finished"] else "stopped (re-run to resume)"
     print(f"{args.out}: {state}; best validation {summary['best']}")
-    return _stop_status(summary["stopped_by"])
-
-
-def _stop_status(signal_name: str | None) -> int:
-    """Exit status of a run: 0, or 128 + the signal that stopped it (130 SIGINT, 143 SIGTERM)."""
-    import signal
-
-    return 0 if signal_name is None else 128 + int(signal.Signals[signal_name])
+    return 0
 
 
 # --- lopt stepsize -----------------------------------------------------------------------------

@@ -1,8 +1,10 @@
 """Stop a long run cleanly on SIGINT or SIGTERM: finish the current step, checkpoint, exit.
 
 The first signal only sets a flag that the training loop reads between steps (so the state it
-checkpoints is whole); a second SIGINT raises ``KeyboardInterrupt`` at once (the last
-checkpoint is kept) and a second SIGTERM terminates the process as usual.
+checkpoints is whole); once saved, ``stop.reraise()`` does what the signal would have done:
+``KeyboardInterrupt`` for SIGINT, ``SystemExit(143)`` for SIGTERM. A second SIGINT raises
+``KeyboardInterrupt`` at once (the last checkpoint is kept) and a second SIGTERM terminates the
+process as usual.
 
 Example::
 
@@ -12,6 +14,7 @@ Example::
             if stop.signal is not None:
                 save_checkpoint(...)
                 break
+    stop.reraise()
 """
 
 from __future__ import annotations
@@ -30,10 +33,12 @@ class StopRequest:
     def __init__(self) -> None:
         self.signal: signal.Signals | None = None
 
-    @property
-    def exit_status(self) -> int:
-        """The shell's exit status for a process ended by this signal (130, 143)."""
-        return 128 + int(self.signal) if self.signal is not None else 0
+    def reraise(self) -> None:
+        """Raise what the signal would have raised (nothing if none arrived)."""
+        if self.signal == signal.SIGINT:
+            raise KeyboardInterrupt
+        if self.signal is not None:
+            raise SystemExit(128 + int(self.signal))  # the shell's status for it: 143
 
 
 @contextlib.contextmanager

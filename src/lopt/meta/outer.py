@@ -128,8 +128,9 @@ def meta_train(
 ) -> dict:
     """Run (or resume) meta-training in ``run_dir``; returns a summary dict.
 
-    SIGINT or SIGTERM finishes the current outer step, saves a checkpoint and returns (the
-    summary's ``stopped_by`` names the signal); a second SIGINT raises ``KeyboardInterrupt``.
+    SIGINT or SIGTERM finishes the current outer step, saves a checkpoint and θ, then raises
+    what the signal would have (``KeyboardInterrupt``; ``SystemExit(143)`` for SIGTERM); a
+    second SIGINT raises ``KeyboardInterrupt`` at once.
 
     Args:
         run_dir: the run directory (created, or resumed when it holds a run).
@@ -198,7 +199,6 @@ def meta_train(
     compiled = set()
     ema = None
     step = start
-    stopped_by = None
     source = backend.start(cfg, estimators, base_key, next_estimate)
     with metrics_path.open("a") as metrics_file, stop_on_signals() as stop:
         try:
@@ -254,10 +254,9 @@ def meta_train(
                         )
                 timed_out = max_minutes is not None and time.time() - t_begin > 60 * max_minutes
                 if stop.signal is not None:
-                    stopped_by = stop.signal.name
                     save_checkpoint(done)
                     console.log(
-                        f"{stopped_by}: checkpoint saved at outer step {done}; "
+                        f"{stop.signal.name}: checkpoint saved at outer step {done}; "
                         "re-run on this directory to resume"
                     )
                     break
@@ -279,10 +278,5 @@ def meta_train(
     info = {"outer_step": reached, "finished": finished}
     save_optimizer(run_dir / "optimizer", arch, state["theta"], info)
     plot_run(run_dir)
-    return {
-        "run_dir": str(run_dir),
-        "finished": finished,
-        "best": best,
-        "theta": state["theta"],
-        "stopped_by": stopped_by,
-    }
+    stop.reraise()
+    return {"run_dir": str(run_dir), "finished": finished, "best": best, "theta": state["theta"]}
