@@ -36,7 +36,7 @@ from lopt.meta.backend import Estimate, estimate_key
 from lopt.meta.config import MetaTrainConfig
 from lopt.meta.estimators import Estimator, combine, particle_keys
 
-REPLACEMENTS_PER_WORKER = 10  # a worker slot that dies more often than this stops the run
+REPLACEMENTS_PER_WORKER = 10  # more replacements than this times the workers stop the run
 
 
 def import_ray():
@@ -117,7 +117,13 @@ class RayBackend:
             )
         if not self.workers:
             self.workers = [self._new_worker() for _ in range(self.num_workers)]
-            ray.get([w.ready.remote() for w in self.workers])  # all start together
+            try:
+                ray.get([w.ready.remote() for w in self.workers])  # all start together
+            except ray.exceptions.RayActorError as e:
+                raise LoptError(
+                    f"Ray workers could not start ({str(e).splitlines()[0]}); every node needs "
+                    "lopt's dependencies (pip install 'lopt[ray]')"
+                ) from None
 
     def _new_worker(self):
         actor = self.ray.remote(self.worker_class).options(
