@@ -10,7 +10,8 @@
 2. Simulated workers (``lopt.distributed.simulated``): N actors that each take a fixed time
    per estimate and return zeros, feeding the real learner (``meta_train``, asynchronous, a
    staleness bound of N so nothing is dropped). Ideal throughput is N ÷ that time; where the
-   measured rate falls below it, the learner is the bottleneck.
+   measured rate falls below it, the learner is the bottleneck. Its ceiling: the rate with
+   workers that answer at once.
 
 Prints both tables and writes ``ray_scaling.json``.
 """
@@ -88,34 +89,38 @@ def real_workers(out: pathlib.Path, steps: int) -> list[dict]:
     return rows
 
 
+def simulated_run(out: pathlib.Path, n: int, seconds: float, steps: int) -> tuple[float, int]:
+    """Steps/s of the learner fed by ``n`` simulated workers taking ``seconds`` per estimate."""
+    cfg = dataclasses.replace(
+        MetaTrainConfig.from_file(shipped_config_path("small")),
+        families=("quadratic",),
+        task_bank=n,
+        outer_steps=n + steps,
+        validate_every=0,
+        checkpoint_every=1_000_000,
+        log_every=1_000_000,
+    )
+    run = out / "simulated" / f"workers-{n}-seconds-{seconds}"
+    shutil.rmtree(run, ignore_errors=True)
+    backend = RayBackend(
+        workers=n,
+        max_staleness=n,
+        cpus_per_worker=0,
+        worker_class=SimulatedWorker,
+        worker_args=(seconds,),
+    )
+    with backend:
+        meta_train(run, cfg, console=Quiet(), backend=backend)
+    return steps_per_second(run, skip=n)
+
+
 def simulated_workers(
     out: pathlib.Path, counts: list[int], seconds: float, window: float
 ) -> list[dict]:
     """Each count runs the outer steps N workers would deliver in ``window`` seconds."""
-    base = MetaTrainConfig.from_file(shipped_config_path("small"))
     rows = []
     for n in counts:
-        cfg = dataclasses.replace(
-            base,
-            families=("quadratic",),
-            task_bank=n,
-            outer_steps=n + round(window * n / seconds),
-            validate_every=0,
-            checkpoint_every=1_000_000,
-            log_every=1_000_000,
-        )
-        run = out / "simulated" / f"workers-{n}"
-        shutil.rmtree(run, ignore_errors=True)
-        backend = RayBackend(
-            workers=n,
-            max_staleness=n,
-            cpus_per_worker=0,
-            worker_class=SimulatedWorker,
-            worker_args=(seconds,),
-        )
-        with backend:
-            meta_train(run, cfg, console=Quiet(), backend=backend)
-        rate, measured = steps_per_second(run, skip=n)
+        rate, measured = simulated_run(out, n, seconds, round(window * n / seconds))
         ideal = n / seconds
         rows.append(
             {
@@ -144,6 +149,8 @@ def main() -> None:
     real = real_workers(out, steps)
     print(f"simulated workers ({seconds} s per estimate):", flush=True)
     simulated = simulated_workers(out, counts, seconds, window)
+    ceiling, _ = simulated_run(out, 4, 0.0, 100 if args.quick else 500)
+    print(f"learner ceiling (4 workers answering at once): {ceiling:.1f} steps/s", flush=True)
     result = {
         "machine": {
             "cpus": os.cpu_count(),
@@ -153,6 +160,7 @@ def main() -> None:
         },
         "real": real,
         "simulated": {"seconds_per_estimate": seconds, "rows": simulated},
+        "learner_ceiling_steps_per_s": ceiling,
     }
     out.mkdir(parents=True, exist_ok=True)
     (out / "ray_scaling.json").write_text(json.dumps(result, indent=2))
@@ -166,7 +174,8 @@ def main() -> None:
             f"| {r['workers']} | {r['ideal_steps_per_s']:.0f} | {r['steps_per_s']:.1f} "
             f"| {r['efficiency']:.0%} |"
         )
-    print(f"\nwrote {out / 'ray_scaling.json'}")
+    print(f"\nlearner ceiling (simulated workers answering at once): {ceiling:.1f} steps/s")
+    print(f"wrote {out / 'ray_scaling.json'}")
 
 
 if __name__ == "__main__":
