@@ -107,7 +107,7 @@ def simulated_run(out: pathlib.Path, n: int, seconds: float, steps: int) -> tupl
         max_staleness=n,
         cpus_per_worker=0,
         worker_class=SimulatedWorker,
-        worker_args=(seconds,),
+        worker_args=((seconds,),),
     )
     with backend:
         meta_train(run, cfg, console=Quiet(), backend=backend)
