@@ -6,6 +6,7 @@ import jax
 import numpy as np
 import pytest
 
+from lopt import report
 from lopt.baselines import ADAM_LRS
 from lopt.errors import LoptError
 from lopt.evaluate import (
@@ -109,6 +110,22 @@ def test_summary_and_wins():
     assert summary["a"]["mean_curve"] == pytest.approx(0.2)
     assert summary["a"]["median_curve"] == pytest.approx(0.1)
     assert summary["a"]["wins"] == {"b": 2} and summary["b"]["wins"] == {"a": 1}
+
+
+def test_group_rows_split_heldout_families_and_configs():
+    scores = {"logreg-wine": (0.1, 0.2), "beale": (0.5, 0.3), "rosenbrock": (0.2, 0.4)}
+    tasks = {
+        name: TaskResult(name, 1.0, 0.0, np.arange(2), {}, {"a": _metrics(a), "b": _metrics(b)}, {})
+        for name, (a, b) in scores.items()
+    }
+    config = {"tasks": list(scores), "steps": 2, "seeds": 1, "eval_every": 1}
+    data = EvalResult(config, ("a", "b"), tasks).to_json()
+    rows = report.group_rows(data)
+    assert rows[0][:4] == ["held-out families (1)", "a", "0.100", "0.100"]
+    assert rows[2] == ["held-out configs (2)", "a", "0.350", "0.350", "1 vs b"]
+    assert "## By task group" in report.markdown(data)
+    one_group = {k: v for k, v in data["tasks"].items() if k != "logreg-wine"}
+    assert report.group_rows({**data, "tasks": one_group}) == []
 
 
 def test_other_specs_go_through_lopt_load(monkeypatch):

@@ -11,14 +11,25 @@ import optax
 import pytest
 
 from lopt.errors import LoptError
-from lopt.tasks import FAMILIES, SPLITS, TASK_SETS, TASKS, DataTask, get_task, task_names
+from lopt.tasks import (
+    FAMILIES,
+    HELDOUT_FAMILIES,
+    HELDOUT_TASKS,
+    META_TRAIN_FAMILIES,
+    SPLITS,
+    TASK_SETS,
+    TASKS,
+    DataTask,
+    get_task,
+    task_names,
+)
 from lopt.tasks.classifiers import MLPClassifier, MLPClassifierConfig
 from lopt.tasks.synthetic import Quadratic, QuadraticConfig
 from lopt.train import train
 
 FAMILY_NAMES = sorted(FAMILIES)
 # Adam learning rate per family for the "training reduces the loss" check (default 1e-2).
-TRAIN_LR = {"fn2d": 3e-2}
+TRAIN_LR = {"fn2d": 3e-2, "fn2d-booth-himmelblau": 3e-2}
 
 
 def _leaves_equal(a, b) -> bool:
@@ -112,6 +123,19 @@ def test_task_sets_name_real_tasks():
         assert task_names(set_name) == names
         assert set(names) <= set(TASKS)
     assert task_names("quadratic-16, beale") == ("quadratic-16", "beale")
+
+
+def test_heldout_tasks_are_never_sampled_in_meta_training():
+    """No held-out named task's config can be drawn from a meta-training family (checked on
+    2000 draws per family: the config spaces are small and discrete), and held-out families
+    share no name with meta-training families."""
+    heldout = {get_task(name).config for name in HELDOUT_TASKS}
+    for name in META_TRAIN_FAMILIES:
+        rng = np.random.default_rng(0)
+        sampled = {FAMILIES[name].sample_config(rng) for _ in range(2000)}
+        assert not sampled & heldout, (name, sampled & heldout)
+    assert not set(HELDOUT_FAMILIES) & set(META_TRAIN_FAMILIES)
+    assert set(HELDOUT_FAMILIES) <= set(FAMILIES)
 
 
 def test_unknown_task_lists_valid_names():

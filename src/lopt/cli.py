@@ -262,6 +262,69 @@ def run_meta_train(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- lopt self-train ---------------------------------------------------------------------------
+
+
+def add_self_train(subparsers) -> None:
+    p = subparsers.add_parser(
+        "self-train",
+        help="self-training from scratch: a population of random learned optimizers trains itself",
+        description="A population of randomly initialized learned optimizers, each outer-trained "
+        "by a learned optimizer, orchestrated by population-based training, with no "
+        "hand-designed optimizer anywhere (Metz et al. 2021). Writes config.json, metrics.jsonl, "
+        "lineage.jsonl, checkpoints (safetensors), members/, best.*, summary.json and plots to "
+        "--out; re-running on the same --out resumes exactly where the run stopped.",
+    )
+    p.add_argument(
+        "--config",
+        default=None,
+        help="a JSON config file, or the name of a shipped config (self-train); "
+        "omit to resume the run in --out",
+    )
+    p.add_argument("--out", required=True, help="run directory")
+    p.add_argument(
+        "--outer",
+        default=None,
+        help="override who applies the meta-gradients: self, best, random, or adam "
+        "(the comparison run: optax Adam with a PBT-tuned learning rate)",
+    )
+    p.add_argument("--outer-steps", type=positive_int, default=None, help="override outer_steps")
+    p.add_argument("--minutes", type=positive_float, default=None, help="stop (resumably) after")
+    p.set_defaults(run=run_self_train)
+
+
+def run_self_train(args: argparse.Namespace) -> int:
+    _setup()
+    import dataclasses
+    import pathlib
+
+    from lopt.meta.config import shipped_config_path
+    from lopt.population import PopulationConfig, self_train
+
+    config = None
+    if args.config is not None:
+        path = pathlib.Path(args.config)
+        config = PopulationConfig.from_file(
+            path if path.suffix else shipped_config_path(args.config)
+        )
+    elif args.outer_steps is not None or args.outer is not None:
+        config = PopulationConfig.from_file(pathlib.Path(args.out) / "config.json")
+    if config is not None and args.outer_steps is not None:
+        config = dataclasses.replace(config, outer_steps=args.outer_steps)
+    if config is not None and args.outer is not None:
+        config = dataclasses.replace(config, outer=args.outer)
+    summary = self_train(args.out, config, max_minutes=args.minutes)
+    state = "finished" if summary["finished"] else "stopped (re-run to resume)"
+    print(f"{args.out}: {state} at outer step {summary['outer_step']}")
+    if "best_final" in summary:
+        print(
+            f"best member's validation meta-loss {summary['best_initial']:.4f} -> "
+            f"{summary['best_final']:.4f}; improvement rate last third / first third "
+            f"{summary['rate_ratio']:.2f}"
+        )
+    return 0
+
+
 # --- lopt stepsize -----------------------------------------------------------------------------
 
 
@@ -292,7 +355,14 @@ def run_stepsize(args: argparse.Namespace) -> int:
     return 0
 
 
-SUBCOMMANDS: tuple[Callable, ...] = (add_eval, add_bench, add_demo, add_meta_train, add_stepsize)
+SUBCOMMANDS: tuple[Callable, ...] = (
+    add_eval,
+    add_bench,
+    add_demo,
+    add_meta_train,
+    add_self_train,
+    add_stepsize,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

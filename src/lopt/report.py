@@ -11,10 +11,13 @@ import json
 import pathlib
 from collections.abc import Callable, Iterator
 
+import numpy as np
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+
+from lopt.tasks.registry import TASK_GROUPS
 
 SUMMARY_COLUMNS = ("mean_curve", "median_curve", "mean_final", "median_final")
 NORMALIZED_NOTE = (
@@ -66,6 +69,33 @@ def _fmt(x: float) -> str:
 def summary_rows(data: dict) -> list[list[str]]:
     """Rows ``[optimizer, mean curve, median curve, mean final, median final]``."""
     return [[k, *(_fmt(s[c]) for c in SUMMARY_COLUMNS)] for k, s in data["summary"].items()]
+
+
+def group_rows(data: dict) -> list[list[str]]:
+    """Rows ``[group (tasks), optimizer, mean curve, median curve, wins]`` per task group
+    (``lopt.tasks.TASK_GROUPS``) present in the run; empty when the run spans one group."""
+    groups = {
+        group: [n for n in data["tasks"] if n in names] for group, names in TASK_GROUPS.items()
+    }
+    groups = {group: names for group, names in groups.items() if names}
+    if len(groups) < 2:
+        return []
+    labels = list(data["summary"])
+    rows = []
+    for group, names in groups.items():
+        curve = {
+            k: [data["tasks"][n]["optimizers"][k]["normalized_curve"] for n in names]
+            for k in labels
+        }
+        for k in labels:
+            wins = ", ".join(
+                f"{sum(a < b for a, b in zip(curve[k], curve[o], strict=True))} vs {o}"
+                for o in labels
+                if o != k
+            )
+            row = [f"{group} ({len(names)})", k]
+            rows.append([*row, _fmt(np.mean(curve[k])), _fmt(np.median(curve[k])), wins])
+    return rows
 
 
 def wins_rows(data: dict) -> list[list[str]]:
@@ -124,6 +154,14 @@ def markdown(data: dict, figures: dict[str, str] | None = None) -> str:
             summary_rows(data),
         ),
         "![summary](summary.png)",
+        *(
+            [
+                "## By task group",
+                _md_table(["group", "optimizer", "mean curve", "median curve", "wins"], rows),
+            ]
+            if (rows := group_rows(data))
+            else []
+        ),
         "## Wins",
         "Number of tasks on which the row optimizer has a lower normalized curve than the column.",
         _md_table(["", *labels], wins_rows(data)),

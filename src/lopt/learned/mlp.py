@@ -7,7 +7,8 @@ see ``features``) plus global time features go through a small MLP that outputs 
 m̂/√v̂ (a hand-designed direction the network corrects, as in learned_optimization's
 "nominal" optimizers and Harrison et al. 2022) and ``log_lr`` a learned scalar. With the output
 layer zeroed, a fresh optimizer is exactly Adam at learning rate λ₂; ``nominal=False`` gives
-the plain ``λ₂·d·exp(λ₁·m)`` of the paper.
+the plain ``λ₂·d·exp(λ₁·m)`` of the paper, with every layer random at initialization (zeroed,
+the output would never move anything, and could not train itself; Metz et al. 2021).
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ class MLPOptimizer(Architecture):
         timescales: step timescales of the ``tanh(step/τ)`` features.
         step_mult: λ₂, the base step (the learning rate of the nominal Adam direction).
         exp_mult: λ₁, the scale of the log-magnitude output.
-        nominal: add Adam's direction under the learned correction.
+        nominal: add Adam's direction under the learned correction (and start at it).
     """
 
     kind = "mlp"
@@ -73,7 +74,10 @@ class MLPOptimizer(Architecture):
         layers = [
             eqx.nn.Linear(a, b, key=k) for a, b, k in zip(sizes[:-1], sizes[1:], keys, strict=True)
         ]
-        return {"mlp": zero_last_layer(layers), "log_lr": jnp.zeros(())}
+        return {
+            "mlp": zero_last_layer(layers) if self.nominal else layers,
+            "log_lr": jnp.zeros(()),
+        }
 
     def optimizer(self, theta) -> optax.GradientTransformationExtraArgs:
         def init(params):

@@ -6,7 +6,7 @@ import dataclasses
 import json
 import pathlib
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 
 from lopt.errors import LoptError, check_choice, check_range
 from lopt.learned.io import build_architecture
@@ -27,8 +27,36 @@ def shipped_config_path(name: str) -> pathlib.Path:
     return path
 
 
+class JsonConfig:
+    """JSON round trip for frozen config dataclasses (lists in JSON are tuples in Python)."""
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Self:
+        names = {f.name for f in dataclasses.fields(cls)}
+        for key in data:
+            if key not in names:
+                raise LoptError(f"invalid config field {key!r} (allowed: {sorted(names)})")
+        values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+        return cls(**values)
+
+    @classmethod
+    def from_file(cls, path: str | pathlib.Path) -> Self:
+        path = pathlib.Path(path)
+        if not path.exists():
+            raise LoptError(f"config file {path} does not exist")
+        try:
+            return cls.from_dict(json.loads(path.read_text()))
+        except json.JSONDecodeError as e:
+            raise LoptError(f"config file {path} is not valid JSON ({e})") from None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()
+        }
+
+
 @dataclass(frozen=True)
-class MetaTrainConfig:
+class MetaTrainConfig(JsonConfig):
     """Everything that defines a meta-training run (saved as the run's ``config.json``).
 
     Attributes:
@@ -95,27 +123,3 @@ class MetaTrainConfig:
             if key not in names:
                 raise LoptError(f"invalid field truncation.{key} (allowed: {sorted(names)})")
         return TruncationConfig(**self.truncation)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> MetaTrainConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        for key in data:
-            if key not in names:
-                raise LoptError(f"invalid config field {key!r} (allowed: {sorted(names)})")
-        values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
-        return cls(**values)
-
-    @classmethod
-    def from_file(cls, path: str | pathlib.Path) -> MetaTrainConfig:
-        path = pathlib.Path(path)
-        if not path.exists():
-            raise LoptError(f"config file {path} does not exist")
-        try:
-            return cls.from_dict(json.loads(path.read_text()))
-        except json.JSONDecodeError as e:
-            raise LoptError(f"config file {path} is not valid JSON ({e})") from None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()
-        }

@@ -17,26 +17,22 @@ import json
 import math
 import pathlib
 import time
-from collections.abc import Callable
-from typing import Any
 
 import jax
 import jax.numpy as jnp
 import optax
 from rich.console import Console
 
-from lopt import checkpoint
-from lopt.errors import CheckpointError, LoptError
+from lopt.errors import LoptError
 from lopt.learned.io import build_architecture, save_optimizer
 from lopt.meta.backend import Backend, InProcess
 from lopt.meta.config import MetaTrainConfig
 from lopt.meta.estimators import Estimator, make_estimator
 from lopt.meta.plots import plot_run
+from lopt.meta.rundir import load_config, restore, save_checkpoint, truncate_jsonl
 from lopt.meta.validation import Validator
 from lopt.stopping import stop_on_signals
 from lopt.tasks.registry import get_family
-
-CHECKPOINT, PREVIOUS = "checkpoint", "checkpoint-prev"
 
 
 def bank_tasks(cfg: MetaTrainConfig) -> list:
@@ -59,64 +55,6 @@ def bank_estimators(cfg: MetaTrainConfig, devices: int) -> list[Estimator]:
 def make_outer_optimizer(cfg: MetaTrainConfig) -> optax.GradientTransformation:
     base = optax.adam(cfg.outer_lr) if cfg.outer_optimizer == "adam" else optax.sgd(cfg.outer_lr)
     return optax.chain(optax.clip(cfg.outer_clip), base) if cfg.outer_clip > 0 else base
-
-
-def _atomic_text(path: pathlib.Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
-
-
-def _load_config(run_dir: pathlib.Path, config: MetaTrainConfig | None) -> MetaTrainConfig:
-    path = run_dir / "config.json"
-    if path.exists():
-        saved = MetaTrainConfig.from_file(path)
-        if config is not None and config.to_dict() != saved.to_dict():
-            only_steps = {**config.to_dict(), "outer_steps": saved.outer_steps} == saved.to_dict()
-            if not only_steps:
-                raise LoptError(
-                    f"{run_dir} holds a run with a different config; resume it without a new "
-                    "config (only --outer-steps may change) or use another directory"
-                )
-            saved = config
-            _atomic_text(path, json.dumps(saved.to_dict(), indent=2))
-        return saved
-    if config is None:
-        raise LoptError(f"{run_dir} holds no run (no config.json) and no config was given")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    _atomic_text(path, json.dumps(config.to_dict(), indent=2))
-    return config
-
-
-def _restore(run_dir: pathlib.Path, template: Any, log: Callable) -> tuple[Any, dict] | None:
-    for stem in (CHECKPOINT, PREVIOUS):
-        if not (run_dir / f"{stem}.json").exists():
-            continue
-        try:
-            return checkpoint.load(run_dir / stem, template)
-        except CheckpointError as e:
-            log(f"[yellow]warning:[/] {e}; trying an older checkpoint")
-    if (run_dir / f"{CHECKPOINT}.json").exists() or (run_dir / f"{PREVIOUS}.json").exists():
-        raise CheckpointError(f"no usable checkpoint in {run_dir} (all failed verification)")
-    return None
-
-
-def _save_checkpoint(run_dir: pathlib.Path, tree: Any, meta: dict) -> None:
-    cur = run_dir / CHECKPOINT
-    if cur.with_suffix(".json").exists():
-        for suffix in (".safetensors", ".json"):
-            cur.with_suffix(suffix).replace((run_dir / PREVIOUS).with_suffix(suffix))
-    checkpoint.save(cur, tree, meta)
-
-
-def _truncate_metrics(path: pathlib.Path, step: int) -> None:
-    """Drop metric lines from steps at or after ``step`` (they will be recomputed)."""
-    if not path.exists():
-        return
-    keep = [
-        line for line in path.read_text().splitlines() if line and json.loads(line)["step"] < step
-    ]
-    _atomic_text(path, "".join(line + "\n" for line in keep))
 
 
 def meta_train(
@@ -143,7 +81,7 @@ def meta_train(
     run_dir = pathlib.Path(run_dir)
     console = console or Console()
     backend = backend or InProcess()
-    cfg = _load_config(run_dir, config)
+    cfg = load_config(run_dir, config, MetaTrainConfig)
     arch = build_architecture(cfg.architecture)
     if cfg.devices > len(jax.devices()):
         raise LoptError(
@@ -163,7 +101,7 @@ def meta_train(
             for i, e in enumerate(estimators)
         ],
     }
-    restored = _restore(run_dir, state, console.log)
+    restored = restore(run_dir, state, console.log)
     start, best, next_estimate = 0, {"score": math.inf, "step": -1}, 0
     if restored is not None:
         state, meta = restored
@@ -171,7 +109,7 @@ def meta_train(
         next_estimate = meta.get("next_estimate", start)
         console.log(f"resuming {run_dir} at outer step {start}")
     metrics_path = run_dir / "metrics.jsonl"
-    _truncate_metrics(metrics_path, start)
+    truncate_jsonl(metrics_path, start)
 
     validator = None
     if cfg.validate_every:
@@ -190,10 +128,10 @@ def meta_train(
         updates, opt_state = outer.update(grad, opt_state, theta)
         return optax.apply_updates(theta, updates), opt_state, ~finite
 
-    def save_checkpoint(done: int) -> None:
+    def checkpoint_now(done: int) -> None:
         metrics_file.flush()
         meta = {"step": done, "best": best, "next_estimate": next_estimate}
-        _save_checkpoint(run_dir, state, meta)
+        save_checkpoint(run_dir, state, meta)
 
     t_begin = time.time()
     compiled = set()
@@ -254,14 +192,14 @@ def meta_train(
                         )
                 timed_out = max_minutes is not None and time.time() - t_begin > 60 * max_minutes
                 if stop.signal is not None:
-                    save_checkpoint(done)
+                    checkpoint_now(done)
                     console.log(
                         f"{stop.signal.name}: checkpoint saved at outer step {done}; "
                         "re-run on this directory to resume"
                     )
                     break
                 if done % cfg.checkpoint_every == 0 or done == cfg.outer_steps or timed_out:
-                    save_checkpoint(done)
+                    checkpoint_now(done)
                 if timed_out:
                     console.log(f"time limit reached at outer step {done}; re-run to continue")
                     break

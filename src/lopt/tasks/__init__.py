@@ -5,6 +5,7 @@ from lopt.tasks.datasets import SPLITS
 from lopt.tasks.registry import (
     FAMILIES,
     HELDOUT_FAMILIES,
+    HELDOUT_TASKS,
     META_TRAIN_FAMILIES,
     TASK_SETS,
     TASKS,
@@ -16,6 +17,7 @@ from lopt.tasks.registry import (
 __all__ = [
     "FAMILIES",
     "HELDOUT_FAMILIES",
+    "HELDOUT_TASKS",
     "META_TRAIN_FAMILIES",
     "SPLITS",
     "TASKS",

@@ -46,16 +46,27 @@ class CharLM(DataTask):
 
 
 class CharLMFamily(TaskFamily):
-    name = "charlm"
+    """GRU character LMs; corpus, embedding, width, sequence length and batch sampled."""
+
+    def __init__(
+        self,
+        name: str = "charlm",
+        corpora=("prose", "code"),
+        embeds=(8, 16),
+        hiddens=(32, 64),
+        seq_lens=(16, 32),
+        batch_sizes=(16, 32),
+    ):
+        for corpus in corpora:
+            check_choice("corpus", corpus, ["prose", "code"])
+        self.name = name
+        self.choices = dict(
+            corpus=corpora, embed=embeds, hidden=hiddens, seq_len=seq_lens, batch_size=batch_sizes
+        )
 
     def sample_config(self, rng):
-        return CharLMConfig(
-            corpus=str(rng.choice(["prose", "code"])),
-            embed=int(rng.choice([8, 16])),
-            hidden=int(rng.choice([32, 64])),
-            seq_len=int(rng.choice([16, 32])),
-            batch_size=int(rng.choice([16, 32])),
-        )
+        draws = {name: rng.choice(options) for name, options in self.choices.items()}
+        return CharLMConfig(**{name: type(self.choices[name][0])(v) for name, v in draws.items()})
 
     def task(self, config):
         return CharLM(config)

@@ -47,6 +47,7 @@ FAMILIES: dict[str, TaskFamily] = {
         QuadraticFamily(),
         LeastSquaresFamily(),
         TestFunctionFamily(),
+        TestFunctionFamily("fn2d-booth-himmelblau", ("booth", "himmelblau")),
         MLPClassifierFamily("digits"),
         MLPClassifierFamily("breast_cancer"),
         MLPClassifierFamily("mnist1d", widths=(32, 64, 128)),
@@ -56,6 +57,7 @@ FAMILIES: dict[str, TaskFamily] = {
         TeacherStudentFamily(),
         AutoencoderFamily(),
         CharLMFamily(),
+        CharLMFamily("charlm-code", ("code",), (8,), (16, 32), (8, 16), (16,)),
     ]
 }
 
@@ -66,8 +68,13 @@ META_TRAIN_FAMILIES = (
     "mlp-breast_cancer",
     "conv-digits",
     "teacher_student",
+    "charlm-code",
+    "fn2d-booth-himmelblau",
 )
-HELDOUT_FAMILIES = tuple(f for f in FAMILIES if f not in META_TRAIN_FAMILIES)
+# Families sharing nothing with the meta-training families: no dataset, no architecture-and-data
+# combination, no function. (``fn2d`` and ``charlm`` overlap the restricted training families
+# ``fn2d-booth-himmelblau`` and ``charlm-code``, so they are neither.)
+HELDOUT_FAMILIES = ("mlp-mnist1d", "mlp-wine", "conv-mnist1d", "autoencoder-digits")
 
 
 def _mlp(dataset, hidden, activation="relu", batch_size=64, init_scale=1.0):
@@ -92,28 +99,52 @@ TRAIN_TASKS: dict[str, Callable[[], Task]] = {
     "mlp-breast-cancer-16": _mlp("breast_cancer", [16], batch_size=32),
     "conv-digits-8-16": _conv("digits", [8, 16]),
     "teacher-student-16": lambda: TeacherStudent(TeacherStudentConfig(seed=1)),
+    "charlm-code-32": lambda: CharLM(CharLMConfig("code", 8, 32, 16, 16)),
+    "booth": lambda: TestFunction2D(TestFunctionConfig("booth")),
 }
-HELDOUT_TASKS: dict[str, Callable[[], Task]] = {
+# Held out in two ways (docs/tasks.md): families never used in meta-training, and configs of
+# meta-training families outside their sampled choices.
+HELDOUT_FAMILY_TASKS: dict[str, Callable[[], Task]] = {
     "mlp-mnist1d-64": _mlp("mnist1d", [64]),
     "mlp-mnist1d-128x128": _mlp("mnist1d", [128, 128], batch_size=128),
     "conv-mnist1d-8-16": _conv("mnist1d", [8, 16], kernel=5),
     "logreg-wine": _mlp("wine", [], batch_size=32),
     "mlp-wine-16": _mlp("wine", [16], "tanh", batch_size=32),
     "autoencoder-digits": lambda: Autoencoder(AutoencoderConfig(32, 8)),
+}
+HELDOUT_CONFIG_TASKS: dict[str, Callable[[], Task]] = {
     "charlm-prose": lambda: CharLM(CharLMConfig("prose", 16, 64, 32, 32)),
     "rosenbrock": lambda: TestFunction2D(TestFunctionConfig("rosenbrock")),
     "beale": lambda: TestFunction2D(TestFunctionConfig("beale")),
     "mlp-digits-128-elu": _mlp("digits", [128], "elu", batch_size=32),
     "quadratic-64-ill": lambda: Quadratic(QuadraticConfig(64, 1e-4, 1.0, 0.0, 7)),
 }
+HELDOUT_TASKS = {**HELDOUT_FAMILY_TASKS, **HELDOUT_CONFIG_TASKS}
 TASKS: dict[str, Callable[[], Task]] = {**TRAIN_TASKS, **HELDOUT_TASKS}
 
 TASK_SETS: dict[str, tuple[str, ...]] = {
     "tiny": ("quadratic-16", "mlp-digits-32", "logreg-wine"),
     "train": tuple(TRAIN_TASKS),
     "heldout": tuple(HELDOUT_TASKS),
+    "heldout-families": tuple(HELDOUT_FAMILY_TASKS),
+    "heldout-configs": tuple(HELDOUT_CONFIG_TASKS),
     "all": tuple(TASKS),
 }
+
+
+TASK_GROUPS = {
+    "meta-train configs": tuple(TRAIN_TASKS),
+    "held-out families": tuple(HELDOUT_FAMILY_TASKS),
+    "held-out configs": tuple(HELDOUT_CONFIG_TASKS),
+}
+
+
+def task_group(name: str) -> str:
+    """Which of ``TASK_GROUPS`` a named task belongs to."""
+    for group, names in TASK_GROUPS.items():
+        if name in names:
+            return group
+    raise unknown_name("task", name, TASKS)
 
 
 def get_task(name: str) -> Task:

@@ -198,10 +198,16 @@ class LeastSquaresFamily(TaskFamily):
 
 
 class TestFunctionFamily(TaskFamily):
-    name = "fn2d"
+    """2-D test functions started near their usual start point, jittered."""
+
+    def __init__(self, name: str = "fn2d", functions=None):
+        functions = sorted(TEST_FUNCTIONS) if functions is None else functions
+        for function in functions:
+            check_choice("function", function, TEST_FUNCTIONS)
+        self.name, self.functions = name, tuple(functions)
 
     def sample_config(self, rng):
-        return TestFunctionConfig(function=str(rng.choice(sorted(TEST_FUNCTIONS))), init_noise=0.1)
+        return TestFunctionConfig(function=str(rng.choice(self.functions)), init_noise=0.1)
 
     def task(self, config):
         return TestFunction2D(config)

@@ -1,0 +1,105 @@
+"""Run directories shared by the outer loops (``lopt meta-train``, ``lopt self-train``).
+
+A run directory holds ``config.json`` (the run's config; only ``outer_steps`` may change on
+resume), ``checkpoint.*`` and ``checkpoint-prev.*`` (the whole training state, atomic and
+SHA-256 checked via ``lopt.checkpoint``; a corrupt checkpoint falls back to the previous one),
+and JSON-lines logs whose records carry a ``step`` so that a resumed run drops the records it is
+about to recompute.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+from collections.abc import Callable
+from typing import Any, Protocol, TypeVar
+
+from lopt import checkpoint
+from lopt.errors import CheckpointError, LoptError
+
+CHECKPOINT, PREVIOUS = "checkpoint", "checkpoint-prev"
+
+
+class RunConfig(Protocol):
+    outer_steps: int
+
+    @classmethod
+    def from_file(cls, path: str | pathlib.Path) -> Any: ...
+
+    def to_dict(self) -> dict[str, Any]: ...
+
+
+Config = TypeVar("Config", bound=RunConfig)
+
+
+def atomic_text(path: pathlib.Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and a rename."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def load_config(run_dir: pathlib.Path, config: Config | None, cls: type[Config]) -> Config:
+    """The config of the run in ``run_dir``; a new run's ``config`` is written there first.
+
+    Resuming with a ``config`` that differs from the saved one only in ``outer_steps`` extends
+    (or shortens) the run; any other difference is an error.
+    """
+    path = run_dir / "config.json"
+    if path.exists():
+        saved = cls.from_file(path)
+        if config is not None and config.to_dict() != saved.to_dict():
+            only_steps = {**config.to_dict(), "outer_steps": saved.outer_steps} == saved.to_dict()
+            if not only_steps:
+                raise LoptError(
+                    f"{run_dir} holds a run with a different config; resume it without a new "
+                    "config (only --outer-steps may change) or use another directory"
+                )
+            saved = config
+            atomic_text(path, json.dumps(saved.to_dict(), indent=2))
+        return saved
+    if config is None:
+        raise LoptError(f"{run_dir} holds no run (no config.json) and no config was given")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_text(path, json.dumps(config.to_dict(), indent=2))
+    return config
+
+
+def restore(run_dir: pathlib.Path, template: Any, log: Callable) -> tuple[Any, dict] | None:
+    """The newest verified checkpoint ``(tree, metadata)``, or ``None`` for a fresh run."""
+    for stem in (CHECKPOINT, PREVIOUS):
+        if not (run_dir / f"{stem}.json").exists():
+            continue
+        try:
+            return checkpoint.load(run_dir / stem, template)
+        except CheckpointError as e:
+            log(f"[yellow]warning:[/] {e}; trying an older checkpoint")
+    if (run_dir / f"{CHECKPOINT}.json").exists() or (run_dir / f"{PREVIOUS}.json").exists():
+        raise CheckpointError(f"no usable checkpoint in {run_dir} (all failed verification)")
+    return None
+
+
+def save_checkpoint(run_dir: pathlib.Path, tree: Any, meta: dict) -> None:
+    """Save ``tree`` as the run's checkpoint, keeping the previous one as a fallback."""
+    cur = run_dir / CHECKPOINT
+    if cur.with_suffix(".json").exists():
+        for suffix in (".safetensors", ".json"):
+            cur.with_suffix(suffix).replace((run_dir / PREVIOUS).with_suffix(suffix))
+    checkpoint.save(cur, tree, meta)
+
+
+def truncate_jsonl(path: pathlib.Path, step: int) -> None:
+    """Drop the records of ``path`` whose ``step`` is ``>= step`` (they will be recomputed)."""
+    if not path.exists():
+        return
+    keep = [
+        line for line in path.read_text().splitlines() if line and json.loads(line)["step"] < step
+    ]
+    atomic_text(path, "".join(line + "\n" for line in keep))
+
+
+def read_jsonl(path: pathlib.Path) -> list[dict]:
+    """All records of a JSON-lines file (``[]`` when it does not exist)."""
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line]

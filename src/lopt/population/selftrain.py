@@ -1,0 +1,273 @@
+"""Self-training from scratch (``lopt self-train``): a population of randomly initialized learned
+optimizers trains itself, orchestrated by PBT, with no hand-designed optimizer anywhere.
+
+Metz et al. 2021, "Training learned optimizers with randomly initialized learned optimizers"
+(arXiv 2101.07367). Each outer step, every member estimates its meta-gradient (ES/PES from
+``lopt.meta.estimators``, the same task for all members, its own particles and noise) and a
+learned optimizer applies it (``lopt.population.outer``); the members are vmapped and sharded
+over local devices. Every ``pbt_every`` steps the population is scored on outer-validation tasks
+and the worst members copy better ones (``lopt.population.pbt``). With a learned outer
+optimizer the whole run executes inside ``no_hand_designed_optimizers()``.
+
+Run directory: ``config.json``; ``metrics.jsonl`` (per outer step: every member's meta-loss,
+best, median, wall-clock; per validation: every member's score); ``lineage.jsonl`` (who copied
+whom, when); ``checkpoint.*`` and ``checkpoint-prev.*`` (the whole population, for exact
+resume); ``members/member-<slot>.*`` (each member's θ as a saved optimizer, with its latest
+score; a fresh copy carries its parent's); ``best.*`` (the
+best member at the latest validation, what ``lopt eval``/``lopt.load`` pick up);
+``summary.json`` (the feedback-loop numbers) and PNG plots. Everything is a function of the
+config and the outer step, so an interrupted run re-run on its directory reaches the same
+population, bit for bit, as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import pathlib
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from rich.console import Console
+
+from lopt.errors import LoptError
+from lopt.learned.io import build_architecture, save_optimizer
+from lopt.meta.estimators import make_estimator
+from lopt.meta.outer import bank_tasks
+from lopt.meta.rundir import load_config, restore, save_checkpoint, truncate_jsonl
+from lopt.population import outer, pbt
+from lopt.population.config import LEARNED_OUTER, PopulationConfig
+from lopt.population.feedback import feedback_summary
+from lopt.population.guard import no_hand_designed_optimizers
+from lopt.population.lopt_task import LearnedOptimizerFamily
+from lopt.population.plots import plot_population
+from lopt.population.scoring import MemberScorer
+from lopt.population.vectorize import over_members
+
+# Independent PRNG streams, each folded with the outer step.
+INIT, ESTIMATOR_INIT, ESTIMATE, CONTROL, PBT_PLAN, PBT_EXPLORE = range(6)
+
+
+def self_train(
+    run_dir: str | pathlib.Path,
+    config: PopulationConfig | None = None,
+    max_minutes: float | None = None,
+    console: Console | None = None,
+) -> dict:
+    """Run (or resume) self-training in ``run_dir``; returns a summary dict.
+
+    Args:
+        run_dir: the run directory (created, or resumed when it holds a run).
+        config: the config of a new run (``None`` to resume the one in ``run_dir``).
+        max_minutes: stop (with a checkpoint) after this much wall time; re-run to continue.
+    """
+    run_dir = pathlib.Path(run_dir)
+    console = console or Console()
+    cfg = load_config(run_dir, config, PopulationConfig)
+    guard = (
+        no_hand_designed_optimizers() if cfg.outer in LEARNED_OUTER else contextlib.nullcontext()
+    )
+    with guard:
+        return _self_train(run_dir, cfg, max_minutes, console)
+
+
+def _initial_state(cfg: PopulationConfig, arch, rule, estimators) -> dict:
+    base = jax.random.key(cfg.seed)
+    stream = lambda s: jax.random.split(jax.random.fold_in(base, s), cfg.population)
+    thetas = jax.vmap(arch.init_theta)(stream(INIT))
+    est_keys = stream(ESTIMATOR_INIT)
+    return {
+        "thetas": thetas,
+        "outer_state": jax.vmap(rule.init)(thetas),
+        "hyper": outer.initial_hyperparameters(cfg),
+        "est": [
+            jax.vmap(e.init)(jax.vmap(lambda k, i=i: jax.random.fold_in(k, i))(est_keys))
+            for i, e in enumerate(estimators)
+        ],
+        "scores": jnp.full((cfg.population,), jnp.inf, jnp.float32),
+        "member_id": jnp.arange(cfg.population, dtype=jnp.int32),
+        "next_id": jnp.asarray(cfg.population, jnp.int32),
+    }
+
+
+def _step_key(cfg: PopulationConfig, stream: int, step: int) -> jax.Array:
+    return jax.random.fold_in(jax.random.fold_in(jax.random.key(cfg.seed), stream), step)
+
+
+def _save_members(run_dir: pathlib.Path, arch, state: dict, done: int) -> None:
+    ids, scores = np.asarray(state["member_id"]), np.asarray(state["scores"])
+    for slot in range(len(ids)):
+        theta = jax.tree.map(lambda x, s=slot: x[s], state["thetas"])
+        info = {"outer_step": done, "member": int(ids[slot]), "score": float(scores[slot])}
+        save_optimizer(run_dir / "members" / f"member-{slot}", arch, theta, info)
+
+
+def _self_train(run_dir, cfg: PopulationConfig, max_minutes, console: Console) -> dict:
+    arch = build_architecture(cfg.architecture)
+    if cfg.devices > len(jax.devices()):
+        raise LoptError(
+            f"invalid value for devices: {cfg.devices} (this process sees {len(jax.devices())}; "
+            "set XLA_FLAGS=--xla_force_host_platform_device_count=N)"
+        )
+    member_cfg = cfg.member_config
+    trunc = member_cfg.truncation_config
+    tasks = bank_tasks(member_cfg) + [
+        LearnedOptimizerFamily().sample(cfg.seed * 100_003 + 50_000 + i)
+        for i in range(cfg.learned_optimizer_tasks)
+    ]
+    estimators = [
+        make_estimator(cfg.estimator, arch, t, trunc, cfg.sigma, cfg.num_particles) for t in tasks
+    ]
+    population_estimate = [
+        over_members(e.estimate, 4, cfg.devices, shared=(3,)) for e in estimators
+    ]
+    rule = outer.make_rule(cfg, arch)
+    apply_updates = over_members(rule.update, 5, cfg.devices)
+    scorer = MemberScorer(
+        arch,
+        cfg.validation_tasks,
+        cfg.validation_steps,
+        cfg.validation_seeds,
+        cfg.seed,
+        cfg.devices,
+        trunc.max_normalized,
+    )
+
+    state = _initial_state(cfg, arch, rule, estimators)
+    restored = restore(run_dir, state, console.log)
+    start, wall0 = 0, 0.0
+    if restored is not None:
+        state, meta = restored
+        start, wall0 = meta["step"], meta["wall"]
+        console.log(f"resuming {run_dir} at outer step {start}")
+    metrics_path, lineage_path = run_dir / "metrics.jsonl", run_dir / "lineage.jsonl"
+    # Records carry the number of outer steps done; those after the checkpoint are recomputed.
+    keep_below = start + 1 if restored is not None else 0
+    truncate_jsonl(metrics_path, keep_below)
+    truncate_jsonl(lineage_path, keep_below)
+
+    t_begin = time.time()
+    wall = lambda: wall0 + time.time() - t_begin
+
+    def validate(done: int, metrics_file) -> np.ndarray:
+        """Score the population, log it, save the best member as ``best.*``."""
+        scores, per_task = scorer(state["thetas"])
+        best = int(np.argmin(scores))
+        record = {
+            "step": done,
+            "wall": wall(),
+            "validation": scores.tolist(),
+            "best": float(scores[best]),
+            "median": float(np.median(scores)),
+            "best_member": int(state["member_id"][best]),
+            "per_task": {name: v.tolist() for name, v in per_task.items()},
+        }
+        metrics_file.write(json.dumps(record) + "\n")
+        metrics_file.flush()
+        theta = jax.tree.map(lambda x: x[best], state["thetas"])
+        info = {"outer_step": done, "member": record["best_member"], "score": record["best"]}
+        save_optimizer(run_dir / "best", arch, theta, info)
+        console.log(
+            f"validation at {done}: best {record['best']:.4f} (member {record['best_member']}) "
+            f"median {record['median']:.4f}"
+        )
+        return scores
+
+    def pbt_round(done: int, lineage_file) -> None:
+        parents = pbt.plan(
+            _step_key(cfg, PBT_PLAN, done), np.asarray(state["scores"]), cfg.exploit_fraction
+        )
+        replaced = parents != np.arange(cfg.population)
+        records, ids, next_id = pbt.lineage(
+            done,
+            parents,
+            np.asarray(state["scores"]),
+            np.asarray(state["member_id"]),
+            int(state["next_id"]),
+        )
+        for key in ("thetas", "outer_state", "hyper", "est", "scores"):
+            state[key] = pbt.exploit(state[key], parents)
+        k_theta, k_hyper = jax.random.split(_step_key(cfg, PBT_EXPLORE, done))
+        state["thetas"] = pbt.explore(k_theta, state["thetas"], replaced, cfg.explore_sigma)
+        if "log_lr" in state["hyper"]:
+            state["hyper"]["log_lr"] = pbt.explore_log_scale(
+                k_hyper, state["hyper"]["log_lr"], replaced, cfg.explore_lr_factor
+            )
+        state["member_id"] = jnp.asarray(ids, jnp.int32)
+        state["next_id"] = jnp.asarray(next_id, jnp.int32)
+        for record in records:
+            lineage_file.write(json.dumps(record) + "\n")
+        lineage_file.flush()
+
+    step = start
+    with metrics_path.open("a") as metrics_file, lineage_path.open("a") as lineage_file:
+        if restored is None:
+            state["scores"] = jnp.asarray(validate(0, metrics_file), jnp.float32)
+        try:
+            for step in range(start, cfg.outer_steps):
+                i = step % len(tasks)
+                t0 = time.time()
+                keys = jax.random.split(_step_key(cfg, ESTIMATE, step), cfg.population)
+                grads, state["est"][i], m = population_estimate[i](
+                    state["thetas"], state["est"][i], keys, step / cfg.outer_steps
+                )
+                applier = outer.appliers(
+                    cfg,
+                    _step_key(cfg, CONTROL, step),
+                    state["thetas"],
+                    np.asarray(state["scores"]),
+                    state["hyper"],
+                )
+                state["thetas"], state["outer_state"], bad = apply_updates(
+                    applier, state["thetas"], state["outer_state"], grads, m["meta_loss"]
+                )
+                losses = np.asarray(m["meta_loss"])
+                done = step + 1
+                record = {
+                    "step": done,
+                    "wall": wall(),
+                    "seconds": time.time() - t0,
+                    "task": tasks[i].name,
+                    "meta_loss": losses.tolist(),
+                    "best": float(np.min(losses)),
+                    "median": float(np.median(losses)),
+                    "diverged": int(np.sum(np.asarray(m["diverged"]))),
+                    "bad_grad": int(np.sum(np.asarray(bad))),
+                }
+                metrics_file.write(json.dumps(record) + "\n")
+                if done % cfg.log_every == 0:
+                    metrics_file.flush()
+                    console.log(
+                        f"step {done}/{cfg.outer_steps}  meta-loss best {record['best']:+.4f} "
+                        f"median {record['median']:+.4f}  diverged {record['diverged']}  "
+                        f"{record['seconds']:.2f}s/step  task {tasks[i].name[:40]}"
+                    )
+                # A PBT round's scores enter the state; a last validation off the PBT schedule
+                # only reports, so that extending a run retraces an uninterrupted one.
+                if done % cfg.pbt_every == 0:
+                    state["scores"] = jnp.asarray(validate(done, metrics_file), jnp.float32)
+                    pbt_round(done, lineage_file)
+                elif done == cfg.outer_steps:
+                    validate(done, metrics_file)
+                timed_out = max_minutes is not None and time.time() - t_begin > 60 * max_minutes
+                if done % cfg.checkpoint_every == 0 or done == cfg.outer_steps or timed_out:
+                    metrics_file.flush()
+                    save_checkpoint(run_dir, state, {"step": done, "wall": wall()})
+                    _save_members(run_dir, arch, state, done)
+                if timed_out:
+                    console.log(f"time limit reached at outer step {done}; re-run to continue")
+                    break
+        except KeyboardInterrupt:
+            metrics_file.flush()
+            console.log(
+                "interrupted: the last checkpoint is kept; re-run on this directory to resume"
+            )
+            raise
+    reached = start if start >= cfg.outer_steps else step + 1
+    finished = reached >= cfg.outer_steps
+    summary = feedback_summary(run_dir)
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    plot_population(run_dir)
+    return {"run_dir": str(run_dir), "finished": finished, "outer_step": reached, **summary}

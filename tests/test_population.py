@@ -1,0 +1,248 @@
+"""Self-training: PBT on a toy population, the no-hand-designed-optimizer guard, a tiny run end to
+end, and exact resume of the whole population."""
+
+import json
+import shutil
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from lopt.baselines import make, tune_adam
+from lopt.cli import main
+from lopt.errors import LoptError
+from lopt.learned import LearnedAdam, MLPOptimizer, load_theta
+from lopt.meta.config import SHIPPED_CONFIGS
+from lopt.population import (
+    HandDesignedOptimizerError,
+    PopulationConfig,
+    check_learned_from_scratch,
+    no_hand_designed_optimizers,
+    pbt,
+    self_train,
+    selftrain,
+)
+from lopt.population.lopt_task import RATIO_CAP, LearnedOptimizerTask, LearnedOptimizerTaskConfig
+from lopt.tasks import get_task
+from lopt.train import train
+
+TINY = dict(
+    population=4,
+    families=("quadratic",),
+    task_bank=1,
+    num_particles=2,
+    truncation={"length": 10, "min_horizon": 20, "max_horizon": 40, "valid_every": 5},
+    pbt_every=4,
+    checkpoint_every=4,
+    log_every=100,
+    validation_tasks=("quadratic-16",),
+    validation_steps=20,
+    validation_seeds=1,
+)
+
+
+def _records(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+# --- PBT on a toy population -------------------------------------------------------------------
+
+
+def test_pbt_replaces_the_worst_with_copies_of_the_best_deterministically():
+    scores = np.array([0.5, np.nan, 0.1, 0.9, 0.3, 0.7, 0.2, 0.8])
+    parents = pbt.plan(jax.random.key(3), scores, fraction=0.25)
+    # Worst two: the non-finite one (slot 1) and 0.9 (slot 3); best two: slots 2 and 6.
+    replaced = np.flatnonzero(parents != np.arange(8))
+    assert sorted(replaced) == [1, 3]
+    assert set(parents[replaced]) <= {2, 6}
+    assert np.array_equal(parents, pbt.plan(jax.random.key(3), scores, fraction=0.25))
+    draws = {tuple(pbt.plan(jax.random.key(k), scores, 0.25)[[1, 3]]) for k in range(20)}
+    assert len(draws) > 1  # the parent is drawn, not fixed
+    assert pbt.num_replaced(1, 0.25) == 0 and pbt.num_replaced(3, 0.1) == 1
+    assert pbt.num_replaced(8, 0.5) == 4
+
+
+def test_exploit_copies_members_and_explore_perturbs_only_the_copies():
+    tree = {"w": jnp.arange(12.0).reshape(4, 3), "b": jnp.arange(4.0)}
+    parents = np.array([0, 0, 2, 2])
+    copied = pbt.exploit(tree, parents)
+    assert np.array_equal(copied["w"][1], tree["w"][0])
+    assert np.array_equal(copied["b"], np.array([0.0, 0.0, 2.0, 2.0]))
+    replaced = parents != np.arange(4)
+    moved = pbt.explore(jax.random.key(0), copied, replaced, sigma=0.1)
+    delta = np.asarray(moved["w"] - copied["w"])
+    assert np.all(delta[[0, 2]] == 0) and np.all(delta[[1, 3]] != 0)
+    assert np.array_equal(moved["w"], pbt.explore(jax.random.key(0), copied, replaced, 0.1)["w"])
+    lrs = pbt.explore_log_scale(jax.random.key(1), jnp.zeros(4), replaced, 2.0)
+    assert np.allclose(np.abs(np.asarray(lrs)), np.log(2.0) * replaced)
+
+
+def test_lineage_names_who_copied_whom():
+    parents = np.array([0, 0, 2, 2])
+    records, ids, next_id = pbt.lineage(
+        40, parents, np.array([0.1, 0.9, 0.2, 0.8]), np.array([0, 5, 2, 3]), 6
+    )
+    assert [(r["slot"], r["member"], r["parent"], r["replaced"]) for r in records] == [
+        (1, 6, 0, 5),
+        (3, 7, 2, 3),
+    ]
+    assert records[0]["step"] == 40 and records[0]["parent_score"] == 0.1
+    assert list(ids) == [0, 6, 2, 7] and next_id == 8
+
+
+# --- the guard ---------------------------------------------------------------------------------
+
+
+def test_guard_trips_on_every_hand_designed_optimizer_and_restores_them():
+    task = get_task("quadratic-16")
+    with no_hand_designed_optimizers() as names:
+        assert {"sgd", "adam", "adamw", "lion", "scale_by_adam", "trace"} <= set(names)
+        for build in (
+            lambda: optax.adam(1e-3),
+            lambda: optax.sgd(0.1, momentum=0.9),
+            lambda: optax.scale_by_rms(),
+            lambda: optax.chain(optax.clip(1.0), optax.adamw(1e-3)),
+            lambda: make("nadamw", 1e-3),
+            lambda: tune_adam(task, jax.random.key(0), 10, 1),
+            lambda: LearnedAdam().optimizer(LearnedAdam().init_theta(jax.random.key(0))),
+        ):
+            with pytest.raises(HandDesignedOptimizerError, match="hand-designed optimizer"):
+                build()
+        optax.clip(1.0)  # a clip is not an optimizer
+    optax.adam(1e-3)  # restored on exit
+
+
+def test_members_start_random_and_move():
+    """A zeroed output layer would never update anything (itself included): members start with
+    every layer random, each from its own key."""
+    arch = MLPOptimizer(hidden=(4,), nominal=False)
+    a, b = arch.init_theta(jax.random.key(0)), arch.init_theta(jax.random.key(1))
+    assert np.any(np.asarray(a["mlp"][-1].weight) != 0)
+    assert not np.array_equal(np.asarray(a["mlp"][-1].weight), np.asarray(b["mlp"][-1].weight))
+    params = {"w": jnp.ones(3)}
+    opt = arch.optimizer(a)
+    updates, _ = opt.update({"w": jnp.arange(3.0)}, opt.init(params), params)
+    assert np.any(np.asarray(updates["w"]) != 0)
+
+
+def test_self_training_rejects_architectures_with_a_hand_designed_update():
+    check_learned_from_scratch(MLPOptimizer(nominal=False))
+    for arch in (MLPOptimizer(), LearnedAdam()):
+        with pytest.raises(HandDesignedOptimizerError, match="Adam's formula"):
+            check_learned_from_scratch(arch)
+    with pytest.raises(HandDesignedOptimizerError):
+        PopulationConfig(architecture={"kind": "rnn-mlp"})
+    PopulationConfig(architecture={"kind": "learned-adam"}, outer="adam")  # the comparison
+    with pytest.raises(LoptError, match="invalid value for outer"):
+        PopulationConfig(outer="sgd")
+
+
+# --- runs --------------------------------------------------------------------------------------
+
+
+def test_tiny_self_training_runs_under_the_guard_end_to_end(tmp_path, monkeypatch):
+    """The default setup (outer="self", nominal-free mlp) runs inside the guard, never trips it,
+    and writes every output."""
+    inside = []
+
+    def bank_tasks_spy(cfg):
+        with pytest.raises(HandDesignedOptimizerError):
+            optax.adam(1e-3)
+        inside.append(True)
+        return selftrain_bank_tasks(cfg)
+
+    selftrain_bank_tasks = selftrain.bank_tasks
+    monkeypatch.setattr(selftrain, "bank_tasks", bank_tasks_spy)
+    run = tmp_path / "run"
+    summary = self_train(run, PopulationConfig(outer_steps=8, **TINY))
+    assert inside == [True] and summary["finished"]
+    for name in ("config.json", "metrics.jsonl", "lineage.jsonl", "summary.json", "best.json"):
+        assert (run / name).exists(), name
+    assert (run / "meta_loss.png").exists() and (run / "feedback_loop.png").exists()
+    assert len(list((run / "members").glob("member-*.safetensors"))) == 4
+    records = _records(run / "metrics.jsonl")
+    steps = [r["step"] for r in records if "meta_loss" in r]
+    assert steps == list(range(1, 9))
+    assert all(len(r["meta_loss"]) == 4 for r in records if "meta_loss" in r)
+    assert [r["step"] for r in records if "validation" in r] == [0, 4, 8]
+    lineage = _records(run / "lineage.jsonl")
+    assert [r["step"] for r in lineage] == [4, 8]  # one member replaced per round (P=4)
+    assert summary["best_initial"] == records[0]["best"]
+    arch, theta, meta = load_theta(run)
+    assert arch.kind == "mlp" and not arch.nominal
+    assert meta["info"]["outer_step"] == 8
+
+
+@pytest.mark.parametrize("outer", ["best", "random", "adam"])
+def test_other_outer_optimizers_run(tmp_path, outer):
+    summary = self_train(tmp_path / outer, PopulationConfig(outer=outer, outer_steps=4, **TINY))
+    assert summary["finished"] and np.isfinite(summary["best_final"])
+
+
+def test_interrupted_run_resumes_to_the_identical_population(tmp_path):
+    devices = min(2, len(jax.devices()))
+    cfg = PopulationConfig(outer_steps=10, devices=devices, **TINY)
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    self_train(straight, cfg)
+    # Killed after step 6: its checkpoint is the one from step 4, metrics run up to step 6.
+    self_train(resumed, PopulationConfig(outer_steps=6, devices=devices, **TINY))
+    for suffix in (".safetensors", ".json"):
+        shutil.move(resumed / f"checkpoint-prev{suffix}", resumed / f"checkpoint{suffix}")
+    assert json.loads((resumed / "checkpoint.json").read_text())["step"] == 4
+    assert main(["self-train", "--out", str(resumed), "--outer-steps", "10"]) == 0
+    a = (straight / "checkpoint.safetensors").read_bytes()
+    b = (resumed / "checkpoint.safetensors").read_bytes()
+    assert a == b
+    for slot in range(4):
+        name = f"members/member-{slot}.safetensors"
+        assert (straight / name).read_bytes() == (resumed / name).read_bytes()
+    timeless = lambda path: [
+        {k: v for k, v in r.items() if k not in ("wall", "seconds")} for r in _records(path)
+    ]
+    assert timeless(straight / "metrics.jsonl") == timeless(resumed / "metrics.jsonl")
+    assert _records(straight / "lineage.jsonl") == _records(resumed / "lineage.jsonl")
+
+
+def test_shipped_config_and_cli_mistakes(tmp_path, capsys):
+    cfg = PopulationConfig.from_file(SHIPPED_CONFIGS / "self-train.json")
+    assert cfg.outer == "self" and cfg.architecture["nominal"] is False
+    assert main(["self-train", "--config", "nope", "--out", str(tmp_path / "x")]) == 2
+    assert "unknown shipped config 'nope'" in capsys.readouterr().err
+    argv = ["self-train", "--config", "self-train", "--outer", "sgd", "--out", str(tmp_path / "y")]
+    assert main(argv) == 2
+    assert "invalid value for outer: 'sgd'" in capsys.readouterr().err
+
+
+# --- "train a tiny learned optimizer" tasks ----------------------------------------------------
+
+
+LO_TASK = LearnedOptimizerTask(LearnedOptimizerTaskConfig(dim=4, unroll=5, problems=2))
+
+
+def test_learned_optimizer_task_runs_under_the_guard():
+    task = LO_TASK
+    theta = task.init(jax.random.key(0))
+    with no_hand_designed_optimizers():
+        loss, grad = jax.value_and_grad(task.loss)(theta, task.batch(jax.random.key(1), "train"))
+    assert np.isfinite(loss) and all(np.all(np.isfinite(g)) for g in jax.tree.leaves(grad))
+    assert 0.5 < task.normalizer.initial < RATIO_CAP
+
+
+@pytest.mark.slow
+def test_learned_optimizer_task_is_learnable():
+    """Its parameters are an optimizer's weights; a plain optimizer can train them (test only)."""
+    task = LO_TASK
+    _, curves = jax.jit(lambda k: train(task, optax.adam(1e-2), k, 60, 20))(jax.random.key(0))
+    valid = np.asarray(curves.eval["outer_valid"])
+    assert valid[-1] < 0.7 * valid[0]
+
+
+@pytest.mark.slow
+def test_self_training_with_learned_optimizer_tasks_in_the_outer_loss(tmp_path):
+    cfg = PopulationConfig(outer_steps=4, learned_optimizer_tasks=1, **TINY)
+    summary = self_train(tmp_path / "run", cfg)
+    tasks = {r["task"] for r in _records(tmp_path / "run" / "metrics.jsonl") if "task" in r}
+    assert any(name.startswith("learned-optimizer[") for name in tasks)
+    assert summary["finished"] and np.isfinite(summary["best_final"])
