@@ -20,9 +20,11 @@ ray = pytest.importorskip("ray", reason="the Ray backend needs the optional extr
 
 import lopt  # noqa: E402
 from lopt.distributed import RayBackend  # noqa: E402
+from lopt.distributed.members import RayMembers  # noqa: E402
 from lopt.distributed.simulated import SimulatedWorker  # noqa: E402
 from lopt.learned import load_theta  # noqa: E402
 from lopt.meta import MetaTrainConfig, meta_train  # noqa: E402
+from lopt.population import PopulationConfig, self_train  # noqa: E402
 
 # All Ray tests share one local cluster: keep them on one xdist worker.
 pytestmark = pytest.mark.xdist_group("ray")
@@ -159,6 +161,33 @@ def test_asynchronous_workers_drop_and_count_stale_estimates(cluster, tmp_path):
     assert [x["step"] for x in lines] == list(range(STEPS))
     assert max(x["staleness"] for x in lines) <= 1
     assert sum(x["stale_dropped"] for x in lines) >= 1
+
+
+@pytest.mark.slow  # ≈ 1 min on 2 cores, mostly compiling self-training's programs twice
+def test_self_train_on_ray_reproduces_the_in_process_population(cluster, tmp_path):
+    cfg = PopulationConfig(
+        population=4,
+        families=("quadratic",),
+        task_bank=1,
+        num_particles=2,
+        truncation={"length": 10, "min_horizon": 20, "max_horizon": 40, "valid_every": 5},
+        outer_steps=8,
+        pbt_every=4,  # two PBT rounds: members copy each other
+        checkpoint_every=4,
+        validation_tasks=("quadratic-16",),
+        validation_steps=20,
+        validation_seeds=1,
+    )
+    self_train(tmp_path / "in-process", cfg, console=Log())
+    members = RayMembers(workers=WORKERS, cpus_per_worker=0)  # 2 members per worker
+    try:
+        self_train(tmp_path / "ray", cfg, console=Log(), members=members)
+    finally:
+        members.close()
+    for slot in range(cfg.population):
+        member = f"members/member-{slot}"
+        ray_theta = load_theta(tmp_path / "ray" / member)[1]
+        _assert_same_theta(ray_theta, load_theta(tmp_path / "in-process" / member)[1])
 
 
 def _start_cli(run_dir, cluster, outer_steps, checkpoint_every):

@@ -143,6 +143,24 @@ class RayBackend:
             )
         self.workers[slot] = self._new_worker()
 
+    def run_calls(self, method: str, config: dict, calls: list[tuple]) -> list:
+        """Run ``calls[k]`` on worker ``k`` (``method``) and wait for all, in order; a worker
+        that dies is replaced and its call sent again (workers hold no state)."""
+        self._connect()
+        actors = self.workers[: len(calls)]
+        refs = [getattr(a, method).remote(config, *c) for a, c in zip(actors, calls, strict=True)]
+        results = []
+        for k, call in enumerate(calls):
+            while True:
+                try:
+                    results.append(self.ray.get(refs[k]))
+                    break
+                except self.ray.exceptions.RayActorError:
+                    self.replace(k, actors[k])
+                    actors[k] = self.workers[k]
+                    refs[k] = getattr(actors[k], method).remote(config, *call)
+        return results
+
     def start(
         self, cfg: MetaTrainConfig, estimators: list[Estimator], base_key: jax.Array, first: int
     ) -> RaySource:

@@ -55,6 +55,7 @@ def self_train(
     config: PopulationConfig | None = None,
     max_minutes: float | None = None,
     console: Console | None = None,
+    members=None,
 ) -> dict:
     """Run (or resume) self-training in ``run_dir``; returns a summary dict.
 
@@ -62,6 +63,9 @@ def self_train(
         run_dir: the run directory (created, or resumed when it holds a run).
         config: the config of a new run (``None`` to resume the one in ``run_dir``).
         max_minutes: stop (with a checkpoint) after this much wall time; re-run to continue.
+        members: where the members' estimates are computed: ``None`` (this process, vmapped
+            and sharded over ``devices``) or ``lopt.distributed.RayMembers(...)`` (Ray actors,
+            each a slice of the members).
     """
     run_dir = pathlib.Path(run_dir)
     console = console or Console()
@@ -70,7 +74,7 @@ def self_train(
         no_hand_designed_optimizers() if cfg.outer in LEARNED_OUTER else contextlib.nullcontext()
     )
     with guard:
-        return _self_train(run_dir, cfg, max_minutes, console)
+        return _self_train(run_dir, cfg, max_minutes, console, members)
 
 
 def _initial_state(cfg: PopulationConfig, arch, rule, estimators) -> dict:
@@ -104,13 +108,9 @@ def _save_members(run_dir: pathlib.Path, arch, state: dict, done: int) -> None:
         save_optimizer(run_dir / "members" / f"member-{slot}", arch, theta, info)
 
 
-def _self_train(run_dir, cfg: PopulationConfig, max_minutes, console: Console) -> dict:
+def population_estimators(cfg: PopulationConfig) -> tuple[list, list]:
+    """The task bank (meta-training tasks, then learned-optimizer tasks) and an estimator each."""
     arch = build_architecture(cfg.architecture)
-    if cfg.devices > len(jax.devices()):
-        raise LoptError(
-            f"invalid value for devices: {cfg.devices} (this process sees {len(jax.devices())}; "
-            "set XLA_FLAGS=--xla_force_host_platform_device_count=N)"
-        )
     member_cfg = cfg.member_config
     trunc = member_cfg.truncation_config
     tasks = bank_tasks(member_cfg) + [
@@ -120,9 +120,24 @@ def _self_train(run_dir, cfg: PopulationConfig, max_minutes, console: Console) -
     estimators = [
         make_estimator(cfg.estimator, arch, t, trunc, cfg.sigma, cfg.num_particles) for t in tasks
     ]
-    population_estimate = [
-        over_members(e.estimate, 4, cfg.devices, shared=(3,)) for e in estimators
-    ]
+    return tasks, estimators
+
+
+def _self_train(run_dir, cfg: PopulationConfig, max_minutes, console: Console, members) -> dict:
+    arch = build_architecture(cfg.architecture)
+    if cfg.devices > len(jax.devices()):
+        raise LoptError(
+            f"invalid value for devices: {cfg.devices} (this process sees {len(jax.devices())}; "
+            "set XLA_FLAGS=--xla_force_host_platform_device_count=N)"
+        )
+    trunc = cfg.member_config.truncation_config
+    tasks, estimators = population_estimators(cfg)
+    if members is None:
+        population_estimate = [
+            over_members(e.estimate, 4, cfg.devices, shared=(3,)) for e in estimators
+        ]
+    else:
+        population_estimate = members.estimates(cfg, len(estimators))
     rule = outer.make_rule(cfg, arch)
     apply_updates = over_members(rule.update, 5, cfg.devices)
     scorer = MemberScorer(
