@@ -45,6 +45,7 @@ from lopt.population.lopt_task import LearnedOptimizerFamily
 from lopt.population.plots import plot_population
 from lopt.population.scoring import MemberScorer
 from lopt.population.vectorize import over_members
+from lopt.stopping import stop_on_signals
 
 # Independent PRNG streams, each folded with the outer step.
 INIT, ESTIMATOR_INIT, ESTIMATE, CONTROL, PBT_PLAN, PBT_EXPLORE = range(6)
@@ -63,6 +64,7 @@ def self_train(
         run_dir: the run directory (created, or resumed when it holds a run).
         config: the config of a new run (``None`` to resume the one in ``run_dir``).
         max_minutes: stop (with a checkpoint) after this much wall time; re-run to continue.
+            SIGINT/SIGTERM also stop with a checkpoint, then raise as ``meta_train`` does.
         members: where the members' estimates are computed: ``None`` (this process, vmapped
             and sharded over ``devices``) or ``lopt.distributed.RayMembers(...)`` (Ray actors,
             each a slice of the members).
@@ -217,7 +219,11 @@ def _self_train(run_dir, cfg: PopulationConfig, max_minutes, console: Console, m
         lineage_file.flush()
 
     step = start
-    with metrics_path.open("a") as metrics_file, lineage_path.open("a") as lineage_file:
+    with (
+        metrics_path.open("a") as metrics_file,
+        lineage_path.open("a") as lineage_file,
+        stop_on_signals() as stop,
+    ):
         if restored is None:
             state["scores"] = jnp.asarray(validate(0, metrics_file), jnp.float32)
         try:
@@ -267,10 +273,17 @@ def _self_train(run_dir, cfg: PopulationConfig, max_minutes, console: Console, m
                 elif done == cfg.outer_steps:
                     validate(done, metrics_file)
                 timed_out = max_minutes is not None and time.time() - t_begin > 60 * max_minutes
-                if done % cfg.checkpoint_every == 0 or done == cfg.outer_steps or timed_out:
+                stopping = timed_out or stop.signal is not None
+                if done % cfg.checkpoint_every == 0 or done == cfg.outer_steps or stopping:
                     metrics_file.flush()
                     save_checkpoint(run_dir, state, {"step": done, "wall": wall()})
                     _save_members(run_dir, arch, state, done)
+                if stop.signal is not None:
+                    console.log(
+                        f"{stop.signal.name}: checkpoint saved at outer step {done}; "
+                        "re-run on this directory to resume"
+                    )
+                    break
                 if timed_out:
                     console.log(f"time limit reached at outer step {done}; re-run to continue")
                     break
@@ -285,4 +298,5 @@ def _self_train(run_dir, cfg: PopulationConfig, max_minutes, console: Console, m
     summary = feedback_summary(run_dir)
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     plot_population(run_dir)
+    stop.reraise()
     return {"run_dir": str(run_dir), "finished": finished, "outer_step": reached, **summary}
