@@ -80,6 +80,7 @@ def cluster():
 @pytest.fixture(scope="module")
 def backend(cluster):
     with RayBackend(workers=WORKERS) as b:
+        b.connect()  # workers up before any test, whichever runs first
         yield b
 
 

@@ -101,7 +101,8 @@ class RayBackend:
         self.workers: list = []  # actor handles, by slot
         self.replaced = 0
 
-    def _connect(self) -> None:
+    def connect(self) -> None:
+        """Join (or start) Ray and start the workers; runs call it, and it is idempotent."""
         ray = self.ray
         if not ray.is_initialized():
             local = self.address is None
@@ -146,7 +147,7 @@ class RayBackend:
     def run_calls(self, method: str, config: dict, calls: list[tuple]) -> list:
         """Run ``calls[k]`` on worker ``k`` (``method``) and wait for all, in order; a worker
         that dies is replaced and its call sent again (workers hold no state)."""
-        self._connect()
+        self.connect()
         actors = self.workers[: len(calls)]
         refs = [getattr(a, method).remote(config, *c) for a, c in zip(actors, calls, strict=True)]
         results = []
@@ -170,7 +171,7 @@ class RayBackend:
                 f"at least {self.num_workers} tasks (each in-flight estimate advances its own "
                 f"task), got task_bank={len(estimators)}"
             )
-        self._connect()
+        self.connect()
         return RaySource(self, cfg, estimators, base_key, first)
 
     def close(self) -> None:
