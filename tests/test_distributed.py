@@ -164,7 +164,7 @@ def test_asynchronous_workers_drop_and_count_stale_estimates(cluster, tmp_path):
     assert sum(x["stale_dropped"] for x in lines) >= 1
 
 
-@pytest.mark.slow  # ≈ 1 min on 2 cores, mostly compiling self-training's programs twice
+@pytest.mark.slow  # 13 s with a warm compilation cache, ≈ 1 min cold on busy cores
 def test_self_train_on_ray_reproduces_the_in_process_population(cluster, tmp_path):
     cfg = PopulationConfig(
         population=4,
