@@ -66,6 +66,24 @@ def test_user_mistakes_are_one_line(args, message, capsys, tmp_path):
     assert err.count("\n") == 1 and "Traceback" not in err
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--address", "localhost:6379"], "error: --address needs --backend ray"),
+        (["--backend", "ray", "--max-staleness", "-1"], "error: argument --max-staleness"),
+        (["--backend", "ray", "--workers", "0"], "error: argument --workers: expected an integer"),
+    ],
+)
+def test_meta_train_backend_mistakes_are_one_line(args, message, capsys, tmp_path):
+    with pytest.raises(SystemExit) as exit_info:
+        status = main(["meta-train", "--config", "small", "--out", str(tmp_path), *args])
+        raise SystemExit(status)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(message), err
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
 def test_script_reports_one_line(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "lopt.cli", "eval", "--optimizer", "sgd@0.1,nope"]

@@ -3,6 +3,7 @@ end, and exact resume of the whole population."""
 
 import json
 import shutil
+import signal
 
 import jax
 import jax.numpy as jnp
@@ -246,3 +247,20 @@ def test_self_training_with_learned_optimizer_tasks_in_the_outer_loss(tmp_path):
     tasks = {r["task"] for r in _records(tmp_path / "run" / "metrics.jsonl") if "task" in r}
     assert any(name.startswith("learned-optimizer[") for name in tasks)
     assert summary["finished"] and np.isfinite(summary["best_final"])
+
+
+def test_sigterm_stops_self_training_with_a_checkpoint(tmp_path):
+    """SIGTERM finishes the outer step, checkpoints the population, then exits with 143."""
+
+    class TerminateAtValidation4:
+        def log(self, message):
+            if message.startswith("validation at 4"):
+                signal.raise_signal(signal.SIGTERM)
+
+    cfg = PopulationConfig(outer_steps=8, **{**TINY, "checkpoint_every": 100})
+    with pytest.raises(SystemExit) as exit_info:
+        self_train(tmp_path, cfg, console=TerminateAtValidation4())
+    assert exit_info.value.code == 128 + signal.SIGTERM
+    assert json.loads((tmp_path / "checkpoint.json").read_text())["step"] == 4
+    member = json.loads((tmp_path / "members" / "member-0.json").read_text())
+    assert member["info"]["outer_step"] == 4

@@ -33,6 +33,16 @@ def positive_int(text: str) -> int:
     return value
 
 
+def non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
+    return value
+
+
 def positive_float(text: str) -> float:
     try:
         value = float(text)
@@ -183,7 +193,49 @@ def add_meta_train(subparsers) -> None:
     p.add_argument("--out", required=True, help="run directory")
     p.add_argument("--outer-steps", type=positive_int, default=None, help="override outer_steps")
     p.add_argument("--minutes", type=positive_float, default=None, help="stop (resumably) after")
+    add_backend_arguments(p)
+    p.add_argument(
+        "--max-staleness",
+        type=non_negative_int,
+        default=0,
+        help="0: synchronous (same θ as in-process); K>0: asynchronous, dropping estimates made "
+        "from a θ more than K outer steps old",
+    )
     p.set_defaults(run=run_meta_train)
+
+
+def add_backend_arguments(p: argparse.ArgumentParser) -> None:
+    """``--backend`` and the Ray options (docs/distributed.md)."""
+    p.add_argument(
+        "--backend",
+        choices=("inprocess", "ray"),
+        default="inprocess",
+        help="where gradient estimates are computed: this process (default) or Ray workers",
+    )
+    p.add_argument(
+        "--address",
+        default=None,
+        help="Ray cluster to join (from `ray start --head`; 'auto' finds a local one); "
+        "default: start a local Ray",
+    )
+    p.add_argument("--workers", type=positive_int, default=2, help="Ray estimate workers")
+
+
+def _check_backend_arguments(args: argparse.Namespace) -> None:
+    if args.backend == "inprocess" and args.address is not None:
+        raise LoptError("--address needs --backend ray")
+
+
+def make_backend(args: argparse.Namespace):
+    """The backend the flags ask for (close it when done: a Ray one ends its workers)."""
+    from lopt.meta.backend import InProcess
+
+    _check_backend_arguments(args)
+    if args.backend == "inprocess":
+        return InProcess()
+    from lopt.distributed import RayBackend
+
+    return RayBackend(args.workers, args.address, args.max_staleness)
 
 
 def run_meta_train(args: argparse.Namespace) -> int:
@@ -204,7 +256,11 @@ def run_meta_train(args: argparse.Namespace) -> int:
         config = MetaTrainConfig.from_file(pathlib.Path(args.out) / "config.json")
     if config is not None and args.outer_steps is not None:
         config = dataclasses.replace(config, outer_steps=args.outer_steps)
-    summary = meta_train(args.out, config, max_minutes=args.minutes)
+    backend = make_backend(args)
+    try:
+        summary = meta_train(args.out, config, max_minutes=args.minutes, backend=backend)
+    finally:
+        backend.close()
     state = "finished" if summary["finished"] else "stopped (re-run to resume)"
     print(f"{args.out}: {state}; best validation {summary['best']}")
     return 0
@@ -238,6 +294,7 @@ def add_self_train(subparsers) -> None:
     )
     p.add_argument("--outer-steps", type=positive_int, default=None, help="override outer_steps")
     p.add_argument("--minutes", type=positive_float, default=None, help="stop (resumably) after")
+    add_backend_arguments(p)
     p.set_defaults(run=run_self_train)
 
 
@@ -261,7 +318,17 @@ def run_self_train(args: argparse.Namespace) -> int:
         config = dataclasses.replace(config, outer_steps=args.outer_steps)
     if config is not None and args.outer is not None:
         config = dataclasses.replace(config, outer=args.outer)
-    summary = self_train(args.out, config, max_minutes=args.minutes)
+    _check_backend_arguments(args)
+    members = None
+    if args.backend == "ray":
+        from lopt.distributed.members import RayMembers
+
+        members = RayMembers(args.workers, args.address)
+    try:
+        summary = self_train(args.out, config, max_minutes=args.minutes, members=members)
+    finally:
+        if members is not None:
+            members.close()
     state = "finished" if summary["finished"] else "stopped (re-run to resume)"
     print(f"{args.out}: {state} at outer step {summary['outer_step']}")
     if "best_final" in summary:

@@ -12,6 +12,11 @@ local devices with ``shard_map``.
 ``make_estimator(kind, arch, task, trunc, sigma, num_particles)`` returns an ``Estimator``
 with ``init(key) -> state`` and ``estimate(theta, state, key, progress=1.0) -> (grad, state,
 metrics)``; ``progress`` (outer step ÷ outer steps) drives growing horizon schedules.
+
+An estimate is two steps, so that it can be split over processes (``lopt.distributed``) and
+still give the same numbers: ``particles`` runs any slice of the particles (state and
+``particle_keys`` cut along their first axis) and returns per-particle results; ``combine``
+averages the concatenated per-particle results in one fixed order.
 """
 
 from __future__ import annotations
@@ -41,9 +46,32 @@ ESTIMATORS = ("es", "pes", "full-es", "tbptt")
 
 
 class Estimator(NamedTuple):
+    """``init(key) -> state``: per-particle state, leading axis ``num_particles``.
+    ``particles(theta, state, keys, progress) -> (grads, state, metrics)``: the particles of
+    ``state`` (any number ``n``, with ``keys`` of shape ``(n,)``); grads ``(n, *θ.shape)``,
+    metrics ``(n,)``.
+    ``estimate(theta, state, key, progress=1.0) -> (grad, state, metrics)``: all particles,
+    combined (``particles`` on ``particle_keys(key, num_particles)``, then ``combine``).
+    """
+
     init: Callable[[jax.Array], Any]
+    particles: Callable[..., tuple[Any, Any, dict]]
     estimate: Callable[..., tuple[Any, Any, dict]]
+    num_particles: int
     inner_steps_per_estimate: int
+
+
+def particle_keys(key: jax.Array, num_particles: int) -> jax.Array:
+    """One PRNG key per particle of an estimate, shape ``(num_particles,)``."""
+    return jax.random.split(key, num_particles)
+
+
+@jax.jit
+def combine(grads, metrics: dict) -> tuple[Any, dict]:
+    """Mean meta-gradient over particles (axis 0); mean meta-loss, count of diverged runs."""
+    grad = jax.tree.map(lambda g: jnp.mean(g, axis=0), grads)
+    metrics = {k: jnp.mean(v) if k != "diverged" else jnp.sum(v) for k, v in metrics.items()}
+    return grad, metrics
 
 
 class PESParticle(NamedTuple):
@@ -68,7 +96,7 @@ def _scaled(z, coef):
     return jax.tree.map(lambda e: coef * e, z)
 
 
-def _batched(per_particle: Callable, num_particles: int, devices: int) -> Callable:
+def _batched(per_particle: Callable, devices: int) -> Callable:
     """vmap over particles; shard the particle axis over ``devices`` local devices."""
     batched = jax.vmap(per_particle, in_axes=(None, 0, 0, None))
     if devices <= 1:
@@ -105,22 +133,19 @@ def make_estimator(
     task.normalizer  # noqa: B018  (computed eagerly: it must not be traced)
     template_opt = arch.optimizer(arch.init_theta(jax.random.key(0)))
 
-    def particle_keys(key):
-        return jax.random.split(key, num_particles)
+    def finish(init, per_particle, inner_steps):
+        run = jax.jit(_batched(per_particle, devices))
 
-    def finish(per_particle):
-        run = _batched(per_particle, num_particles, devices)
+        def particles(theta, state, keys, progress=1.0):
+            return run(theta, state, keys, jnp.asarray(progress, jnp.float32))
 
         def estimate(theta, state, key, progress=1.0):
-            progress = jnp.asarray(progress, jnp.float32)
-            grads, state, metrics = run(theta, state, particle_keys(key), progress)
-            grad = jax.tree.map(lambda g: jnp.mean(g, axis=0), grads)
-            metrics = {
-                k: jnp.mean(v) if k != "diverged" else jnp.sum(v) for k, v in metrics.items()
-            }
+            keys = particle_keys(key, num_particles)
+            grads, state, metrics = particles(theta, state, keys, progress)
+            grad, metrics = combine(grads, metrics)
             return grad, state, metrics
 
-        return jax.jit(estimate)
+        return Estimator(init, particles, estimate, num_particles, inner_steps)
 
     steps = 2 * num_particles * trunc.length
     if kind == "es":
@@ -139,9 +164,9 @@ def make_estimator(
             return grad, pos, {"meta_loss": (lp + ln) / 2, "diverged": dp | dn}
 
         init = lambda key: jax.vmap(lambda k: init_particle(task, template_opt, trunc, k))(
-            particle_keys(key)
+            particle_keys(key, num_particles)
         )
-        return Estimator(jax.jit(init), finish(per_particle), steps)
+        return finish(jax.jit(init), per_particle, steps)
 
     if kind == "pes":
 
@@ -172,9 +197,9 @@ def make_estimator(
                 p = init_particle(task, template_opt, trunc, k)
                 return PESParticle(p, p, jax.tree.map(jnp.zeros_like, theta0))
 
-            return jax.vmap(one)(particle_keys(key))
+            return jax.vmap(one)(particle_keys(key, num_particles))
 
-        return Estimator(jax.jit(init), finish(per_particle), steps)
+        return finish(jax.jit(init), per_particle, steps)
 
     if kind == "full-es":
         horizon = trunc.max_horizon // trunc.length * trunc.length
@@ -204,7 +229,7 @@ def make_estimator(
             return grad, count + 1, {"meta_loss": (lp + ln) / 2, "diverged": dp | dn}
 
         init = lambda key: jnp.zeros((num_particles,), jnp.int32)
-        return Estimator(init, finish(per_particle), 2 * num_particles * horizon)
+        return finish(init, per_particle, 2 * num_particles * horizon)
 
     # tbptt
     def per_particle(theta, p: Particle, key, progress):
@@ -222,9 +247,9 @@ def make_estimator(
         return grad, p._replace(inner=new_inner), {"meta_loss": value, "diverged": diverged}
 
     init = lambda key: jax.vmap(lambda k: init_particle(task, template_opt, trunc, k))(
-        particle_keys(key)
+        particle_keys(key, num_particles)
     )
-    return Estimator(jax.jit(init), finish(per_particle), num_particles * trunc.length)
+    return finish(jax.jit(init), per_particle, num_particles * trunc.length)
 
 
 def all_finite_particle(p: Particle) -> jax.Array:

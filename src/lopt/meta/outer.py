@@ -25,11 +25,13 @@ from rich.console import Console
 
 from lopt.errors import LoptError
 from lopt.learned.io import build_architecture, save_optimizer
+from lopt.meta.backend import Backend, InProcess
 from lopt.meta.config import MetaTrainConfig
-from lopt.meta.estimators import make_estimator
+from lopt.meta.estimators import Estimator, make_estimator
 from lopt.meta.plots import plot_run
 from lopt.meta.rundir import load_config, restore, save_checkpoint, truncate_jsonl
 from lopt.meta.validation import Validator
+from lopt.stopping import stop_on_signals
 from lopt.tasks.registry import get_family
 
 
@@ -38,6 +40,15 @@ def bank_tasks(cfg: MetaTrainConfig) -> list:
     n = len(cfg.families)
     return [
         get_family(cfg.families[i % n]).sample(cfg.seed * 100_003 + i) for i in range(cfg.task_bank)
+    ]
+
+
+def bank_estimators(cfg: MetaTrainConfig, devices: int) -> list[Estimator]:
+    """One estimator per task of the bank, sharding particles over ``devices`` local devices."""
+    arch, trunc = build_architecture(cfg.architecture), cfg.truncation_config
+    return [
+        make_estimator(cfg.estimator, arch, t, trunc, cfg.sigma, cfg.num_particles, devices)
+        for t in bank_tasks(cfg)
     ]
 
 
@@ -51,29 +62,34 @@ def meta_train(
     config: MetaTrainConfig | None = None,
     max_minutes: float | None = None,
     console: Console | None = None,
+    backend: Backend | None = None,
 ) -> dict:
     """Run (or resume) meta-training in ``run_dir``; returns a summary dict.
+
+    SIGINT or SIGTERM finishes the current outer step, saves a checkpoint and θ, then raises
+    what the signal would have (``KeyboardInterrupt``; ``SystemExit(143)`` for SIGTERM); a
+    second SIGINT raises ``KeyboardInterrupt`` at once.
 
     Args:
         run_dir: the run directory (created, or resumed when it holds a run).
         config: the config of a new run (``None`` to resume the one in ``run_dir``).
         max_minutes: stop (with a checkpoint) after this much wall time; re-run to continue.
+        backend: where estimates are computed: ``InProcess()`` (default) or
+            ``lopt.distributed.RayBackend(...)``. Not part of the config: a run may be resumed
+            on another backend.
     """
     run_dir = pathlib.Path(run_dir)
     console = console or Console()
+    backend = backend or InProcess()
     cfg = load_config(run_dir, config, MetaTrainConfig)
     arch = build_architecture(cfg.architecture)
-    trunc = cfg.truncation_config
     if cfg.devices > len(jax.devices()):
         raise LoptError(
             f"invalid value for devices: {cfg.devices} (this process sees {len(jax.devices())}; "
             "set XLA_FLAGS=--xla_force_host_platform_device_count=N)"
         )
     tasks = bank_tasks(cfg)
-    estimators = [
-        make_estimator(cfg.estimator, arch, t, trunc, cfg.sigma, cfg.num_particles, cfg.devices)
-        for t in tasks
-    ]
+    estimators = bank_estimators(cfg, cfg.devices)
     outer = make_outer_optimizer(cfg)
     base_key = jax.random.key(cfg.seed)
     theta = arch.init_theta(jax.random.fold_in(base_key, 0))
@@ -86,10 +102,11 @@ def meta_train(
         ],
     }
     restored = restore(run_dir, state, console.log)
-    start, best = 0, {"score": math.inf, "step": -1}
+    start, best, next_estimate = 0, {"score": math.inf, "step": -1}, 0
     if restored is not None:
         state, meta = restored
         start, best = meta["step"], meta["best"]
+        next_estimate = meta.get("next_estimate", start)
         console.log(f"resuming {run_dir} at outer step {start}")
     metrics_path = run_dir / "metrics.jsonl"
     truncate_jsonl(metrics_path, start)
@@ -111,23 +128,27 @@ def meta_train(
         updates, opt_state = outer.update(grad, opt_state, theta)
         return optax.apply_updates(theta, updates), opt_state, ~finite
 
+    def checkpoint_now(done: int) -> None:
+        metrics_file.flush()
+        meta = {"step": done, "best": best, "next_estimate": next_estimate}
+        save_checkpoint(run_dir, state, meta)
+
     t_begin = time.time()
     compiled = set()
     ema = None
     step = start
-    with metrics_path.open("a") as metrics_file:
+    source = backend.start(cfg, estimators, base_key, next_estimate)
+    with metrics_path.open("a") as metrics_file, stop_on_signals() as stop:
         try:
             for step in range(start, cfg.outer_steps):
-                i = step % len(tasks)
                 t0 = time.time()
-                key = jax.random.fold_in(base_key, 1000 + step)
-                progress = step / cfg.outer_steps
-                grad, state["est"][i], m = estimators[i].estimate(
-                    state["theta"], state["est"][i], key, progress
-                )
+                est = source.next(step, state["theta"], state["est"])
+                i, m = est.task, est.metrics
                 state["theta"], state["opt_state"], bad_grad = apply(
-                    state["theta"], state["opt_state"], grad
+                    state["theta"], state["opt_state"], est.grad
                 )
+                state["est"][i] = est.state
+                next_estimate = max(next_estimate, est.number + 1)
                 meta_loss = float(m["meta_loss"])
                 dt = time.time() - t0
                 rate = (
@@ -143,6 +164,7 @@ def meta_train(
                     "bad_grad": bool(bad_grad),
                     "inner_steps_per_s": rate,
                     "seconds": dt,
+                    **est.info,
                 }
                 metrics_file.write(json.dumps(record) + "\n")
                 if (step + 1) % cfg.log_every == 0:
@@ -169,9 +191,15 @@ def meta_train(
                             {"outer_step": done, "validation": v},
                         )
                 timed_out = max_minutes is not None and time.time() - t_begin > 60 * max_minutes
+                if stop.signal is not None:
+                    checkpoint_now(done)
+                    console.log(
+                        f"{stop.signal.name}: checkpoint saved at outer step {done}; "
+                        "re-run on this directory to resume"
+                    )
+                    break
                 if done % cfg.checkpoint_every == 0 or done == cfg.outer_steps or timed_out:
-                    metrics_file.flush()
-                    save_checkpoint(run_dir, state, {"step": done, "best": best})
+                    checkpoint_now(done)
                 if timed_out:
                     console.log(f"time limit reached at outer step {done}; re-run to continue")
                     break
@@ -181,9 +209,12 @@ def meta_train(
                 "interrupted: the last checkpoint is kept; re-run on this directory to resume"
             )
             raise
+        finally:
+            source.close()
     reached = start if start >= cfg.outer_steps else step + 1
     finished = reached >= cfg.outer_steps
     info = {"outer_step": reached, "finished": finished}
     save_optimizer(run_dir / "optimizer", arch, state["theta"], info)
     plot_run(run_dir)
+    stop.reraise()
     return {"run_dir": str(run_dir), "finished": finished, "best": best, "theta": state["theta"]}

@@ -45,6 +45,7 @@ from lopt.population.lopt_task import LearnedOptimizerFamily
 from lopt.population.plots import plot_population
 from lopt.population.scoring import MemberScorer
 from lopt.population.vectorize import over_members
+from lopt.stopping import stop_on_signals
 
 # Independent PRNG streams, each folded with the outer step.
 INIT, ESTIMATOR_INIT, ESTIMATE, CONTROL, PBT_PLAN, PBT_EXPLORE = range(6)
@@ -55,6 +56,7 @@ def self_train(
     config: PopulationConfig | None = None,
     max_minutes: float | None = None,
     console: Console | None = None,
+    members=None,
 ) -> dict:
     """Run (or resume) self-training in ``run_dir``; returns a summary dict.
 
@@ -62,6 +64,10 @@ def self_train(
         run_dir: the run directory (created, or resumed when it holds a run).
         config: the config of a new run (``None`` to resume the one in ``run_dir``).
         max_minutes: stop (with a checkpoint) after this much wall time; re-run to continue.
+            SIGINT/SIGTERM also stop with a checkpoint, then raise as ``meta_train`` does.
+        members: where the members' estimates are computed: ``None`` (this process, vmapped
+            and sharded over ``devices``) or ``lopt.distributed.RayMembers(...)`` (Ray actors,
+            each a slice of the members).
     """
     run_dir = pathlib.Path(run_dir)
     console = console or Console()
@@ -70,7 +76,7 @@ def self_train(
         no_hand_designed_optimizers() if cfg.outer in LEARNED_OUTER else contextlib.nullcontext()
     )
     with guard:
-        return _self_train(run_dir, cfg, max_minutes, console)
+        return _self_train(run_dir, cfg, max_minutes, console, members)
 
 
 def _initial_state(cfg: PopulationConfig, arch, rule, estimators) -> dict:
@@ -104,13 +110,9 @@ def _save_members(run_dir: pathlib.Path, arch, state: dict, done: int) -> None:
         save_optimizer(run_dir / "members" / f"member-{slot}", arch, theta, info)
 
 
-def _self_train(run_dir, cfg: PopulationConfig, max_minutes, console: Console) -> dict:
+def population_estimators(cfg: PopulationConfig) -> tuple[list, list]:
+    """The task bank (meta-training tasks, then learned-optimizer tasks) and an estimator each."""
     arch = build_architecture(cfg.architecture)
-    if cfg.devices > len(jax.devices()):
-        raise LoptError(
-            f"invalid value for devices: {cfg.devices} (this process sees {len(jax.devices())}; "
-            "set XLA_FLAGS=--xla_force_host_platform_device_count=N)"
-        )
     member_cfg = cfg.member_config
     trunc = member_cfg.truncation_config
     tasks = bank_tasks(member_cfg) + [
@@ -120,9 +122,24 @@ def _self_train(run_dir, cfg: PopulationConfig, max_minutes, console: Console) -
     estimators = [
         make_estimator(cfg.estimator, arch, t, trunc, cfg.sigma, cfg.num_particles) for t in tasks
     ]
-    population_estimate = [
-        over_members(e.estimate, 4, cfg.devices, shared=(3,)) for e in estimators
-    ]
+    return tasks, estimators
+
+
+def _self_train(run_dir, cfg: PopulationConfig, max_minutes, console: Console, members) -> dict:
+    arch = build_architecture(cfg.architecture)
+    if cfg.devices > len(jax.devices()):
+        raise LoptError(
+            f"invalid value for devices: {cfg.devices} (this process sees {len(jax.devices())}; "
+            "set XLA_FLAGS=--xla_force_host_platform_device_count=N)"
+        )
+    trunc = cfg.member_config.truncation_config
+    tasks, estimators = population_estimators(cfg)
+    if members is None:
+        population_estimate = [
+            over_members(e.estimate, 4, cfg.devices, shared=(3,)) for e in estimators
+        ]
+    else:
+        population_estimate = members.estimates(cfg, len(estimators))
     rule = outer.make_rule(cfg, arch)
     apply_updates = over_members(rule.update, 5, cfg.devices)
     scorer = MemberScorer(
@@ -202,7 +219,11 @@ def _self_train(run_dir, cfg: PopulationConfig, max_minutes, console: Console) -
         lineage_file.flush()
 
     step = start
-    with metrics_path.open("a") as metrics_file, lineage_path.open("a") as lineage_file:
+    with (
+        metrics_path.open("a") as metrics_file,
+        lineage_path.open("a") as lineage_file,
+        stop_on_signals() as stop,
+    ):
         if restored is None:
             state["scores"] = jnp.asarray(validate(0, metrics_file), jnp.float32)
         try:
@@ -252,10 +273,17 @@ def _self_train(run_dir, cfg: PopulationConfig, max_minutes, console: Console) -
                 elif done == cfg.outer_steps:
                     validate(done, metrics_file)
                 timed_out = max_minutes is not None and time.time() - t_begin > 60 * max_minutes
-                if done % cfg.checkpoint_every == 0 or done == cfg.outer_steps or timed_out:
+                stopping = timed_out or stop.signal is not None
+                if done % cfg.checkpoint_every == 0 or done == cfg.outer_steps or stopping:
                     metrics_file.flush()
                     save_checkpoint(run_dir, state, {"step": done, "wall": wall()})
                     _save_members(run_dir, arch, state, done)
+                if stop.signal is not None:
+                    console.log(
+                        f"{stop.signal.name}: checkpoint saved at outer step {done}; "
+                        "re-run on this directory to resume"
+                    )
+                    break
                 if timed_out:
                     console.log(f"time limit reached at outer step {done}; re-run to continue")
                     break
@@ -270,4 +298,5 @@ def _self_train(run_dir, cfg: PopulationConfig, max_minutes, console: Console) -
     summary = feedback_summary(run_dir)
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     plot_population(run_dir)
+    stop.reraise()
     return {"run_dir": str(run_dir), "finished": finished, "outer_step": reached, **summary}
