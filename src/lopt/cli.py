@@ -238,24 +238,31 @@ def make_backend(args: argparse.Namespace):
     return RayBackend(args.workers, args.address, args.max_staleness)
 
 
-def run_meta_train(args: argparse.Namespace) -> int:
-    _setup()
+def load_run_config(config_class, args: argparse.Namespace, **overrides):
+    """The config of a ``meta-train`` / ``self-train`` run: ``--config`` (a JSON file or a
+    shipped config's name), else the run directory's ``config.json`` when flags override some
+    of its fields, else None (resume the run as it is); non-None ``overrides`` are applied."""
     import dataclasses
     import pathlib
 
-    from lopt.meta import MetaTrainConfig, meta_train
     from lopt.meta.config import shipped_config_path
 
-    config = None
+    overrides = {k: v for k, v in overrides.items() if v is not None}
     if args.config is not None:
         path = pathlib.Path(args.config)
-        config = MetaTrainConfig.from_file(
-            path if path.suffix else shipped_config_path(args.config)
-        )
-    elif args.outer_steps is not None:
-        config = MetaTrainConfig.from_file(pathlib.Path(args.out) / "config.json")
-    if config is not None and args.outer_steps is not None:
-        config = dataclasses.replace(config, outer_steps=args.outer_steps)
+        config = config_class.from_file(path if path.suffix else shipped_config_path(args.config))
+    elif overrides:
+        config = config_class.from_file(pathlib.Path(args.out) / "config.json")
+    else:
+        return None
+    return dataclasses.replace(config, **overrides)
+
+
+def run_meta_train(args: argparse.Namespace) -> int:
+    _setup()
+    from lopt.meta import MetaTrainConfig, meta_train
+
+    config = load_run_config(MetaTrainConfig, args, outer_steps=args.outer_steps)
     backend = make_backend(args)
     try:
         summary = meta_train(args.out, config, max_minutes=args.minutes, backend=backend)
@@ -300,24 +307,9 @@ def add_self_train(subparsers) -> None:
 
 def run_self_train(args: argparse.Namespace) -> int:
     _setup()
-    import dataclasses
-    import pathlib
-
-    from lopt.meta.config import shipped_config_path
     from lopt.population import PopulationConfig, self_train
 
-    config = None
-    if args.config is not None:
-        path = pathlib.Path(args.config)
-        config = PopulationConfig.from_file(
-            path if path.suffix else shipped_config_path(args.config)
-        )
-    elif args.outer_steps is not None or args.outer is not None:
-        config = PopulationConfig.from_file(pathlib.Path(args.out) / "config.json")
-    if config is not None and args.outer_steps is not None:
-        config = dataclasses.replace(config, outer_steps=args.outer_steps)
-    if config is not None and args.outer is not None:
-        config = dataclasses.replace(config, outer=args.outer)
+    config = load_run_config(PopulationConfig, args, outer_steps=args.outer_steps, outer=args.outer)
     _check_backend_arguments(args)
     members = None
     if args.backend == "ray":
