@@ -102,3 +102,16 @@ def test_config_errors_name_the_field(tmp_path):
     meta_train(tmp_path / "run", MetaTrainConfig(outer_steps=2, **TINY))
     with pytest.raises(LoptError, match="different config"):
         meta_train(tmp_path / "run", MetaTrainConfig(outer_steps=2, **{**TINY, "sigma": 0.1}))
+
+
+def test_a_run_directory_is_used_by_one_process_at_a_time(tmp_path):
+    from lopt.meta.rundir import exclusive
+
+    run = tmp_path / "run"
+    run.mkdir()
+    with exclusive(run):  # another holder: flock conflicts across open files, even in-process
+        with pytest.raises(LoptError, match=r"in use by another process \(pid \d+\)"):
+            meta_train(run, MetaTrainConfig(outer_steps=1, **TINY))
+        assert not (run / "metrics.jsonl").exists()
+    with exclusive(run):  # released when the holder's block ends
+        pass

@@ -29,7 +29,13 @@ from lopt.meta.backend import Backend, InProcess
 from lopt.meta.config import MetaTrainConfig
 from lopt.meta.estimators import Estimator, make_estimator
 from lopt.meta.plots import plot_run
-from lopt.meta.rundir import load_config, restore, save_checkpoint, truncate_jsonl
+from lopt.meta.rundir import (
+    exclusive,
+    load_config,
+    restore,
+    save_checkpoint,
+    truncate_jsonl,
+)
 from lopt.meta.validation import Validator
 from lopt.stopping import stop_on_signals
 from lopt.tasks.registry import get_family
@@ -79,9 +85,18 @@ def meta_train(
             on another backend.
     """
     run_dir = pathlib.Path(run_dir)
-    console = console or Console()
-    backend = backend or InProcess()
     cfg = load_config(run_dir, config, MetaTrainConfig)
+    with exclusive(run_dir):
+        return _meta_train(run_dir, cfg, max_minutes, console or Console(), backend or InProcess())
+
+
+def _meta_train(
+    run_dir: pathlib.Path,
+    cfg: MetaTrainConfig,
+    max_minutes: float | None,
+    console: Console,
+    backend: Backend,
+) -> dict:
     arch = build_architecture(cfg.architecture)
     if cfg.devices > len(jax.devices()):
         raise LoptError(

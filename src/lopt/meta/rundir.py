@@ -4,14 +4,17 @@ A run directory holds ``config.json`` (the run's config; only ``outer_steps`` ma
 resume), ``checkpoint.*`` and ``checkpoint-prev.*`` (the whole training state, atomic and
 SHA-256 checked via ``lopt.checkpoint``; a corrupt checkpoint falls back to the previous one),
 and JSON-lines logs whose records carry a ``step`` so that a resumed run drops the records it is
-about to recompute.
+about to recompute. One process at a time works in a run directory (``exclusive``).
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
+import os
 import pathlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, Protocol, TypeVar
 
 from lopt import checkpoint
@@ -37,6 +40,34 @@ def atomic_text(path: pathlib.Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text)
     tmp.replace(path)
+
+
+@contextlib.contextmanager
+def exclusive(run_dir: pathlib.Path) -> Iterator[None]:
+    """Hold ``run_dir``'s lock (``.lock``, an advisory ``flock``) or fail at once.
+
+    Two processes resuming one run would interleave their logs and checkpoints. The lock is
+    released when the block ends or the process dies (even by SIGKILL), so it never goes stale.
+    """
+    path = run_dir / ".lock"
+    with open(path, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "unknown"
+            raise LoptError(
+                f"{run_dir} is in use by another process (pid {holder}); wait for it or stop it "
+                "before resuming this run"
+            ) from None
+        f.seek(0)
+        f.truncate()
+        f.write(str(os.getpid()))
+        f.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def load_config(run_dir: pathlib.Path, config: Config | None, cls: type[Config]) -> Config:

@@ -36,7 +36,13 @@ from lopt.errors import LoptError
 from lopt.learned.io import build_architecture, save_optimizer
 from lopt.meta.estimators import make_estimator
 from lopt.meta.outer import bank_tasks
-from lopt.meta.rundir import load_config, restore, save_checkpoint, truncate_jsonl
+from lopt.meta.rundir import (
+    exclusive,
+    load_config,
+    restore,
+    save_checkpoint,
+    truncate_jsonl,
+)
 from lopt.population import outer, pbt
 from lopt.population.config import LEARNED_OUTER, PopulationConfig
 from lopt.population.feedback import feedback_summary
@@ -75,7 +81,7 @@ def self_train(
     guard = (
         no_hand_designed_optimizers() if cfg.outer in LEARNED_OUTER else contextlib.nullcontext()
     )
-    with guard:
+    with guard, exclusive(run_dir):
         return _self_train(run_dir, cfg, max_minutes, console, members)
 
 
