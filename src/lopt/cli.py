@@ -187,7 +187,8 @@ def add_meta_train(subparsers) -> None:
     p.add_argument(
         "--config",
         default=None,
-        help="a JSON config file, or the name of a shipped config (small, rnn-mlp); "
+        help="a JSON config file, or the name of a committed config (small, rnn-mlp, "
+        "rnn-mlp-wide-mix); "
         "omit to resume the run in --out",
     )
     p.add_argument("--out", required=True, help="run directory")

@@ -19,7 +19,8 @@ SHIPPED_CONFIGS = pathlib.Path(__file__).resolve().parent.parent / "configs"
 
 
 def shipped_config_path(name: str) -> pathlib.Path:
-    """The committed config that produced the shipped optimizer ``name``."""
+    """A committed run config by name (``src/lopt/configs/NAME.json``): those of the shipped
+    optimizers (``small``, ``rnn-mlp``), of self-training, and of reported experiments."""
     path = SHIPPED_CONFIGS / f"{name}.json"
     if not path.exists():
         names = sorted(p.stem for p in SHIPPED_CONFIGS.glob("*.json"))
