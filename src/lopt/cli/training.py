@@ -1,0 +1,162 @@
+"""``lopt meta-train`` and ``lopt self-train``: resumable outer-training runs, local or on Ray."""
+
+from __future__ import annotations
+
+import argparse
+
+from lopt.cli.common import non_negative_int, positive_float, positive_int, setup
+from lopt.errors import LoptError
+
+
+def add_meta_train(subparsers) -> None:
+    p = subparsers.add_parser(
+        "meta-train",
+        help="meta-train a learned optimizer with evolution strategies",
+        description="Outer-train a learned optimizer on sampled tasks. Writes config.json, "
+        "metrics.jsonl, checkpoints (safetensors) and plots to --out; re-running on the same "
+        "--out resumes exactly where the run stopped.",
+    )
+    p.add_argument(
+        "--config",
+        default=None,
+        help="a JSON config file, or the name of a committed config (small, rnn-mlp, "
+        "rnn-mlp-wide-mix); "
+        "omit to resume the run in --out",
+    )
+    p.add_argument("--out", required=True, help="run directory")
+    p.add_argument("--outer-steps", type=positive_int, default=None, help="override outer_steps")
+    p.add_argument("--minutes", type=positive_float, default=None, help="stop (resumably) after")
+    add_backend_arguments(p)
+    p.add_argument(
+        "--max-staleness",
+        type=non_negative_int,
+        default=0,
+        help="0: synchronous (same θ as in-process); K>0: asynchronous, dropping estimates made "
+        "from a θ more than K outer steps old",
+    )
+    p.set_defaults(run=run_meta_train)
+
+
+def add_backend_arguments(p: argparse.ArgumentParser) -> None:
+    """``--backend`` and the Ray options (docs/distributed.md)."""
+    p.add_argument(
+        "--backend",
+        choices=("inprocess", "ray"),
+        default="inprocess",
+        help="where gradient estimates are computed: this process (default) or Ray workers",
+    )
+    p.add_argument(
+        "--address",
+        default=None,
+        help="Ray cluster to join (from `ray start --head`; 'auto' finds a local one); "
+        "default: start a local Ray",
+    )
+    p.add_argument("--workers", type=positive_int, default=2, help="Ray estimate workers")
+
+
+def _check_backend_arguments(args: argparse.Namespace) -> None:
+    if args.backend == "inprocess" and args.address is not None:
+        raise LoptError("--address needs --backend ray")
+
+
+def make_backend(args: argparse.Namespace):
+    """The backend the flags ask for (close it when done: a Ray one ends its workers)."""
+    from lopt.meta.backend import InProcess
+
+    _check_backend_arguments(args)
+    if args.backend == "inprocess":
+        return InProcess()
+    from lopt.distributed import RayBackend
+
+    return RayBackend(args.workers, args.address, args.max_staleness)
+
+
+def load_run_config(config_class, args: argparse.Namespace, **overrides):
+    """The config of a ``meta-train`` / ``self-train`` run: ``--config`` (a JSON file or a
+    shipped config's name), else the run directory's ``config.json`` when flags override some
+    of its fields, else None (resume the run as it is); non-None ``overrides`` are applied."""
+    import dataclasses
+    import pathlib
+
+    from lopt.meta.config import shipped_config_path
+
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    if args.config is not None:
+        path = pathlib.Path(args.config)
+        config = config_class.from_file(path if path.suffix else shipped_config_path(args.config))
+    elif overrides:
+        config = config_class.from_file(pathlib.Path(args.out) / "config.json")
+    else:
+        return None
+    return dataclasses.replace(config, **overrides)
+
+
+def run_meta_train(args: argparse.Namespace) -> int:
+    setup()
+    from lopt.meta import MetaTrainConfig, meta_train
+
+    config = load_run_config(MetaTrainConfig, args, outer_steps=args.outer_steps)
+    backend = make_backend(args)
+    try:
+        summary = meta_train(args.out, config, max_minutes=args.minutes, backend=backend)
+    finally:
+        backend.close()
+    state = "finished" if summary["finished"] else "stopped (re-run to resume)"
+    print(f"{args.out}: {state}; best validation {summary['best']}")
+    return 0
+
+
+def add_self_train(subparsers) -> None:
+    p = subparsers.add_parser(
+        "self-train",
+        help="self-training from scratch: a population of random learned optimizers trains itself",
+        description="A population of randomly initialized learned optimizers, each outer-trained "
+        "by a learned optimizer, orchestrated by population-based training, with no "
+        "hand-designed optimizer anywhere (Metz et al. 2021). Writes config.json, metrics.jsonl, "
+        "lineage.jsonl, checkpoints (safetensors), members/, best.*, summary.json and plots to "
+        "--out; re-running on the same --out resumes exactly where the run stopped.",
+    )
+    p.add_argument(
+        "--config",
+        default=None,
+        help="a JSON config file, or the name of a shipped config (self-train); "
+        "omit to resume the run in --out",
+    )
+    p.add_argument("--out", required=True, help="run directory")
+    p.add_argument(
+        "--outer",
+        default=None,
+        help="override who applies the meta-gradients: self, best, random, or adam "
+        "(the comparison run: optax Adam with a PBT-tuned learning rate)",
+    )
+    p.add_argument("--outer-steps", type=positive_int, default=None, help="override outer_steps")
+    p.add_argument("--minutes", type=positive_float, default=None, help="stop (resumably) after")
+    add_backend_arguments(p)
+    p.set_defaults(run=run_self_train)
+
+
+def run_self_train(args: argparse.Namespace) -> int:
+    setup()
+    from lopt.population import PopulationConfig, self_train
+
+    config = load_run_config(PopulationConfig, args, outer_steps=args.outer_steps, outer=args.outer)
+    _check_backend_arguments(args)
+    members = None
+    if args.backend == "ray":
+        from lopt.distributed.members import RayMembers
+
+        members = RayMembers(args.workers, args.address)
+    try:
+        summary = self_train(args.out, config, max_minutes=args.minutes, members=members)
+    finally:
+        if members is not None:
+            members.close()
+    state = "finished" if summary["finished"] else "stopped (re-run to resume)"
+    print(f"{args.out}: {state} at outer step {summary['outer_step']}")
+    if "best_final" in summary:
+        print(
+            f"best member's validation meta-loss {summary['best_initial']:.4f} -> "
+            f"{summary['best_final']:.4f}; improvement rate last third / first third "
+            f"{summary['rate_ratio']:.2f}"
+        )
+    return 0
