@@ -6,7 +6,7 @@ import jax
 import numpy as np
 import pytest
 
-from lopt.errors import LoptError
+from lopt.errors import CheckpointError, LoptError
 from lopt.learned import build_architecture, load_theta
 from lopt.meta import MetaTrainConfig, meta_train
 from lopt.meta.outer import bank_tasks
@@ -67,6 +67,24 @@ def test_interrupted_run_resumes_to_identical_theta(tmp_path):
         for x in (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()
     ]
     assert steps == list(range(10))
+
+
+def test_init_from_continues_a_saved_optimizer(tmp_path):
+    meta_train(tmp_path / "first", MetaTrainConfig(outer_steps=6, **TINY))
+    first = _theta(tmp_path / "first")
+    cfg = MetaTrainConfig(outer_steps=0, init_from=str(tmp_path / "first"), **TINY)
+    meta_train(tmp_path / "second", cfg)
+    for a, b in zip(
+        jax.tree.leaves(first), jax.tree.leaves(_theta(tmp_path / "second")), strict=True
+    ):
+        assert np.array_equal(np.asarray(a), np.asarray(b))
+    fresh = build_architecture(TINY["architecture"]).init_theta(jax.random.key(0))
+    assert not np.array_equal(np.asarray(fresh["log_lr"]), np.asarray(first["log_lr"]))
+    other = {**TINY, "architecture": {"kind": "learned-adam", "init_lr": 1e-2}}
+    with pytest.raises(CheckpointError, match=r"optimizer\.safetensors holds the architecture"):
+        MetaTrainConfig(init_from=str(tmp_path / "first"), **other)
+    with pytest.raises(CheckpointError, match="no saved optimizer"):
+        MetaTrainConfig(init_from=str(tmp_path / "missing"), **TINY)
 
 
 def test_corrupt_checkpoint_falls_back_to_previous(tmp_path):

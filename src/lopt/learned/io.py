@@ -49,6 +49,19 @@ def save_optimizer(stem, arch: Architecture, theta, info: dict | None = None) ->
     checkpoint.save(stem, theta, meta)
 
 
+def check_same_architecture(path, arch: Architecture) -> None:
+    """Raise one clear error unless the saved optimizer at ``path`` has architecture ``arch``."""
+    stem = resolve_stem(path)
+    meta = checkpoint.read_metadata(stem)
+    saved = meta.get("architecture") if meta.get("format") == FORMAT else None
+    if saved is None:
+        raise CheckpointError(f"{stem}.json is not a saved lopt optimizer (format {FORMAT!r})")
+    if build_architecture(saved) != arch:
+        raise CheckpointError(
+            f"{stem}.safetensors holds the architecture {saved}, expected {arch.config()}"
+        )
+
+
 def load_theta(path, expected_kind: str | None = None) -> tuple[Architecture, Any, dict]:
     """Load ``(architecture, theta, metadata)`` from a shipped name, file, stem or run dir."""
     stem = resolve_stem(path)

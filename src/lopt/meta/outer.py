@@ -24,7 +24,7 @@ import optax
 from rich.console import Console
 
 from lopt.errors import LoptError
-from lopt.learned.io import build_architecture, save_optimizer
+from lopt.learned.io import build_architecture, load_theta, save_optimizer
 from lopt.meta.backend import Backend, InProcess
 from lopt.meta.config import MetaTrainConfig
 from lopt.meta.estimators import Estimator, make_estimator
@@ -107,7 +107,10 @@ def _meta_train(
     estimators = bank_estimators(cfg, cfg.devices)
     outer = make_outer_optimizer(cfg)
     base_key = jax.random.key(cfg.seed)
-    theta = arch.init_theta(jax.random.fold_in(base_key, 0))
+    if cfg.init_from is None:
+        theta = arch.init_theta(jax.random.fold_in(base_key, 0))
+    else:
+        theta = load_theta(cfg.init_from)[1]
     state = {
         "theta": theta,
         "opt_state": outer.init(theta),
