@@ -171,7 +171,9 @@ def learned_rows(result: dict) -> tuple[list[list[str]], list[list[str]]]:
             f"{r['num_params']:,}",
             f"{r['adam_ms']:.3f}",
             f"{r['small_ratio']:.1f}×",
+            f"{r['small_accumulators_ratio']:.1f}×",
             f"{r['rnn-mlp_ratio']:.1f}×",
+            f"{r['rnn-mlp_accumulators_ratio']:.1f}×",
         ]
         for r in result["learned_updates"].values()
     ]
@@ -192,7 +194,14 @@ def learned_rows(result: dict) -> tuple[list[list[str]], list[list[str]]]:
     return updates, rows
 
 
-UPDATE_HEADER = ["params", "Adam update (ms)", "small ÷ Adam", "rnn-mlp ÷ Adam"]
+UPDATE_HEADER = [
+    "params",
+    "Adam update (ms)",
+    "small ÷ Adam",
+    "its accumulators alone ÷ Adam",
+    "rnn-mlp ÷ Adam",
+    "its accumulators alone ÷ Adam",
+]
 ES_HEADER = ["devices", "inner steps/s", "outer steps/s", "GFLOP/s", "of peak"]
 
 

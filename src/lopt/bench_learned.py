@@ -1,7 +1,9 @@
 """Learned-optimizer speed benchmarks (part of ``lopt bench``), ratios measured in one run.
 
 - update time of each shipped architecture ÷ ``optax.adam`` update time, on MLP-shaped
-  parameter sets of about 10k, 100k and 1M parameters (targets: ≤ 3× small, ≤ 8× rnn-mlp);
+  parameter sets of about 10k, 100k and 1M parameters (targets: ≤ 3× small, ≤ 8× rnn-mlp),
+  and the same ratio for the architecture's accumulators alone (the EMAs of g and g² at its
+  decays, no network): a floor that no implementation of that feature set can go below;
 - ES meta-training throughput: inner steps/s and achieved GFLOP/s ÷ the measured matmul peak
   (FLOPs per inner step from XLA's cost analysis of one unscanned step);
 - the speedup of sharding ES particles over 2 local devices (``shard_map``) vs plain vmap on one.
@@ -18,6 +20,7 @@ import optax
 
 from lopt.bench import best_time, flops
 from lopt.learned import build_architecture
+from lopt.learned.features import init_accumulators, update_accumulators
 from lopt.meta.estimators import make_estimator
 from lopt.meta.truncation import TruncationConfig
 from lopt.tasks import get_task
@@ -59,6 +62,21 @@ def update_time(optimizer, params, calls: int, repeats: int) -> float:
     return best_time(loop, repeats) / calls
 
 
+def accumulators_only(decays: tuple[float, ...]) -> optax.GradientTransformationExtraArgs:
+    """Only the momenta and second moments a learned optimizer with ``decays`` keeps (its
+    output is the first momentum, so the work cannot be optimized away)."""
+
+    def init(params):
+        return init_accumulators(params, len(decays))
+
+    def update(grads, state, params=None, **extra):
+        del params, extra
+        state = update_accumulators(state, grads, decays)
+        return state.momentum[0], state
+
+    return optax.GradientTransformationExtraArgs(init, update)
+
+
 def update_ratios(quick: bool = False) -> dict:
     """Learned update time ÷ Adam update time per architecture and model size."""
     calls, repeats = (5, 2) if quick else (30, 5)
@@ -74,6 +92,8 @@ def update_ratios(quick: bool = False) -> dict:
             arch = build_architecture(config)
             opt = arch.optimizer(arch.init_theta(jax.random.key(0)))
             row[f"{name}_ratio"] = update_time(opt, params, calls, repeats) / adam
+            floor = accumulators_only(arch.decays)
+            row[f"{name}_accumulators_ratio"] = update_time(floor, params, calls, repeats) / adam
         rows[str(size)] = row
     return rows
 

@@ -232,7 +232,7 @@ class RNNMLPOptimizer(Architecture):
             for i, (p, g, m, v) in enumerate(zip(p_leaves, g_leaves, ms, vs, strict=True)):
                 constants = jnp.concatenate([t, to_mlp[i]])
                 (direction, magnitude), pooled_i = per_param_mlp(
-                    theta["mlp"], param_features(p, g, m, v), constants
+                    theta["mlp"], param_features(p, g, m, v), constants, pool=True
                 )
                 pooled.append(pooled_i)
                 direction = direction + nominal_direction(m, v, acc.count, self.decays, 0.9, 0.999)
