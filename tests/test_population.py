@@ -14,7 +14,7 @@ import pytest
 from lopt.baselines import make, tune_adam
 from lopt.cli import main
 from lopt.errors import LoptError
-from lopt.learned import LearnedAdam, MLPOptimizer, load_theta
+from lopt.learned import LearnedAdam, MLPOptimizer, build_architecture, load_theta
 from lopt.meta.config import SHIPPED_CONFIGS
 from lopt.population import (
     HandDesignedOptimizerError,
@@ -264,3 +264,28 @@ def test_sigterm_stops_self_training_with_a_checkpoint(tmp_path):
     assert json.loads((tmp_path / "checkpoint.json").read_text())["step"] == 4
     member = json.loads((tmp_path / "members" / "member-0.json").read_text())
     assert member["info"]["outer_step"] == 4
+
+
+def test_pbt_tunes_a_learned_outer_optimizers_step_like_adams_lr(tmp_path):
+    from safetensors.numpy import load_file
+
+    from lopt.population.outer import learned_rule
+
+    arch = build_architecture(PopulationConfig().architecture)
+    theta = arch.init_theta(jax.random.key(0))
+    rule = learned_rule(arch)
+    grad = jax.tree.map(jnp.ones_like, theta)
+    moved = [
+        rule.update((theta, jnp.log(jnp.float32(s))), theta, rule.init(theta), grad, 1.0)[0]
+        for s in (1.0, 2.0)
+    ]
+    for a, b, t in zip(*map(jax.tree.leaves, (*moved, theta)), strict=True):
+        np.testing.assert_allclose(b - t, 2 * (a - t), rtol=1e-3, atol=1e-7)
+        assert np.any(a != t)
+
+    self_train(tmp_path / "run", PopulationConfig(outer_steps=8, tune_learned_step=True, **TINY))
+    arrays = load_file(tmp_path / "run" / "checkpoint.safetensors")
+    (log_step,) = [v for k, v in arrays.items() if "log_step" in k]
+    steps = np.round(log_step / np.log(1.25)).astype(int)
+    np.testing.assert_allclose(log_step, steps * np.log(np.float32(1.25)), rtol=1e-5, atol=1e-6)
+    assert 1 <= np.count_nonzero(steps) <= 2  # one member replaced (and explored) per round

@@ -42,8 +42,11 @@ class PopulationConfig(JsonConfig):
         exploit_fraction: share of members (at least one) replaced at each PBT round: the worst
             copy θ, outer-optimizer and estimator state from a random member of the best share.
         explore_sigma: after copying, θ += explore_sigma · N(0, 1).
-        explore_lr_factor: ``outer=adam``: after copying, the learning rate is multiplied or
-            divided by this factor (chosen at random).
+        explore_lr_factor: after copying, the outer step size — Adam's learning rate, or with
+            ``tune_learned_step`` the learned outer optimizer's step multiplier — is multiplied
+            or divided by this factor (chosen at random).
+        tune_learned_step: with a learned outer optimizer, scale its updates by a per-member
+            step multiplier (initially 1) that PBT tunes like Adam's learning rate.
         validation_tasks, validation_steps, validation_seeds: the outer-validation tasks that
             score members (mean normalized ``outer_valid`` loss over a run from scratch).
     """
@@ -71,6 +74,7 @@ class PopulationConfig(JsonConfig):
     exploit_fraction: float = 0.25
     explore_sigma: float = 0.003
     explore_lr_factor: float = 1.25
+    tune_learned_step: bool = False
     validation_tasks: tuple[str, ...] = ("mlp-digits-32", "quadratic-16", "teacher-student-16")
     validation_steps: int = 300
     validation_seeds: int = 2

@@ -7,10 +7,15 @@ where ``j`` is the member itself (``self``), the member with the best latest val
 with optax Adam (after per-weight clipping, as ``lopt meta-train`` does) at a per-member
 learning rate that PBT tunes.
 
+With ``tune_learned_step``, a learned outer optimizer's updates are scaled by a per-member
+step multiplier that PBT perturbs exactly as it perturbs Adam's learning rate in the comparison
+run (the network still computes every update; the multiplier is a population hyperparameter).
+
 Both rules share one per-member interface, vmapped over the population by the caller:
 ``init(theta) -> state`` and ``update(applier, theta, state, grad, meta_loss) -> (theta, state,
-bad_grad)``, where the *applier* is the θ of the learned optimizer that applies the update, or
-Adam's log learning rate; ``appliers`` gives them for the whole population.
+bad_grad)``, where the *applier* is ``(θ, log step multiplier)`` of the learned optimizer that
+applies the update, or Adam's log learning rate; ``appliers`` gives them for the whole
+population.
 """
 
 from __future__ import annotations
@@ -44,8 +49,10 @@ def learned_rule(arch: Architecture) -> OuterRule:
         return arch.optimizer(theta).init(theta)
 
     def update(applier, theta, state, grad, meta_loss):
+        applier_theta, log_step = applier
         grad, bad = _finite_or_zero(grad)
-        updates, state = arch.optimizer(applier).update(grad, state, theta, loss=meta_loss)
+        updates, state = arch.optimizer(applier_theta).update(grad, state, theta, loss=meta_loss)
+        updates = jax.tree.map(lambda u: u * jnp.exp(log_step), updates)
         return optax.apply_updates(theta, updates), state, bad
 
     return OuterRule(init, update)
@@ -76,9 +83,11 @@ def make_rule(cfg: PopulationConfig, arch: Architecture) -> OuterRule:
 
 def initial_hyperparameters(cfg: PopulationConfig) -> dict[str, jax.Array]:
     """The per-member hyperparameters PBT perturbs: Adam's log learning rates, log-spaced over
-    ``adam_lr_range``; none for a learned outer optimizer."""
+    ``adam_lr_range``; a learned outer optimizer's log step multipliers (all 0) with
+    ``tune_learned_step``, else none."""
     if cfg.outer != "adam":
-        return {}
+        tuned = {"log_step": jnp.zeros((cfg.population,), jnp.float32)}
+        return tuned if cfg.tune_learned_step else {}
     low, high = np.log(cfg.adam_lr_range[0]), np.log(cfg.adam_lr_range[1])
     return {"log_lr": jnp.asarray(np.linspace(low, high, cfg.population), jnp.float32)}
 
@@ -90,11 +99,12 @@ def appliers(
     population = cfg.population
     if cfg.outer == "adam":
         return hyper["log_lr"]
+    log_step = hyper.get("log_step", jnp.zeros((population,), jnp.float32))
     if cfg.outer == "self":
-        return thetas
+        return thetas, log_step
     if cfg.outer == "best":
         best = int(np.argmin(np.where(np.isfinite(scores), scores, np.inf)))
         index = jnp.full((population,), best, jnp.int32)
     else:
         index = jax.random.randint(key, (population,), 0, population)
-    return jax.tree.map(lambda x: x[index], thetas)
+    return jax.tree.map(lambda x: x[index], thetas), log_step

@@ -214,9 +214,9 @@ def _self_train(run_dir, cfg: PopulationConfig, max_minutes, console: Console, m
             state[key] = pbt.exploit(state[key], parents)
         k_theta, k_hyper = jax.random.split(_step_key(cfg, PBT_EXPLORE, done))
         state["thetas"] = pbt.explore(k_theta, state["thetas"], replaced, cfg.explore_sigma)
-        if "log_lr" in state["hyper"]:
-            state["hyper"]["log_lr"] = pbt.explore_log_scale(
-                k_hyper, state["hyper"]["log_lr"], replaced, cfg.explore_lr_factor
+        for name in state["hyper"]:  # Adam's log lr, or a learned outer step's log multiplier
+            state["hyper"][name] = pbt.explore_log_scale(
+                k_hyper, state["hyper"][name], replaced, cfg.explore_lr_factor
             )
         state["member_id"] = jnp.asarray(ids, jnp.int32)
         state["next_id"] = jnp.asarray(next_id, jnp.int32)
