@@ -82,9 +82,10 @@ def test_init_from_continues_a_saved_optimizer(tmp_path):
     assert not np.array_equal(np.asarray(fresh["log_lr"]), np.asarray(first["log_lr"]))
     other = {**TINY, "architecture": {"kind": "learned-adam", "init_lr": 1e-2}}
     with pytest.raises(CheckpointError, match=r"optimizer\.safetensors holds the architecture"):
-        MetaTrainConfig(init_from=str(tmp_path / "first"), **other)
+        meta_train(tmp_path / "third", MetaTrainConfig(init_from=str(tmp_path / "first"), **other))
     with pytest.raises(CheckpointError, match="no saved optimizer"):
-        MetaTrainConfig(init_from=str(tmp_path / "missing"), **TINY)
+        meta_train(tmp_path / "third", MetaTrainConfig(init_from=str(tmp_path / "missing"), **TINY))
+    assert not (tmp_path / "third").exists()  # refused before anything is written
 
 
 def test_corrupt_checkpoint_falls_back_to_previous(tmp_path):

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any, Self
 
 from lopt.errors import LoptError, check_choice, check_range
-from lopt.learned.io import build_architecture, check_same_architecture
+from lopt.learned.io import build_architecture
 from lopt.meta.estimators import ESTIMATORS
 from lopt.meta.truncation import TruncationConfig
 from lopt.tasks.registry import FAMILIES, META_TRAIN_FAMILIES, TASKS
@@ -64,7 +64,8 @@ class MetaTrainConfig(JsonConfig):
         architecture: learned-optimizer config (``{"kind": "mlp", ...}``; see ``lopt.learned``).
         init_from: start θ from a saved optimizer of the same architecture (a shipped name such
             as ``rnn-mlp``, a file, stem or run directory) instead of a fresh initialization:
-            continued meta-training, e.g. on another task mixture or meta-loss.
+            continued meta-training, e.g. on another task mixture or meta-loss. Checked when a
+            run starts (it may name a run that a previous command produces).
         estimator: ``es`` | ``pes`` | ``full-es`` | ``tbptt``.
         num_particles: antithetic pairs (or runs) per meta-gradient estimate.
         sigma: ES perturbation scale.
@@ -102,9 +103,7 @@ class MetaTrainConfig(JsonConfig):
     validation_seeds: int = 2
 
     def __post_init__(self):
-        arch = build_architecture(self.architecture)
-        if self.init_from is not None:
-            check_same_architecture(self.init_from, arch)
+        build_architecture(self.architecture)
         check_choice("estimator", self.estimator, ESTIMATORS)
         check_range("num_particles", self.num_particles, 1)
         check_range("sigma", self.sigma, 1e-8)

@@ -24,7 +24,12 @@ import optax
 from rich.console import Console
 
 from lopt.errors import LoptError
-from lopt.learned.io import build_architecture, load_theta, save_optimizer
+from lopt.learned.io import (
+    build_architecture,
+    check_same_architecture,
+    load_theta,
+    save_optimizer,
+)
 from lopt.meta.backend import Backend, InProcess
 from lopt.meta.config import MetaTrainConfig
 from lopt.meta.estimators import Estimator, make_estimator
@@ -85,6 +90,8 @@ def meta_train(
             on another backend.
     """
     run_dir = pathlib.Path(run_dir)
+    if config is not None and config.init_from is not None and not run_dir.exists():
+        check_same_architecture(config.init_from, build_architecture(config.architecture))
     cfg = load_config(run_dir, config, MetaTrainConfig)
     with exclusive(run_dir):
         return _meta_train(run_dir, cfg, max_minutes, console or Console(), backend or InProcess())
