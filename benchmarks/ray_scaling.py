@@ -3,10 +3,11 @@
     python benchmarks/ray_scaling.py --out runs/ray-scaling            # as in BENCHMARKS.md
     python benchmarks/ray_scaling.py --out runs/ray-scaling --quick    # a smoke run
 
-1. Real workers: the committed ``small-stage1`` config (one task per family, 8 particles) meta-trained
-   in-process, then on a local Ray with 1 and 2 synchronous workers and 2 asynchronous ones.
-   A warm-up run (3 visits to every task) compiles every program in every process first;
-   steps/s then counts the measured run's steps after its first visit to every task.
+1. Real workers: the committed ``small-stage1`` config (one task per family, 8 particles)
+   meta-trained in-process, then on a local Ray with 1 and 2 synchronous workers and 2
+   asynchronous ones. A warm-up run (3 visits to every task) compiles every program in every
+   process first; steps/s then counts the measured run's steps after its first visit to every
+   task.
 2. Simulated workers (``lopt.distributed.simulated``): N actors that each take a fixed time
    per estimate and return zeros, feeding the real learner (``meta_train``, asynchronous, a
    staleness bound of N so nothing is dropped). Ideal throughput is N ÷ that time; where the
