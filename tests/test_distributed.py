@@ -18,6 +18,8 @@ import pytest
 
 ray = pytest.importorskip("ray", reason="the Ray backend needs the optional extra lopt[ray]")
 
+from tiny_configs import TINY_META_TRAIN  # noqa: E402
+
 import lopt  # noqa: E402
 from lopt.distributed import RayBackend  # noqa: E402
 from lopt.distributed.members import RayMembers  # noqa: E402
@@ -31,17 +33,7 @@ pytestmark = pytest.mark.xdist_group("ray")
 
 WORKERS = 2
 STEPS = 12  # checkpoints at 4, 8 and 12
-TINY = dict(
-    architecture={"kind": "learned-adam", "init_lr": 1e-3},
-    families=("quadratic",),
-    task_bank=2,
-    num_particles=4,
-    outer_lr=0.1,
-    truncation={"length": 10, "min_horizon": 20, "max_horizon": 60, "valid_every": 5},
-    validate_every=0,
-    checkpoint_every=4,
-    log_every=1,
-)
+TINY = {**TINY_META_TRAIN, "log_every": 1}
 
 
 class Log:

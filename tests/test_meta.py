@@ -5,6 +5,7 @@ import json
 import jax
 import numpy as np
 import pytest
+from tiny_configs import TINY_META_TRAIN
 
 from lopt.errors import CheckpointError, LoptError
 from lopt.learned import build_architecture, load_theta
@@ -12,17 +13,7 @@ from lopt.meta import MetaTrainConfig, meta_train
 from lopt.meta.outer import bank_tasks
 from lopt.train import train
 
-TINY = dict(
-    architecture={"kind": "learned-adam", "init_lr": 1e-3},
-    families=("quadratic",),
-    task_bank=2,
-    num_particles=4,
-    outer_lr=0.1,
-    truncation={"length": 10, "min_horizon": 20, "max_horizon": 60, "valid_every": 5},
-    validate_every=0,
-    checkpoint_every=4,
-    log_every=100,
-)
+TINY = TINY_META_TRAIN
 
 
 def _theta(run_dir, stem="optimizer"):

@@ -1,0 +1,13 @@
+"""Tiny run configs shared by the test files (fast: a quadratic task, a few particles)."""
+
+TINY_META_TRAIN = dict(
+    architecture={"kind": "learned-adam", "init_lr": 1e-3},
+    families=("quadratic",),
+    task_bank=2,
+    num_particles=4,
+    outer_lr=0.1,
+    truncation={"length": 10, "min_horizon": 20, "max_horizon": 60, "valid_every": 5},
+    validate_every=0,
+    checkpoint_every=4,
+    log_every=100,
+)
