@@ -136,3 +136,21 @@ def test_every_committed_config_is_valid():
     for path in paths:
         kind = PopulationConfig if path.stem.startswith("self-train") else MetaTrainConfig
         assert kind.from_file(shipped_config_path(path.stem)).outer_steps > 0, path
+
+
+def test_a_time_limit_stops_with_a_checkpoint_and_the_run_resumes(tmp_path):
+    import time
+
+    from lopt.stopping import StopRequest
+
+    request = StopRequest()
+    assert request.reason(time.time(), None) is None
+    assert request.reason(time.time() - 61, 1.0) == "time limit"
+    run = tmp_path / "run"
+    meta_train(run, MetaTrainConfig(outer_steps=10, **TINY), max_minutes=1e-9)
+    assert json.loads((run / "checkpoint.json").read_text())["step"] == 1  # stopped after one
+    meta_train(run, MetaTrainConfig(outer_steps=10, **TINY))
+    straight = tmp_path / "straight"
+    meta_train(straight, MetaTrainConfig(outer_steps=10, **TINY))
+    for a, b in zip(jax.tree.leaves(_theta(run)), jax.tree.leaves(_theta(straight)), strict=True):
+        assert np.array_equal(np.asarray(a), np.asarray(b))

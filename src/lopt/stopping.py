@@ -11,7 +11,7 @@ Example::
     with stop_on_signals() as stop:
         for step in range(n):
             ...
-            if stop.signal is not None:
+            if stop.reason(started, max_minutes) is not None:
                 save_checkpoint(...)
                 break
     stop.reraise()
@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import signal
 import threading
+import time
 from collections.abc import Iterator
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -32,6 +33,15 @@ class StopRequest:
 
     def __init__(self) -> None:
         self.signal: signal.Signals | None = None
+
+    def reason(self, started: float, max_minutes: float | None) -> str | None:
+        """Why a loop begun at ``started`` (``time.time()``) should stop after its current step:
+        the signal's name, ``"time limit"`` once ``max_minutes`` have passed, else ``None``."""
+        if self.signal is not None:
+            return self.signal.name
+        if max_minutes is not None and time.time() - started > 60 * max_minutes:
+            return "time limit"
+        return None
 
     def reraise(self) -> None:
         """Raise what the signal would have raised (nothing if none arrived)."""
@@ -66,3 +76,8 @@ def stop_on_signals() -> Iterator[StopRequest]:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def stopped_message(reason: str, step: int) -> str:
+    """What a run prints when it stops early (``reason`` from ``StopRequest.reason``)."""
+    return f"{reason}: checkpoint saved at outer step {step}; re-run on this directory to resume"

@@ -42,7 +42,7 @@ from lopt.meta.rundir import (
     truncate_jsonl,
 )
 from lopt.meta.validation import Validator
-from lopt.stopping import stop_on_signals
+from lopt.stopping import stop_on_signals, stopped_message
 from lopt.tasks.registry import get_family
 
 
@@ -215,18 +215,11 @@ def _meta_train(
                             state["theta"],
                             {"outer_step": done, "validation": v},
                         )
-                timed_out = max_minutes is not None and time.time() - t_begin > 60 * max_minutes
-                if stop.signal is not None:
+                reason = stop.reason(t_begin, max_minutes)
+                if done % cfg.checkpoint_every == 0 or done == cfg.outer_steps or reason:
                     checkpoint_now(done)
-                    console.log(
-                        f"{stop.signal.name}: checkpoint saved at outer step {done}; "
-                        "re-run on this directory to resume"
-                    )
-                    break
-                if done % cfg.checkpoint_every == 0 or done == cfg.outer_steps or timed_out:
-                    checkpoint_now(done)
-                if timed_out:
-                    console.log(f"time limit reached at outer step {done}; re-run to continue")
+                if reason:
+                    console.log(stopped_message(reason, done))
                     break
         except KeyboardInterrupt:
             metrics_file.flush()

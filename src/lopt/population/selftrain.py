@@ -51,7 +51,7 @@ from lopt.population.lopt_task import LearnedOptimizerFamily
 from lopt.population.plots import plot_population
 from lopt.population.scoring import MemberScorer
 from lopt.population.vectorize import over_members
-from lopt.stopping import stop_on_signals
+from lopt.stopping import stop_on_signals, stopped_message
 
 # Independent PRNG streams, each folded with the outer step.
 INIT, ESTIMATOR_INIT, ESTIMATE, CONTROL, PBT_PLAN, PBT_EXPLORE = range(6)
@@ -278,20 +278,13 @@ def _self_train(run_dir, cfg: PopulationConfig, max_minutes, console: Console, m
                     pbt_round(done, lineage_file)
                 elif done == cfg.outer_steps:
                     validate(done, metrics_file)
-                timed_out = max_minutes is not None and time.time() - t_begin > 60 * max_minutes
-                stopping = timed_out or stop.signal is not None
-                if done % cfg.checkpoint_every == 0 or done == cfg.outer_steps or stopping:
+                reason = stop.reason(t_begin, max_minutes)
+                if done % cfg.checkpoint_every == 0 or done == cfg.outer_steps or reason:
                     metrics_file.flush()
                     save_checkpoint(run_dir, state, {"step": done, "wall": wall()})
                     _save_members(run_dir, arch, state, done)
-                if stop.signal is not None:
-                    console.log(
-                        f"{stop.signal.name}: checkpoint saved at outer step {done}; "
-                        "re-run on this directory to resume"
-                    )
-                    break
-                if timed_out:
-                    console.log(f"time limit reached at outer step {done}; re-run to continue")
+                if reason:
+                    console.log(stopped_message(reason, done))
                     break
         except KeyboardInterrupt:
             metrics_file.flush()
