@@ -17,10 +17,10 @@ from typing import Any
 
 import jax
 import numpy as np
-from safetensors.numpy import load as st_load
 from safetensors.numpy import save as st_save
 
 from lopt.errors import CheckpointError
+from lopt.files import read_arrays, read_metadata
 
 
 def leaf_names(tree: Any) -> list[str]:
@@ -57,17 +57,6 @@ def _is_key(leaf) -> bool:
     return isinstance(leaf, jax.Array) and jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key)
 
 
-def read_metadata(stem: str | os.PathLike) -> dict:
-    """The JSON sidecar of a checkpoint (raises ``CheckpointError`` if missing/unreadable)."""
-    path = pathlib.Path(stem).with_suffix(".json")
-    if not path.exists():
-        raise CheckpointError(f"checkpoint metadata {path} does not exist")
-    try:
-        return json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"checkpoint metadata {path} is not valid JSON ({e})") from None
-
-
 def load(stem: str | os.PathLike, template: Any) -> tuple[Any, dict]:
     """Load arrays into the structure of ``template``; verify checksum, names, shapes, dtypes.
 
@@ -75,26 +64,10 @@ def load(stem: str | os.PathLike, template: Any) -> tuple[Any, dict]:
         ``(tree, metadata)``.
     """
     stem = pathlib.Path(stem)
-    meta = read_metadata(stem)
     path = stem.with_suffix(".safetensors")
-    if not path.exists():
-        raise CheckpointError(f"checkpoint weights {path} do not exist")
-    blob = path.read_bytes()
-    if "sha256" in meta and hashlib.sha256(blob).hexdigest() != meta["sha256"]:
-        raise CheckpointError(f"checkpoint {path} is corrupt (checksum does not match {stem}.json)")
-    try:
-        arrays = st_load(blob)
-    except Exception as e:  # safetensors raises its own error types for malformed files
-        raise CheckpointError(f"checkpoint {path} is not a valid safetensors file ({e})") from None
+    meta = read_metadata(stem)
     names = leaf_names(template)
-    missing = [n for n in names if n not in arrays]
-    extra = [n for n in arrays if n not in set(names)]
-    if missing or extra:
-        raise CheckpointError(
-            f"checkpoint {path} does not match the expected structure "
-            f"(missing {missing[:3]}{'…' if len(missing) > 3 else ''}, "
-            f"unexpected {extra[:3]}{'…' if len(extra) > 3 else ''})"
-        )
+    arrays = read_arrays(stem, meta, names, "match the expected checkpoint structure")
     leaves = []
     for name, ref in zip(names, jax.tree.leaves(template), strict=True):
         arr = arrays[name]
@@ -104,7 +77,7 @@ def load(stem: str | os.PathLike, template: Any) -> tuple[Any, dict]:
         ref = np.asarray(ref)
         if arr.shape != ref.shape or arr.dtype != ref.dtype:
             raise CheckpointError(
-                f"checkpoint {path}: {name} has shape {arr.shape} {arr.dtype}, "
+                f"{path}: {name} has shape {arr.shape} {arr.dtype}, "
                 f"expected {ref.shape} {ref.dtype}"
             )
         leaves.append(jax.numpy.asarray(arr))

@@ -14,6 +14,7 @@ import jax
 
 from lopt import checkpoint
 from lopt.errors import CheckpointError, LoptError, unknown_name
+from lopt.files import read_metadata
 from lopt.learned.adam import LearnedAdam
 from lopt.learned.base import Architecture
 from lopt.learned.hierarchical import RNNMLPOptimizer
@@ -52,7 +53,7 @@ def save_optimizer(stem, arch: Architecture, theta, info: dict | None = None) ->
 def check_same_architecture(path, arch: Architecture) -> None:
     """Raise one clear error unless the saved optimizer at ``path`` has architecture ``arch``."""
     stem = resolve_stem(path)
-    meta = checkpoint.read_metadata(stem)
+    meta = read_metadata(stem)
     saved = meta.get("architecture") if meta.get("format") == FORMAT else None
     if saved is None:
         raise CheckpointError(f"{stem}.json is not a saved lopt optimizer (format {FORMAT!r})")
@@ -65,7 +66,7 @@ def check_same_architecture(path, arch: Architecture) -> None:
 def load_theta(path, expected_kind: str | None = None) -> tuple[Architecture, Any, dict]:
     """Load ``(architecture, theta, metadata)`` from a shipped name, file, stem or run dir."""
     stem = resolve_stem(path)
-    meta = checkpoint.read_metadata(stem)
+    meta = read_metadata(stem)
     if meta.get("format") != FORMAT:
         raise CheckpointError(f"{stem}.json is not a saved lopt optimizer (format {FORMAT!r})")
     arch = build_architecture(meta["architecture"])

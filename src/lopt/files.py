@@ -1,0 +1,66 @@
+"""Read a checksummed ``NAME.safetensors`` + ``NAME.json`` pair, without JAX.
+
+Checkpoints and saved optimizers (``lopt.checkpoint``) and the PyTorch loader
+(``lopt.torch.files``) store arrays this way: the JSON sidecar holds metadata and the SHA-256
+of the safetensors file. Reading checks the checksum, that the file parses, and that it holds
+exactly the expected tensor names; every failure is one ``CheckpointError`` naming the file.
+Shapes and dtypes are the caller's to check (it knows what it expects).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pathlib
+from collections.abc import Iterable
+
+import numpy as np
+from safetensors.numpy import load as load_safetensors
+
+from lopt.errors import CheckpointError
+
+
+def read_metadata(stem: str | os.PathLike) -> dict:
+    """The JSON sidecar ``stem.json`` (raises ``CheckpointError`` if missing or unreadable)."""
+    path = pathlib.Path(stem).with_suffix(".json")
+    if not path.exists():
+        raise CheckpointError(f"metadata {path} does not exist")
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"metadata {path} is not valid JSON ({e})") from None
+
+
+def read_arrays(
+    stem: str | os.PathLike, meta: dict, names: Iterable[str], mismatch: str
+) -> dict[str, np.ndarray]:
+    """The arrays of ``stem.safetensors``, verified against ``meta["sha256"]`` and ``names``.
+
+    Args:
+        stem: the pair's path without suffix.
+        meta: its metadata (from ``read_metadata``).
+        names: the tensor names the file must hold, no more, no fewer.
+        mismatch: how a wrong set of names reads in the error, completing
+            "FILE does not ...", e.g. ``"match the expected checkpoint structure"``.
+    """
+    stem = pathlib.Path(stem)
+    path = stem.with_suffix(".safetensors")
+    if not path.exists():
+        raise CheckpointError(f"weights {path} do not exist")
+    blob = path.read_bytes()
+    if "sha256" in meta and hashlib.sha256(blob).hexdigest() != meta["sha256"]:
+        raise CheckpointError(f"{path} is corrupt (checksum does not match {stem}.json)")
+    try:
+        arrays = load_safetensors(blob)
+    except Exception as e:  # safetensors raises its own error types for malformed files
+        raise CheckpointError(f"{path} is not a valid safetensors file ({e})") from None
+    names = list(names)
+    missing = [n for n in names if n not in arrays]
+    extra = [n for n in arrays if n not in set(names)]
+    if missing or extra:
+        raise CheckpointError(
+            f"{path} does not {mismatch} (missing {missing[:3]}{'…' if len(missing) > 3 else ''}, "
+            f"unexpected {extra[:3]}{'…' if len(extra) > 3 else ''})"
+        )
+    return arrays
