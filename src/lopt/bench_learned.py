@@ -3,7 +3,7 @@
 - update time of each shipped architecture ÷ ``optax.adam`` update time, on MLP-shaped
   parameter sets of about 10k, 100k and 1M parameters (targets: ≤ 3× small, ≤ 8× rnn-mlp),
   and the same ratio for the architecture's accumulators alone (the EMAs of g and g² at its
-  decays, no network): a floor that no implementation of that feature set can go below;
+  decays, no network): what keeping those statistics alone costs, whatever the network;
 - ES meta-training throughput: inner steps/s and achieved GFLOP/s ÷ the measured matmul peak
   (FLOPs per inner step from XLA's cost analysis of one unscanned step);
 - the speedup of sharding ES particles over 2 local devices (``shard_map``) vs plain vmap on one.

@@ -103,8 +103,8 @@ def per_param_mlp(
     the first layer into one loop over the parameters; without ``pool`` the other (tiny) layers
     are fused the same way. With ``pool``, the hidden layers after the first are stacked and
     run as matmuls, which XLA on CPU handles better than a reduction over a fused chain.
-    Measured side by side against the stacked-matmul form on the 2-core CPU: ``small`` updates
-    1.5–2× faster, ``rnn-mlp`` about 10% (BENCHMARKS.md).
+    Measured side by side against the stacked-matmul form on the 2-core CPU
+    (``benchmarks/per_param_mlp.py``): ``small`` updates up to 2× faster, ``rnn-mlp`` 6–12%.
 
     Args:
         layers: ``eqx.nn.Linear`` list; the first takes ``len(features) + len(constants)``

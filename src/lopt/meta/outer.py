@@ -90,7 +90,7 @@ def meta_train(
             on another backend.
     """
     run_dir = pathlib.Path(run_dir)
-    if config is not None and config.init_from is not None and not run_dir.exists():
+    if config is not None and config.init_from and not (run_dir / "config.json").exists():
         check_same_architecture(config.init_from, build_architecture(config.architecture))
     cfg = load_config(run_dir, config, MetaTrainConfig)
     with exclusive(run_dir):
