@@ -289,3 +289,17 @@ def test_pbt_tunes_a_learned_outer_optimizers_step_like_adams_lr(tmp_path):
     steps = np.round(log_step / np.log(1.25)).astype(int)
     np.testing.assert_allclose(log_step, steps * np.log(np.float32(1.25)), rtol=1e-5, atol=1e-6)
     assert 1 <= np.count_nonzero(steps) <= 2  # one member replaced (and explored) per round
+
+
+def test_best_outer_applies_the_best_members_theta_as_of_the_latest_validation():
+    from lopt.population.outer import appliers
+
+    cfg = PopulationConfig(outer="best", **TINY)
+    thetas = {"w": jnp.arange(4.0)}
+    state = {"thetas": thetas, "scores": jnp.asarray([0.5, 0.2, np.nan, 0.9]), "best_theta": None}
+    selftrain._remember_best(state)
+    assert float(state["best_theta"]["w"]) == 1.0  # slot 1 scored best
+    moved = {"w": thetas["w"] + 10.0}  # the members (slot 1 too) move after the validation
+    applier, log_step = appliers(cfg, jax.random.key(0), moved, {}, state["best_theta"])
+    np.testing.assert_array_equal(applier["w"], np.full(4, 1.0))
+    np.testing.assert_array_equal(log_step, np.zeros(4))

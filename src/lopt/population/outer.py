@@ -2,10 +2,10 @@
 
 A learned optimizer is an optax transformation, so self-training is the usual outer loop with a
 learned outer optimizer: member ``i``'s meta-gradient is applied by ``arch.optimizer(θ_j)``,
-where ``j`` is the member itself (``self``), the member with the best latest validation
-(``best``) or a member drawn at random each step (``random``). The comparison run applies it
-with optax Adam (after per-weight clipping, as ``lopt meta-train`` does) at a per-member
-learning rate that PBT tunes.
+where ``j`` is the member itself (``self``), the best member as of the latest validation
+(``best``; its θ of that moment) or a member drawn at random each step (``random``). The
+comparison run applies it with optax Adam (after per-weight clipping, as ``lopt meta-train``
+does) at a per-member learning rate that PBT tunes.
 
 With ``tune_learned_step``, a learned outer optimizer's updates are scaled by a per-member
 step multiplier that PBT perturbs exactly as it perturbs Adam's learning rate in the comparison
@@ -93,9 +93,15 @@ def initial_hyperparameters(cfg: PopulationConfig) -> dict[str, jax.Array]:
 
 
 def appliers(
-    cfg: PopulationConfig, key: jax.Array, thetas: Any, scores: np.ndarray, hyper: dict
+    cfg: PopulationConfig, key: jax.Array, thetas: Any, hyper: dict, best_theta: Any = None
 ) -> Any:
-    """Each member's applier this step, stacked over members (see the module docstring)."""
+    """Each member's applier this step, stacked over members (see the module docstring).
+
+    ``best_theta``: with ``outer: best``, the θ the best member had at the latest validation. It
+    is a snapshot, not that member's current θ: a member that degrades between validations
+    would otherwise degrade every member it trains at once (measured: with the live θ the whole
+    default population collapsed within 25 steps, at step 425–800, and never recovered).
+    """
     population = cfg.population
     if cfg.outer == "adam":
         return hyper["log_lr"]
@@ -103,8 +109,8 @@ def appliers(
     if cfg.outer == "self":
         return thetas, log_step
     if cfg.outer == "best":
-        best = int(np.argmin(np.where(np.isfinite(scores), scores, np.inf)))
-        index = jnp.full((population,), best, jnp.int32)
-    else:
-        index = jax.random.randint(key, (population,), 0, population)
+        return jax.tree.map(
+            lambda x: jnp.broadcast_to(x, (population, *x.shape)), best_theta
+        ), log_step
+    index = jax.random.randint(key, (population,), 0, population)
     return jax.tree.map(lambda x: x[index], thetas), log_step

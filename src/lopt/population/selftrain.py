@@ -101,7 +101,16 @@ def _initial_state(cfg: PopulationConfig, arch, rule, estimators) -> dict:
         "scores": jnp.full((cfg.population,), jnp.inf, jnp.float32),
         "member_id": jnp.arange(cfg.population, dtype=jnp.int32),
         "next_id": jnp.asarray(cfg.population, jnp.int32),
+        **({"best_theta": jax.tree.map(lambda x: x[0], thetas)} if cfg.outer == "best" else {}),
     }
+
+
+def _remember_best(state: dict) -> None:
+    """With ``outer: best``: keep the θ of the best-scoring member as of this validation."""
+    if "best_theta" in state:
+        scores = np.asarray(state["scores"])
+        best = int(np.argmin(np.where(np.isfinite(scores), scores, np.inf)))
+        state["best_theta"] = jax.tree.map(lambda x: x[best], state["thetas"])
 
 
 def _step_key(cfg: PopulationConfig, stream: int, step: int) -> jax.Array:
@@ -232,6 +241,7 @@ def _self_train(run_dir, cfg: PopulationConfig, max_minutes, console: Console, m
     ):
         if restored is None:
             state["scores"] = jnp.asarray(validate(0, metrics_file), jnp.float32)
+            _remember_best(state)
         try:
             for step in range(start, cfg.outer_steps):
                 i = step % len(tasks)
@@ -244,8 +254,8 @@ def _self_train(run_dir, cfg: PopulationConfig, max_minutes, console: Console, m
                     cfg,
                     _step_key(cfg, CONTROL, step),
                     state["thetas"],
-                    np.asarray(state["scores"]),
                     state["hyper"],
+                    state.get("best_theta"),
                 )
                 state["thetas"], state["outer_state"], bad = apply_updates(
                     applier, state["thetas"], state["outer_state"], grads, m["meta_loss"]
@@ -275,6 +285,7 @@ def _self_train(run_dir, cfg: PopulationConfig, max_minutes, console: Console, m
                 # only reports, so that extending a run retraces an uninterrupted one.
                 if done % cfg.pbt_every == 0:
                     state["scores"] = jnp.asarray(validate(done, metrics_file), jnp.float32)
+                    _remember_best(state)
                     pbt_round(done, lineage_file)
                 elif done == cfg.outer_steps:
                     validate(done, metrics_file)
