@@ -97,10 +97,10 @@ def appliers(
 ) -> Any:
     """Each member's applier this step, stacked over members (see the module docstring).
 
-    ``best_theta``: with ``outer: best``, the θ the best member had at the latest validation. It
-    is a snapshot, not that member's current θ: a member that degrades between validations
-    would otherwise degrade every member it trains at once (measured: with the live θ the whole
-    default population collapsed within 25 steps, at step 425–800, and never recovered).
+    ``best_theta``: with ``outer: best``, the θ the best member had at the latest validation: one
+    fixed applier per PBT round, whatever that member becomes in between. (Measured on the
+    default config: with either this snapshot or the member's live θ, one applier for the
+    whole population eventually drags every member down — docs/self_training.md.)
     """
     population = cfg.population
     if cfg.outer == "adam":
