@@ -147,3 +147,32 @@ def test_invalid_network_settings_are_named():
         build_architecture({"kind": "mlp", "hidden": []})
     with pytest.raises(LoptError, match="must include"):
         build_architecture({"kind": "rnn-mlp", "decays": [0.5, 0.99]})
+
+
+@pytest.mark.parametrize("hidden", [(8,), (8, 8)])
+def test_fused_per_parameter_mlp_equals_the_matrix_form(hidden):
+    import equinox as eqx
+
+    from lopt.learned.features import per_param_mlp
+
+    sizes = (5 + 3, *hidden, 2)  # 5 per-parameter features + 3 per-tensor constants
+    keys = jax.random.split(jax.random.key(0), len(sizes))
+    pairs = zip(sizes[:-1], sizes[1:], keys[:-1], strict=True)
+    layers = [eqx.nn.Linear(a, b, key=k) for a, b, k in pairs]
+    features = [jax.random.normal(k, (4, 6)) for k in jax.random.split(keys[-1], 5)]
+    constants = jnp.asarray([0.5, -1.0, 2.0])
+    x = jnp.stack([f.reshape(-1) for f in features], axis=-1)
+    x = jnp.concatenate([x, jnp.broadcast_to(constants, (x.shape[0], 3))], axis=-1)
+    for layer in layers[:-1]:
+        x = jax.nn.relu(x @ layer.weight.T + layer.bias)
+    expected_pooled = jnp.mean(x, axis=0)
+    expected = x @ layers[-1].weight.T + layers[-1].bias
+    for pool in (False, True):
+        outputs, pooled = per_param_mlp(layers, features, constants, pool=pool)
+        for j, out in enumerate(outputs):
+            assert out.shape == (4, 6)
+            np.testing.assert_allclose(out.reshape(-1), expected[:, j], rtol=1e-5, atol=1e-5)
+        if pool:
+            np.testing.assert_allclose(pooled, expected_pooled, rtol=1e-5, atol=1e-6)
+        else:
+            assert pooled is None
