@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import optax
 from rich.console import Console
 
-from lopt.errors import LoptError
+from lopt.errors import CheckpointError, LoptError
 from lopt.learned.io import (
     build_architecture,
     check_same_architecture,
@@ -91,7 +91,10 @@ def meta_train(
     """
     run_dir = pathlib.Path(run_dir)
     if config is not None and config.init_from and not (run_dir / "config.json").exists():
-        check_same_architecture(config.init_from, build_architecture(config.architecture))
+        try:
+            check_same_architecture(config.init_from, build_architecture(config.architecture))
+        except CheckpointError as e:
+            raise CheckpointError(f"init_from {config.init_from!r}: {e}") from None
     cfg = load_config(run_dir, config, MetaTrainConfig)
     with exclusive(run_dir):
         return _meta_train(run_dir, cfg, max_minutes, console or Console(), backend or InProcess())
