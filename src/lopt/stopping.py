@@ -81,3 +81,6 @@ def stop_on_signals() -> Iterator[StopRequest]:
 def stopped_message(reason: str, step: int) -> str:
     """What a run prints when it stops early (``reason`` from ``StopRequest.reason``)."""
     return f"{reason}: checkpoint saved at outer step {step}; re-run on this directory to resume"
+
+
+INTERRUPTED_MESSAGE = "interrupted: the last checkpoint is kept; re-run on this directory to resume"

@@ -42,7 +42,7 @@ from lopt.meta.rundir import (
     truncate_jsonl,
 )
 from lopt.meta.validation import Validator
-from lopt.stopping import stop_on_signals, stopped_message
+from lopt.stopping import INTERRUPTED_MESSAGE, stop_on_signals, stopped_message
 from lopt.tasks.registry import get_family
 
 
@@ -226,9 +226,7 @@ def _meta_train(
                     break
         except KeyboardInterrupt:
             metrics_file.flush()
-            console.log(
-                "interrupted: the last checkpoint is kept; re-run on this directory to resume"
-            )
+            console.log(INTERRUPTED_MESSAGE)
             raise
         finally:
             source.close()

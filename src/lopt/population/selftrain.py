@@ -51,7 +51,7 @@ from lopt.population.lopt_task import LearnedOptimizerFamily
 from lopt.population.plots import plot_population
 from lopt.population.scoring import MemberScorer
 from lopt.population.vectorize import over_members
-from lopt.stopping import stop_on_signals, stopped_message
+from lopt.stopping import INTERRUPTED_MESSAGE, stop_on_signals, stopped_message
 
 # Independent PRNG streams, each folded with the outer step.
 INIT, ESTIMATOR_INIT, ESTIMATE, CONTROL, PBT_PLAN, PBT_EXPLORE = range(6)
@@ -299,9 +299,7 @@ def _self_train(run_dir, cfg: PopulationConfig, max_minutes, console: Console, m
                     break
         except KeyboardInterrupt:
             metrics_file.flush()
-            console.log(
-                "interrupted: the last checkpoint is kept; re-run on this directory to resume"
-            )
+            console.log(INTERRUPTED_MESSAGE)
             raise
     reached = start if start >= cfg.outer_steps else step + 1
     finished = reached >= cfg.outer_steps
