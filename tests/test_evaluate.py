@@ -97,6 +97,45 @@ def test_evaluate_tiny_run():
     assert task.metrics["sgd@0.1"].hyperparameters == "lr=0.1"
 
 
+def _without_timings(result) -> dict:
+    data = result.to_json()
+    for task in data["tasks"].values():
+        task.pop("seconds")
+    return data
+
+
+def test_baseline_cache_reuses_reference_grids_of_the_same_code(tmp_path, monkeypatch):
+    from lopt import baseline_cache
+    from lopt import evaluate as evaluate_module
+
+    cache = baseline_cache.BaselineCache(tmp_path / "cache")
+    args = (["quadratic-16"], ["sgd@0.1"], 20, 2, jax.random.key(0), 10, False)
+    first = evaluate(*args, baseline_cache=cache)
+    entries = sorted((tmp_path / "cache").glob("*.npz"))
+    assert len(entries) == 1  # the Adam grid; the fixed sgd@0.1 is never cached
+    grids = []
+    run_grid = evaluate_module._run_grid
+    monkeypatch.setattr(
+        evaluate_module,
+        "_run_grid",
+        lambda task, spec, *a: grids.append(spec.grid) or run_grid(task, spec, *a),
+    )
+    second = evaluate(*args, baseline_cache=cache)
+    assert grids == ["sgd@0.1"]  # Adam's 14 learning rates came from the cache
+    assert _without_timings(second) == _without_timings(first)
+    # Other code (a different source digest) or a damaged entry: run again, store again.
+    monkeypatch.setattr(baseline_cache, "source_digest", lambda: "other code")
+    evaluate(*args, baseline_cache=cache)
+    assert grids == ["sgd@0.1", "sgd@0.1", "adam-lrs"]
+    assert len(list((tmp_path / "cache").glob("*.npz"))) == 2
+    entries[0].write_bytes(b"not an npz")
+    monkeypatch.undo()
+    assert cache.load(entries[0].stem) is None
+    again = evaluate(*args, baseline_cache=cache)
+    assert _without_timings(again) == _without_timings(first)
+    assert not list((tmp_path / "cache").glob("*.tmp"))
+
+
 def _metrics(curve: float) -> Metrics:
     return Metrics(0.0, curve, curve, "")
 

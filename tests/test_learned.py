@@ -13,9 +13,11 @@ from lopt.errors import CheckpointError, LoptError
 from lopt.learned import ARCHITECTURES, build_architecture, load_theta, save_optimizer
 from lopt.learned.hierarchical import RNNMLPOptimizer
 from lopt.learned.mlp import MLPOptimizer
+from lopt.learned.trust_region import trust_region
 
+# "mlp" runs with the trust region on and "rnn-mlp" without, so both paths pass conformance.
 TINY = {
-    "mlp": {"kind": "mlp", "hidden": [4]},
+    "mlp": {"kind": "mlp", "hidden": [4], "trust_ratio": 0.1},
     "rnn-mlp": {
         "kind": "rnn-mlp",
         "mlp_hidden": [4, 4],
@@ -137,6 +139,19 @@ def test_bad_architecture_config():
         build_architecture({"kind": "mlp", "width": 3})
 
 
+def test_shipped_optimizers_load_with_their_trust_region():
+    from lopt.pretrained import SHIPPED, shipped_architecture
+
+    for name in SHIPPED:
+        arch, theta, _ = load_theta(name)
+        assert shipped_architecture(name) == arch.config()  # what the benchmarks time
+        assert arch.trust_ratio == 0.1
+        params = _params()
+        opt = lopt.pretrained(name)
+        updates, _ = opt.update(_grads(params, 0), opt.init(params), params, loss=jnp.float32(1))
+        assert all(np.all(np.isfinite(u)) for u in jax.tree.leaves(updates))
+
+
 def test_unknown_pretrained_name_lists_valid_ones():
     with pytest.raises(LoptError, match="valid pretrained optimizers: rnn-mlp, small"):
         lopt.pretrained("huge")
@@ -147,6 +162,42 @@ def test_invalid_network_settings_are_named():
         build_architecture({"kind": "mlp", "hidden": []})
     with pytest.raises(LoptError, match="must include"):
         build_architecture({"kind": "rnn-mlp", "decays": [0.5, 0.99]})
+    with pytest.raises(LoptError, match="invalid value for trust_ratio of 'mlp'"):
+        build_architecture({"kind": "mlp", "trust_ratio": 0.0})
+    with pytest.raises(LoptError, match="invalid value for trust_floor of 'rnn-mlp'"):
+        build_architecture({"kind": "rnn-mlp", "trust_floor": -1.0})
+
+
+def test_trust_region_caps_the_update_rms_and_keeps_its_direction():
+    rms = lambda x: float(jnp.sqrt(jnp.mean(jnp.square(x))))
+    param = jax.random.normal(jax.random.key(0), (6, 7)) * 0.2
+    big = jax.random.normal(jax.random.key(1), (6, 7))
+    capped = trust_region(big, param, 0.1, 1e-3)
+    assert rms(capped) == pytest.approx(0.1 * rms(param), rel=1e-5)
+    np.testing.assert_allclose(capped / rms(capped), big / rms(big), rtol=1e-5)
+    small = 1e-3 * big  # inside the region: untouched
+    np.testing.assert_array_equal(trust_region(small, param, 0.1, 1e-3), small)
+    zero_param = jnp.zeros((5,))  # near-zero tensors get the floor as their scale
+    assert rms(trust_region(jnp.ones((5,)), zero_param, 0.1, 0.01)) == pytest.approx(1e-3)
+    assert trust_region(big, param, None, 1e-3) is big
+    assert not np.isfinite(rms(trust_region(big.at[0, 0].set(jnp.nan), param, 0.1, 1e-3)))
+
+
+@pytest.mark.parametrize("name", ["mlp", "rnn-mlp"])
+def test_trust_region_bounds_every_step_of_the_network_optimizers(name):
+    """A θ with a huge step size: every tensor's update is capped at trust_ratio × its RMS."""
+    arch = build_architecture({**TINY[name], "trust_ratio": 0.05})
+    theta = arch.init_theta(jax.random.key(0))
+    theta["log_lr"] = jnp.asarray(8.0)  # λ₂·e⁸ ≈ 3: far outside the region
+    opt = arch.optimizer(theta)
+    params = _params()
+    state = opt.init(params)
+    for i in range(3):
+        updates, state = opt.update(_grads(params, i), state, params, loss=jnp.float32(1.0))
+        for u, p in zip(jax.tree.leaves(updates), jax.tree.leaves(params), strict=True):
+            rms_u, rms_p = (float(jnp.sqrt(jnp.mean(jnp.square(x)))) for x in (u, p))
+            assert rms_u == pytest.approx(0.05 * rms_p, rel=1e-4)
+        params = optax.apply_updates(params, updates)
 
 
 @pytest.mark.parametrize("hidden", [(8,), (8, 8)])

@@ -71,7 +71,13 @@ def test_init_from_continues_a_saved_optimizer(tmp_path):
         assert np.array_equal(np.asarray(a), np.asarray(b))
     fresh = build_architecture(TINY["architecture"]).init_theta(jax.random.key(0))
     assert not np.array_equal(np.asarray(fresh["log_lr"]), np.asarray(first["log_lr"]))
-    other = {**TINY, "architecture": {"kind": "learned-adam", "init_lr": 1e-2}}
+    # Settings outside θ may change (here the initial lr, which only shapes a fresh θ) ...
+    same_theta = {**TINY, "architecture": {"kind": "learned-adam", "init_lr": 1e-2}}
+    cfg = MetaTrainConfig(outer_steps=0, init_from=str(tmp_path / "first"), **same_theta)
+    meta_train(tmp_path / "fourth", cfg)
+    assert np.array_equal(_theta(tmp_path / "fourth")["log_lr"], first["log_lr"])
+    # ... but θ itself must fit.
+    other = {**TINY, "architecture": {"kind": "mlp", "hidden": [2]}}
     with pytest.raises(CheckpointError, match=r"optimizer\.safetensors holds the architecture"):
         meta_train(tmp_path / "third", MetaTrainConfig(init_from=str(tmp_path / "first"), **other))
     with pytest.raises(CheckpointError, match="no saved optimizer"):

@@ -24,6 +24,7 @@ from lopt.tasks import (
     task_names,
 )
 from lopt.tasks.classifiers import MLPClassifier, MLPClassifierConfig
+from lopt.tasks.registry import HELDOUT_FRESH_TASKS
 from lopt.tasks.synthetic import Quadratic, QuadraticConfig
 from lopt.train import train
 
@@ -129,7 +130,8 @@ def test_heldout_tasks_are_never_sampled_in_meta_training():
     """No held-out named task's config can be drawn from a meta-training family (checked on
     2000 draws per family: the config spaces are small and discrete), and held-out families
     share no name with meta-training families."""
-    heldout = {get_task(name).config for name in HELDOUT_TASKS}
+    heldout = {get_task(name).config for name in (*HELDOUT_TASKS, *HELDOUT_FRESH_TASKS)}
+    assert len(heldout) == len(HELDOUT_TASKS) + len(HELDOUT_FRESH_TASKS)  # all distinct
     for name in META_TRAIN_FAMILIES:
         rng = np.random.default_rng(0)
         sampled = {FAMILIES[name].sample_config(rng) for _ in range(2000)}

@@ -25,9 +25,11 @@ from lopt.torch import LearnedOptimizer, MLPConfig, RNNMLPConfig  # noqa: E402
 from lopt.torch import optimizer as optimizer_module  # noqa: E402
 from lopt.torch.networks import CONFIGS  # noqa: E402
 
+# Trust ratios near the median update ÷ parameter RMS of the problem below: the trust region
+# caps about half of the updates, so parity covers both of its branches.
 ARCHITECTURES = {
-    "mlp": {"kind": "mlp", "hidden": [8]},
-    "rnn-mlp": {"kind": "rnn-mlp", "mlp_hidden": [8, 8]},
+    "mlp": {"kind": "mlp", "hidden": [8], "trust_ratio": 5e-4},
+    "rnn-mlp": {"kind": "rnn-mlp", "mlp_hidden": [8, 8], "trust_ratio": 3e-4},
 }
 # Scalar, vector, matrix and rank-5 tensors (the rank-4 shape features keep the last 4 dims).
 SHAPES = [(5, 3), (3,), (), (3, 2), (2, 1, 2, 3, 2)]

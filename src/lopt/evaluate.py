@@ -35,6 +35,7 @@ import numpy as np
 import optax
 
 import lopt
+from lopt.baseline_cache import BaselineCache, entry_key
 from lopt.baselines import (
     ADAM_LRS,
     BASELINES,
@@ -295,11 +296,14 @@ def evaluate(
     key: jax.Array,
     eval_every: int | None = None,
     progress: bool = True,
+    baseline_cache: BaselineCache | None = None,
 ) -> EvalResult:
     """Train every optimizer on every task (``num_seeds`` seeds) and compute the metrics.
 
     ``adam-tuned`` and ``adam-global`` are always included. All optimizers on a task share
-    its seeds' keys (common random numbers: same inits, same minibatches).
+    its seeds' keys (common random numbers: same inits, same minibatches). With
+    ``baseline_cache``, the runs of the reference grids (Adam's learning rates, NAdamW's
+    trials) are reused from it when the same code made them, and stored there otherwise.
     """
     from lopt.report import progress_bar
 
@@ -319,20 +323,27 @@ def evaluate(
             for grid, spec in grids.items():
                 trials = len(jax.tree.leaves(spec.hparams)[0])
                 bar(f"task {i}/{len(task_names)} {name} · {grid} ({trials} trials)")
-                start = time.perf_counter()
-                curves = run_trials(
-                    task,
-                    lambda h, spec=spec: spec.build(h, num_steps),
-                    spec.hparams,
-                    task_key(key, name),
-                    num_steps,
-                    num_seeds,
-                    config["eval_every"],
+                cache_key = entry_key(
+                    task=name,
+                    grid=grid,
+                    steps=num_steps,
+                    seeds=num_seeds,
+                    eval_every=config["eval_every"],
+                    key=np.asarray(jax.random.key_data(task_key(key, name))).tolist(),
                 )
-                runs[name][grid] = {s: np.asarray(curves.eval[s]) for s in SPLITS}
-                scores[name][grid] = selection_score(curves, "inner_valid", "curve")
-                seconds[name][grid] = time.perf_counter() - start
-                steps = np.asarray(curves.step[0, 0])
+                cached = None
+                if baseline_cache is not None and grid in REFERENCE_GRIDS:
+                    cached = baseline_cache.load(cache_key)
+                if cached is None:
+                    cached = _run_grid(
+                        task, spec, task_key(key, name), num_steps, num_seeds, config
+                    )
+                    if baseline_cache is not None and grid in REFERENCE_GRIDS:
+                        baseline_cache.store(cache_key, cached)
+                runs[name][grid] = {s: cached[s] for s in SPLITS}
+                scores[name][grid] = cached["selection_score"]
+                seconds[name][grid] = float(cached["seconds"])
+                steps = cached["steps"]
     global_choice = {
         g: global_best_index([scores[n][g] for n in task_names])
         for g, s in grids.items()
@@ -357,6 +368,26 @@ def evaluate(
             )
         tasks[name] = TaskResult(name, initial, best, steps, curves, metrics, seconds[name])
     return EvalResult(config, tuple(s.label for s in specs), tasks)
+
+
+def _run_grid(task, spec: OptimizerSpec, key, num_steps, num_seeds, config) -> dict:
+    """Every trial × seed of one grid on one task: the arrays ``evaluate`` keeps (and caches)."""
+    start = time.perf_counter()
+    curves = run_trials(
+        task,
+        lambda h: spec.build(h, num_steps),
+        spec.hparams,
+        key,
+        num_steps,
+        num_seeds,
+        config["eval_every"],
+    )
+    return {
+        **{s: np.asarray(curves.eval[s]) for s in SPLITS},
+        "selection_score": np.asarray(selection_score(curves, "inner_valid", "curve")),
+        "steps": np.asarray(curves.step[0, 0]),
+        "seconds": np.asarray(time.perf_counter() - start),
+    }
 
 
 def write_run(result: EvalResult, out_dir: str | pathlib.Path) -> pathlib.Path:
@@ -400,6 +431,7 @@ def evaluate_into(
     key: jax.Array,
     eval_every: int | None = None,
     progress: bool = True,
+    baseline_cache: BaselineCache | None = None,
 ) -> tuple[dict, bool]:
     """``evaluate`` + ``write_run`` with resume: returns ``(results_json, reused)``.
 
@@ -419,6 +451,8 @@ def evaluate_into(
             f"{out_dir} holds results of a different evaluation (differs in: "
             f"{', '.join(fields)}); choose another output directory or remove it"
         )
-    result = evaluate(task_names, optimizer_specs, num_steps, num_seeds, key, eval_every, progress)
+    result = evaluate(
+        task_names, optimizer_specs, num_steps, num_seeds, key, eval_every, progress, baseline_cache
+    )
     write_run(result, out_dir)
     return result.to_json(), False

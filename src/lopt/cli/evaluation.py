@@ -28,6 +28,12 @@ def add_eval(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0, help="base PRNG seed")
     p.add_argument("--out", required=True, help="run directory")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--no-baseline-cache",
+        action="store_true",
+        help="re-run the Adam/NAdamW reference grids instead of reusing cached runs of the same "
+        "code ($LOPT_BASELINE_CACHE, default ~/.cache/lopt/baselines)",
+    )
     p.set_defaults(run=run_eval)
 
 
@@ -35,10 +41,12 @@ def run_eval(args: argparse.Namespace) -> int:
     setup()
     import jax
 
+    from lopt.baseline_cache import BaselineCache, default_dir
     from lopt.evaluate import evaluate_into
     from lopt.tasks import task_names
 
     specs = [s.strip() for s in args.optimizer.split(",") if s.strip()]
+    cache = None if args.no_baseline_cache else BaselineCache(default_dir())
     data, reused = evaluate_into(
         args.out,
         task_names(args.tasks),
@@ -48,6 +56,7 @@ def run_eval(args: argparse.Namespace) -> int:
         jax.random.key(args.seed),
         args.eval_every,
         progress=not args.no_progress,
+        baseline_cache=cache,
     )
     print_results(data, args.out, reused)
     return 0

@@ -38,6 +38,7 @@ from lopt.learned.features import (
     time_features,
     update_accumulators,
 )
+from lopt.learned.trust_region import check_trust_region, trust_region
 
 LOSS_FEATURE_NAMES = ("train_loss_standardized", "valid_loss_standardized", "log_loss_ratio")
 TRAIN_LOSS_DECAY, VALID_LOSS_DECAY = 0.9, 0.95
@@ -103,6 +104,7 @@ class RNNMLPOptimizer(Architecture):
         deepsets: size of the cross-tensor DeepSets channel.
         decays, timescales, step_mult, exp_mult: as in ``MLPOptimizer``.
         clip_mult: gradient clip threshold in units of the gradient-RMS EMA (times exp(θ)).
+        trust_ratio, trust_floor: the per-tensor trust region, as in ``MLPOptimizer``.
     """
 
     kind = "rnn-mlp"
@@ -115,9 +117,12 @@ class RNNMLPOptimizer(Architecture):
     step_mult: float = 1e-3
     exp_mult: float = 1.0
     clip_mult: float = 10.0
+    trust_ratio: float | None = None
+    trust_floor: float = 1e-3
 
     def __post_init__(self):
         check_config(self.kind, self.mlp_hidden, self.decays, (0.9, 0.999))
+        check_trust_region(self.kind, self.trust_ratio, self.trust_floor)
 
     @property
     def param_feature_names(self) -> tuple[str, ...]:
@@ -237,7 +242,9 @@ class RNNMLPOptimizer(Architecture):
                 pooled.append(pooled_i)
                 direction = direction + nominal_direction(m, v, acc.count, self.decays, 0.9, 0.999)
                 log_step = self.exp_mult * magnitude + theta["log_lr"] + tensor_log_lr[i]
-                updates.append((-self.step_mult * jnp.exp(log_step) * direction).astype(p.dtype))
+                update = -self.step_mult * jnp.exp(log_step) * direction
+                update = trust_region(update, p, self.trust_ratio, self.trust_floor)
+                updates.append(update.astype(p.dtype))
 
             new_state = RNNMLPState(acc, h, c, jnp.stack(pooled), grad_rms, stats)
             return jax.tree.unflatten(treedef, updates), new_state

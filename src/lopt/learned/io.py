@@ -50,16 +50,21 @@ def save_optimizer(stem, arch: Architecture, theta, info: dict | None = None) ->
     checkpoint.save(stem, theta, meta)
 
 
-def check_same_architecture(path, arch: Architecture) -> None:
-    """Raise one clear error unless the saved optimizer at ``path`` has architecture ``arch``."""
+def check_theta_fits(path, arch: Architecture) -> None:
+    """Raise one clear error unless the θ saved at ``path`` fits architecture ``arch``: the same
+    kind and the same θ structure and shapes. Settings outside θ (a trust region, step
+    multipliers) may differ, so a saved optimizer can be meta-trained further under new ones."""
     stem = resolve_stem(path)
     meta = read_metadata(stem)
     saved = meta.get("architecture") if meta.get("format") == FORMAT else None
     if saved is None:
         raise CheckpointError(f"{stem}.json is not a saved lopt optimizer (format {FORMAT!r})")
-    if build_architecture(saved) != arch:
+    saved_arch = build_architecture(saved)
+    shapes = lambda a: jax.eval_shape(a.init_theta, jax.random.key(0))
+    if saved_arch.kind != arch.kind or shapes(saved_arch) != shapes(arch):
         raise CheckpointError(
-            f"{stem}.safetensors holds the architecture {saved}, expected {arch.config()}"
+            f"{stem}.safetensors holds the architecture {saved}, whose θ does not fit "
+            f"{arch.config()}"
         )
 
 

@@ -34,6 +34,7 @@ from lopt.learned.features import (
     time_features,
     update_accumulators,
 )
+from lopt.learned.trust_region import check_trust_region, trust_region
 
 
 class MLPOptState(NamedTuple):
@@ -51,6 +52,9 @@ class MLPOptimizer(Architecture):
         step_mult: λ₂, the base step (the learning rate of the nominal Adam direction).
         exp_mult: λ₁, the scale of the log-magnitude output.
         nominal: add Adam's direction under the learned correction (and start at it).
+        trust_ratio: cap each tensor's update RMS at this fraction of the tensor's RMS
+            (``None``: no cap; see ``lopt.learned.trust_region``).
+        trust_floor: the tensor RMS assumed for tensors smaller than it (zero-initialized ones).
     """
 
     kind = "mlp"
@@ -60,9 +64,12 @@ class MLPOptimizer(Architecture):
     step_mult: float = 1e-3
     exp_mult: float = 1.0
     nominal: bool = True
+    trust_ratio: float | None = None
+    trust_floor: float = 1e-3
 
     def __post_init__(self):
         check_config(self.kind, self.hidden, self.decays, (0.9, 0.999) if self.nominal else ())
+        check_trust_region(self.kind, self.trust_ratio, self.trust_floor)
 
     @property
     def feature_names(self) -> tuple[str, ...]:
@@ -97,7 +104,8 @@ class MLPOptimizer(Architecture):
                         ms, vs, acc.count, self.decays, 0.9, 0.999
                     )
                 scale = self.step_mult * jnp.exp(self.exp_mult * magnitude + theta["log_lr"])
-                return (-scale * direction).astype(p.dtype)
+                update = trust_region(-scale * direction, p, self.trust_ratio, self.trust_floor)
+                return update.astype(p.dtype)
 
             ms, vs = leaves_per_decay(acc.momentum), leaves_per_decay(acc.second_moment)
             g_leaves, treedef = jax.tree.flatten(grads)

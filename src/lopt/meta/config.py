@@ -62,10 +62,11 @@ class MetaTrainConfig(JsonConfig):
 
     Attributes:
         architecture: learned-optimizer config (``{"kind": "mlp", ...}``; see ``lopt.learned``).
-        init_from: start θ from a saved optimizer of the same architecture (a shipped name such
-            as ``rnn-mlp``, a file, stem or run directory) instead of a fresh initialization:
-            continued meta-training, e.g. on another task mixture or meta-loss. Checked when a
-            run starts (it may name a run that a previous command produces).
+        init_from: start θ from a saved optimizer whose θ fits the architecture (same kind
+            and θ shapes; settings outside θ such as the trust region may differ), given as a
+            shipped name such as ``rnn-mlp``, a file, stem or run directory, instead of a fresh
+            initialization: continued meta-training, e.g. on another task mixture or meta-loss.
+            Checked when a run starts (it may name a run that a previous command produces).
         estimator: ``es`` | ``pes`` | ``full-es`` | ``tbptt``.
         num_particles: antithetic pairs (or runs) per meta-gradient estimate.
         sigma: ES perturbation scale.

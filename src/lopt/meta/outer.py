@@ -26,7 +26,7 @@ from rich.console import Console
 from lopt.errors import CheckpointError, LoptError
 from lopt.learned.io import (
     build_architecture,
-    check_same_architecture,
+    check_theta_fits,
     load_theta,
     save_optimizer,
 )
@@ -92,7 +92,7 @@ def meta_train(
     run_dir = pathlib.Path(run_dir)
     if config is not None and config.init_from and not (run_dir / "config.json").exists():
         try:
-            check_same_architecture(config.init_from, build_architecture(config.architecture))
+            check_theta_fits(config.init_from, build_architecture(config.architecture))
         except CheckpointError as e:
             raise CheckpointError(f"init_from {config.init_from!r}: {e}") from None
     cfg = load_config(run_dir, config, MetaTrainConfig)

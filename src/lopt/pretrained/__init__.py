@@ -29,6 +29,14 @@ def pretrained_path(name: str) -> pathlib.Path:
     return pathlib.Path(str(importlib.resources.files("lopt.pretrained"))) / name
 
 
+def shipped_architecture(name: str) -> dict:
+    """The architecture config (``{"kind": ..., ...}``) of a shipped optimizer, read from its
+    JSON file without loading weights or importing JAX."""
+    from lopt.files import read_metadata
+
+    return read_metadata(pretrained_path(name))["architecture"]
+
+
 def resolve_stem(name_or_path) -> pathlib.Path:
     """The file stem of a shipped name, or of a ``.safetensors``/``.json`` file, a stem or a
     run directory (``best.*`` preferred to ``optimizer.*``). Imports no JAX (``lopt.torch``

@@ -3,8 +3,9 @@
     python -m lopt.torch.bench [--quick] [--threads 1] [--device cpu]
 
 Models are two square linear layers (weights and biases) of about 10k, 100k and 1M parameters,
-as in ``lopt.bench_learned``; the optimizers are the shipped architectures ("small": "mlp" with
-hidden [8]; "rnn-mlp": mlp_hidden [8, 8]) with random weights, so nothing needs to be trained.
+as in ``lopt.bench_learned``; the optimizers are the shipped architectures (read from the
+shipped files: "small" is "mlp" with hidden [8], "rnn-mlp" has mlp_hidden [8, 8], both with the
+trust region) with random weights, so nothing needs to be trained.
 """
 
 from __future__ import annotations
@@ -20,13 +21,11 @@ import time
 import torch
 from safetensors.torch import save as save_safetensors
 
+from lopt.pretrained import SHIPPED, shipped_architecture
 from lopt.torch.networks import build_config
 from lopt.torch.optimizer import LearnedOptimizer
 
-ARCHITECTURES = {
-    "small": {"kind": "mlp", "hidden": [8]},
-    "rnn-mlp": {"kind": "rnn-mlp", "mlp_hidden": [8, 8]},
-}
+ARCHITECTURES = {name: shipped_architecture(name) for name in SHIPPED}  # as shipped
 SIZES = (10_000, 100_000, 1_000_000)
 
 

@@ -42,6 +42,8 @@ class MLPConfig:
     step_mult: float = 1e-3
     exp_mult: float = 1.0
     nominal: bool = True
+    trust_ratio: float | None = None
+    trust_floor: float = 1e-3
 
     kind = "mlp"
 
@@ -64,6 +66,8 @@ class RNNMLPConfig:
     step_mult: float = 1e-3
     exp_mult: float = 1.0
     clip_mult: float = 10.0
+    trust_ratio: float | None = None
+    trust_floor: float = 1e-3
 
     kind = "rnn-mlp"
 
@@ -230,6 +234,16 @@ def nominal_direction(m, v, count: int, decays: tuple[float, ...]) -> torch.Tens
     m_hat = m[decays.index(NOMINAL_B1)] / bias_correction(NOMINAL_B1, count)
     v_hat = v[decays.index(NOMINAL_B2)] / bias_correction(NOMINAL_B2, count)
     return m_hat.div_(v_hat.sqrt_().add_(EPS))
+
+
+def trust_region(update: torch.Tensor, param: torch.Tensor, ratio, floor: float) -> torch.Tensor:
+    """In place: ``update`` scaled so that ``RMS(update) ≤ ratio · max(RMS(param), floor)``
+    (``lopt.learned.trust_region``); unchanged when ``ratio`` is ``None``."""
+    if ratio is None:
+        return update
+    rms = lambda x: x.square().mean().sqrt()
+    limit = rms(param).clamp(min=floor).mul(ratio)
+    return update.mul_(limit.div_(rms(update).clamp(min=1e-30)).clamp(max=1.0))
 
 
 # --- the hierarchical optimizer's tensor-level parts (lopt.learned.hierarchical) ---

@@ -156,7 +156,8 @@ class LearnedOptimizer(torch.optim.Optimizer):
             count, m, v = state["step"], state["momentum"], state["second_moment"]
             if (count, p.device) not in times:
                 times[count, p.device] = nets.time_features(count, cfg.timescales, p.device)
-            features = nets.param_features(p.to(torch.float32), g, m, v)
+            p32 = p.to(torch.float32)
+            features = nets.param_features(p32, g, m, v)
             direction, magnitude, _ = nets.per_param_mlp(
                 nets.mlp_layers(theta), features, times[count, p.device]
             )
@@ -164,7 +165,8 @@ class LearnedOptimizer(torch.optim.Optimizer):
                 direction.add_(nets.nominal_direction(m, v, count, cfg.decays).reshape(-1))
             # −λ₂·exp(λ₁·m + log_lr)·d, in place on the network's output rows
             update = magnitude.mul_(cfg.exp_mult).add_(theta["['log_lr']"]).exp_()
-            _apply(p, update.mul_(-cfg.step_mult).mul_(direction), multiplier)
+            update = update.mul_(-cfg.step_mult).mul_(direction)
+            _apply(p, nets.trust_region(update, p32, cfg.trust_ratio, cfg.trust_floor), multiplier)
 
     def _step_rnn_mlp(self, active: list, loss, valid_loss) -> None:
         cfg = self.config
@@ -241,7 +243,9 @@ class LearnedOptimizer(torch.optim.Optimizer):
             log_lr = tensor_log_lr[i].to(p.device)
             # −λ₂·exp(λ₁·m + log_lr + s_tensor)·d, in place on the network's output rows
             update = magnitude.mul_(cfg.exp_mult).add_(local["['log_lr']"]).add_(log_lr).exp_()
-            _apply(p, update.mul_(-cfg.step_mult).mul_(direction), multiplier)
+            update = update.mul_(-cfg.step_mult).mul_(direction)
+            update = nets.trust_region(update, params[i], cfg.trust_ratio, cfg.trust_floor)
+            _apply(p, update, multiplier)
             state["h"], state["c"] = h[i].clone().to(p.device), c[i].clone().to(p.device)
             state["pooled"] = pooled.to(p.device)
 
