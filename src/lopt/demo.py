@@ -20,7 +20,7 @@ from lopt.meta import MetaTrainConfig, meta_train
 DEMO_TASKS = ("mlp-mnist1d-64", "mlp-wine-16", "autoencoder-digits", "quadratic-64-ill")
 DEMO_BASELINES = ("adam-tuned", "adam-global", "nadamw-tuned")
 DEMO_CONFIG = MetaTrainConfig(
-    architecture={"kind": "mlp", "hidden": [8]},
+    architecture={"kind": "mlp", "hidden": [8], "trust_ratio": 0.1},
     num_particles=8,
     truncation={"length": 50, "min_horizon": 100, "max_horizon": 500},
     families=("quadratic", "least_squares", "mlp-digits", "mlp-breast_cancer", "teacher_student"),
