@@ -323,22 +323,23 @@ def evaluate(
             for grid, spec in grids.items():
                 trials = len(jax.tree.leaves(spec.hparams)[0])
                 bar(f"task {i}/{len(task_names)} {name} · {grid} ({trials} trials)")
-                cache_key = entry_key(
-                    task=name,
-                    grid=grid,
-                    steps=num_steps,
-                    seeds=num_seeds,
-                    eval_every=config["eval_every"],
-                    key=np.asarray(jax.random.key_data(task_key(key, name))).tolist(),
-                )
-                cached = None
-                if baseline_cache is not None and grid in REFERENCE_GRIDS:
-                    cached = baseline_cache.load(cache_key)
+                use_cache = baseline_cache is not None and grid in REFERENCE_GRIDS
+                cache_key = None
+                if use_cache:
+                    cache_key = entry_key(
+                        task=name,
+                        grid=grid,
+                        steps=num_steps,
+                        seeds=num_seeds,
+                        eval_every=config["eval_every"],
+                        key=np.asarray(jax.random.key_data(task_key(key, name))).tolist(),
+                    )
+                cached = baseline_cache.load(cache_key) if use_cache else None
                 if cached is None:
                     cached = _run_grid(
                         task, spec, task_key(key, name), num_steps, num_seeds, config
                     )
-                    if baseline_cache is not None and grid in REFERENCE_GRIDS:
+                    if use_cache:
                         baseline_cache.store(cache_key, cached)
                 runs[name][grid] = {s: cached[s] for s in SPLITS}
                 scores[name][grid] = cached["selection_score"]

@@ -25,7 +25,8 @@ def check_trust_region(kind: str, ratio: float | None, floor: float) -> None:
 
 
 def trust_region(update: jax.Array, param: jax.Array, ratio: float | None, floor: float):
-    """``update`` scaled so that ``RMS(update) ≤ ratio · max(RMS(param), floor)`` (float32).
+    """``update`` scaled so that ``RMS(update) ≤ ratio · max(RMS(param), floor)``, the RMS
+    taken in float32.
 
     With ``ratio=None`` the update is returned unchanged. A non-finite update stays non-finite
     (divergence is counted by the caller, not hidden here).
