@@ -14,6 +14,18 @@ from lopt.tasks import TASK_SETS
 EXPECTED_FILES = ("config.json", "results.json", "results.md", "metrics.jsonl", "summary.png")
 
 
+def test_eval_keeps_baselines_in_the_cache_unless_told_not_to(tmp_path, monkeypatch):
+    monkeypatch.setenv("LOPT_BASELINE_CACHE", str(tmp_path / "cache"))
+    argv = ["eval", "--optimizer", "sgd@0.1", "--tasks", "quadratic-16", "--steps", "20"]
+    argv += ["--seeds", "1", "--eval-every", "10", "--no-progress"]
+    assert main([*argv, "--out", str(tmp_path / "a"), "--no-baseline-cache"]) == 0
+    assert not (tmp_path / "cache").exists()
+    assert main([*argv, "--out", str(tmp_path / "b")]) == 0
+    assert len(list((tmp_path / "cache").glob("*.npz"))) == 1  # the Adam grid of the task
+    results = [json.loads((tmp_path / d / "results.json").read_text()) for d in "ab"]
+    assert results[0]["summary"] == results[1]["summary"]
+
+
 def test_eval_writes_run_and_resumes(tmp_path, capsys):
     out = tmp_path / "run"
     argv = ["eval", "--optimizer", "adam@1e-2", "--tasks", "tiny", "--steps", "20"]
