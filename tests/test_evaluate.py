@@ -17,8 +17,8 @@ from lopt.evaluate import (
     evaluate,
     normalized_loss,
     reference_losses,
-    resolve_optimizer,
 )
+from lopt.optimizer_specs import resolve_optimizer
 
 
 def test_normalized_loss_by_hand():

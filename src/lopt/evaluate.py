@@ -26,136 +26,25 @@ import json
 import pathlib
 import time
 import zlib
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
-import optax
 
 import lopt
 from lopt.baseline_cache import BaselineCache, entry_key
-from lopt.baselines import (
-    ADAM_LRS,
-    BASELINES,
-    DEFAULT_LR,
-    NADAMW_TRIALS,
-    global_best_index,
-    make,
-    run_trials,
-    selection_score,
-)
-from lopt.baselines.tuning import NAdamWTrial, nadamw_trial
+from lopt.baselines import global_best_index, run_trials, selection_score
 from lopt.errors import LoptError, check_range, unknown_name
-from lopt.pretrained import SHIPPED
+from lopt.optimizer_specs import OptimizerSpec, resolve_optimizer
 from lopt.tasks import SPLITS, TASKS, get_task
 from lopt.train import check_schedule, default_eval_every
 
-SELECTIONS = ("fixed", "task", "global")
 # Always run: normalization needs the Adam grid, and these two are the baselines to beat.
 REFERENCE_SPECS = ("adam-tuned", "adam-global")
 # Trial grids whose every trial counts towards L* when they were run.
 REFERENCE_GRIDS = ("adam-lrs", "nadamw-trials")
 NONFINITE = 2.0  # normalized value of a diverged point
 CLIP = (-1.0, 2.0)
-
-
-@dataclasses.dataclass(frozen=True)
-class OptimizerSpec:
-    """What to run for one optimizer spec: a label and a builder over a trial grid.
-
-    Attributes:
-        label: the name in tables and plots (the spec as typed).
-        grid: id of the trial grid; specs sharing a grid share one run per task.
-        build: ``(hparams_row, num_steps) -> optax transformation``, traceable in the row.
-        hparams: pytree whose leaves have a leading trial axis ``(T, ...)``.
-        describe: trial index -> readable hyperparameters (``"lr=1e-03"``).
-        select: ``"fixed"`` (trial 0), ``"task"`` (best trial per task on inner_valid) or
-            ``"global"`` (the one trial best over all tasks of the run).
-    """
-
-    label: str
-    grid: str
-    build: Callable[[Any, int], optax.GradientTransformation]
-    hparams: Any
-    describe: Callable[[int], str]
-    select: str = "fixed"
-
-
-def _adam_grid(label: str, select: str) -> OptimizerSpec:
-    return OptimizerSpec(
-        label,
-        "adam-lrs",
-        lambda lr, _: make("adam", lr),
-        jnp.asarray(ADAM_LRS, jnp.float32),
-        lambda i: f"lr={ADAM_LRS[i]:.3g}",
-        select,
-    )
-
-
-def _nadamw_grid(label: str) -> OptimizerSpec:
-    table = NAdamWTrial(*(jnp.asarray(c, jnp.float32) for c in zip(*NADAMW_TRIALS, strict=True)))
-    return OptimizerSpec(
-        label,
-        "nadamw-trials",
-        nadamw_trial,
-        table,
-        lambda i: ", ".join(f"{k}={v:g}" for k, v in NADAMW_TRIALS[i]._asdict().items()),
-        "task",
-    )
-
-
-def fixed_optimizer(label: str, optimizer: optax.GradientTransformation, hparams: str = ""):
-    """Spec for one ready-made optimizer (a baseline at a fixed lr, a learned optimizer)."""
-    return OptimizerSpec(
-        label, label, lambda _h, _n: optimizer, jnp.zeros((1,)), lambda _: hparams, "fixed"
-    )
-
-
-# Named specs -> factory. Add an entry here to make a new name valid everywhere.
-NAMED_SPECS: dict[str, Callable[[], OptimizerSpec]] = {
-    "adam-tuned": lambda: _adam_grid("adam-tuned", "task"),
-    "adam-global": lambda: _adam_grid("adam-global", "global"),
-    "nadamw-tuned": lambda: _nadamw_grid("nadamw-tuned"),
-}
-
-
-def valid_specs() -> list[str]:
-    return [*NAMED_SPECS, *BASELINES, "NAME@LR", *SHIPPED, "PATH"]
-
-
-def resolve_optimizer(spec: str) -> OptimizerSpec:
-    """Turn a spec string into an ``OptimizerSpec``.
-
-    Specs: ``adam-tuned``, ``adam-global``, ``nadamw-tuned``, a baseline name (``adam``,
-    ``sgd``, … at its ``DEFAULT_LR``), ``NAME@LR`` (``adam@3e-3``), a shipped learned optimizer
-    (``small``, ``rnn-mlp``), or anything ``lopt.load`` accepts (a saved learned optimizer).
-    """
-    spec = spec.strip()
-    if spec in NAMED_SPECS:
-        return NAMED_SPECS[spec]()
-    name, at, lr_text = spec.partition("@")
-    if name in BASELINES:
-        lr = DEFAULT_LR[name]
-        if at:
-            try:
-                lr = float(lr_text)
-            except ValueError:
-                raise LoptError(
-                    f"invalid learning rate in optimizer {spec!r}: {lr_text!r} (expected a number)"
-                ) from None
-            check_range(f"learning rate of {spec!r}", lr, 1e-12)
-        return fixed_optimizer(spec, make(name, lr), f"lr={lr:.3g}")
-    if spec in SHIPPED:
-        return fixed_optimizer(spec, lopt.pretrained(spec))
-    try:
-        return fixed_optimizer(spec, lopt.load(spec))
-    except LoptError as err:
-        raise LoptError(
-            f"unknown optimizer {spec!r}; valid optimizers: {', '.join(valid_specs())} "
-            f"(PATH: a saved learned optimizer; loading {spec!r} failed: {err})"
-        ) from None
 
 
 def normalized_loss(curve, initial: float, best: float) -> np.ndarray:
