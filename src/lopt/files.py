@@ -56,8 +56,9 @@ def read_arrays(
     except Exception as e:  # safetensors raises its own error types for malformed files
         raise CheckpointError(f"{path} is not a valid safetensors file ({e})") from None
     names = list(names)
+    expected = set(names)
     missing = [n for n in names if n not in arrays]
-    extra = [n for n in arrays if n not in set(names)]
+    extra = [n for n in arrays if n not in expected]
     if missing or extra:
         raise CheckpointError(
             f"{path} does not {mismatch} (missing {missing[:3]}{'…' if len(missing) > 3 else ''}, "

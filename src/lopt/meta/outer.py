@@ -24,12 +24,7 @@ import optax
 from rich.console import Console
 
 from lopt.errors import CheckpointError, LoptError
-from lopt.learned.io import (
-    build_architecture,
-    check_theta_fits,
-    load_theta,
-    save_optimizer,
-)
+from lopt.learned.io import build_architecture, check_theta_fits, load_theta, save_optimizer
 from lopt.meta.backend import Backend, InProcess
 from lopt.meta.config import MetaTrainConfig
 from lopt.meta.estimators import Estimator, make_estimator
