@@ -291,6 +291,21 @@ def test_pbt_tunes_a_learned_outer_optimizers_step_like_adams_lr(tmp_path):
     assert 1 <= np.count_nonzero(steps) <= 2  # one member replaced (and explored) per round
 
 
+def test_learned_step_multipliers_start_log_spaced_over_their_range():
+    from lopt.population.outer import initial_hyperparameters
+
+    cfg = PopulationConfig(tune_learned_step=True, learned_step_range=(0.01, 1.0), population=3)
+    np.testing.assert_allclose(
+        np.exp(initial_hyperparameters(cfg)["log_step"]), [0.01, 0.1, 1.0], rtol=1e-5
+    )
+    default = initial_hyperparameters(PopulationConfig(tune_learned_step=True))["log_step"]
+    np.testing.assert_array_equal(default, np.zeros(8))
+    assert initial_hyperparameters(PopulationConfig()) == {}
+    for bad in ((1.0, 0.1), (0.0, 1.0), (1.0,)):
+        with pytest.raises(LoptError, match="invalid value for learned_step_range"):
+            PopulationConfig(learned_step_range=bad)
+
+
 def test_best_outer_applies_the_best_members_theta_as_of_the_latest_validation():
     from lopt.population.outer import appliers
 

@@ -18,6 +18,13 @@ OUTER_OPTIMIZERS = ("self", "best", "random", "adam")
 LEARNED_OUTER = ("self", "best", "random")
 
 
+def _check_log_range(name: str, bounds: tuple[float, float]) -> None:
+    if len(bounds) != 2 or not 0 < bounds[0] <= bounds[1]:
+        raise LoptError(
+            f"invalid value for {name}: {list(bounds)} (allowed: [low, high] with 0 < low <= high)"
+        )
+
+
 @dataclass(frozen=True)
 class PopulationConfig(JsonConfig):
     """Everything that defines a self-training run (saved as the run's ``config.json``).
@@ -46,7 +53,9 @@ class PopulationConfig(JsonConfig):
             ``tune_learned_step`` the learned outer optimizer's step multiplier — is multiplied
             or divided by this factor (chosen at random).
         tune_learned_step: with a learned outer optimizer, scale its updates by a per-member
-            step multiplier (initially 1) that PBT tunes like Adam's learning rate.
+            step multiplier that PBT tunes like Adam's learning rate.
+        learned_step_range: ``tune_learned_step``: the members' initial step multipliers,
+            log-spaced over this range (the default ``[1, 1]`` starts every member at 1).
         validation_tasks, validation_steps, validation_seeds: the outer-validation tasks that
             score members (mean normalized ``outer_valid`` loss over a run from scratch).
     """
@@ -75,6 +84,7 @@ class PopulationConfig(JsonConfig):
     explore_sigma: float = 0.003
     explore_lr_factor: float = 1.25
     tune_learned_step: bool = False
+    learned_step_range: tuple[float, float] = (1.0, 1.0)
     validation_tasks: tuple[str, ...] = ("mlp-digits-32", "quadratic-16", "teacher-student-16")
     validation_steps: int = 300
     validation_seeds: int = 2
@@ -85,11 +95,8 @@ class PopulationConfig(JsonConfig):
         check_choice("outer", self.outer, OUTER_OPTIMIZERS)
         if self.outer in LEARNED_OUTER:
             check_learned_from_scratch(build_architecture(self.architecture))
-        if len(self.adam_lr_range) != 2 or not 0 < self.adam_lr_range[0] <= self.adam_lr_range[1]:
-            raise LoptError(
-                f"invalid value for adam_lr_range: {list(self.adam_lr_range)} "
-                "(allowed: [low, high] with 0 < low <= high)"
-            )
+        _check_log_range("adam_lr_range", self.adam_lr_range)
+        _check_log_range("learned_step_range", self.learned_step_range)
         check_range("adam_clip", self.adam_clip, 0.0)
         check_range("learned_optimizer_tasks", self.learned_optimizer_tasks, 0)
         if self.population % self.devices:

@@ -83,13 +83,16 @@ def make_rule(cfg: PopulationConfig, arch: Architecture) -> OuterRule:
 
 def initial_hyperparameters(cfg: PopulationConfig) -> dict[str, jax.Array]:
     """The per-member hyperparameters PBT perturbs: Adam's log learning rates, log-spaced over
-    ``adam_lr_range``; a learned outer optimizer's log step multipliers (all 0) with
-    ``tune_learned_step``, else none."""
-    if cfg.outer != "adam":
-        tuned = {"log_step": jnp.zeros((cfg.population,), jnp.float32)}
-        return tuned if cfg.tune_learned_step else {}
-    low, high = np.log(cfg.adam_lr_range[0]), np.log(cfg.adam_lr_range[1])
-    return {"log_lr": jnp.asarray(np.linspace(low, high, cfg.population), jnp.float32)}
+    ``adam_lr_range``; with ``tune_learned_step``, a learned outer optimizer's log step
+    multipliers, log-spaced over ``learned_step_range``; else none."""
+
+    def log_spaced(bounds):
+        low, high = np.log(bounds[0]), np.log(bounds[1])
+        return jnp.asarray(np.linspace(low, high, cfg.population), jnp.float32)
+
+    if cfg.outer == "adam":
+        return {"log_lr": log_spaced(cfg.adam_lr_range)}
+    return {"log_step": log_spaced(cfg.learned_step_range)} if cfg.tune_learned_step else {}
 
 
 def appliers(

@@ -1,6 +1,6 @@
 """Classifier task families on the offline datasets: MLPs (logistic regression when there are no
 hidden layers) on digits / MNIST-1D / breast_cancer / wine, and small conv nets on digits (8×8
-images) and MNIST-1D (length-40 signals)."""
+images), MNIST-1D (length-40 signals) and breast_cancer (its 30 features as a length-30 signal)."""
 
 from __future__ import annotations
 
@@ -58,9 +58,10 @@ class ConvClassifierConfig:
 
 
 class ConvClassifier(DataTask):
-    """2-D conv net on digits (1×8×8) or 1-D conv net on MNIST-1D (1×40)."""
+    """2-D conv net on digits (1×8×8); 1-D conv net on MNIST-1D (1×40) or on the 30 features of
+    breast_cancer read as a signal (1×30)."""
 
-    _spatial = {"digits": (8, 8), "mnist1d": (40,)}
+    _spatial = {"digits": (8, 8), "mnist1d": (40,), "breast_cancer": (30,)}
 
     def __init__(self, config: ConvClassifierConfig):
         check_choice("dataset", config.dataset, self._spatial)
