@@ -212,28 +212,14 @@ def evaluate(
             for grid, spec in grids.items():
                 trials = len(jax.tree.leaves(spec.hparams)[0])
                 bar(f"task {i}/{len(task_names)} {name} · {grid} ({trials} trials)")
-                use_cache = baseline_cache is not None and grid in REFERENCE_GRIDS
-                cache_key = None
-                if use_cache:
-                    cache_key = entry_key(
-                        task=name,
-                        grid=grid,
-                        steps=num_steps,
-                        seeds=num_seeds,
-                        eval_every=config["eval_every"],
-                        key=np.asarray(jax.random.key_data(task_key(key, name))).tolist(),
-                    )
-                cached = baseline_cache.load(cache_key) if use_cache else None
-                if cached is None:
-                    cached = _run_grid(
-                        task, spec, task_key(key, name), num_steps, num_seeds, config
-                    )
-                    if use_cache:
-                        baseline_cache.store(cache_key, cached)
-                runs[name][grid] = {s: cached[s] for s in SPLITS}
-                scores[name][grid] = cached["selection_score"]
-                seconds[name][grid] = float(cached["seconds"])
-                steps = cached["steps"]
+                cache = baseline_cache if grid in REFERENCE_GRIDS else None
+                arrays = _grid_arrays(
+                    name, task, spec, task_key(key, name), num_steps, num_seeds, config, cache
+                )
+                runs[name][grid] = {s: arrays[s] for s in SPLITS}
+                scores[name][grid] = arrays["selection_score"]
+                seconds[name][grid] = float(arrays["seconds"])
+                steps = arrays["steps"]
     global_choice = {
         g: global_best_index([scores[n][g] for n in task_names])
         for g, s in grids.items()
@@ -258,6 +244,25 @@ def evaluate(
             )
         tasks[name] = TaskResult(name, initial, best, steps, curves, metrics, seconds[name])
     return EvalResult(config, tuple(s.label for s in specs), tasks)
+
+
+def _grid_arrays(name, task, spec, key, num_steps, num_seeds, config, cache) -> dict:
+    """``_run_grid``'s arrays, read from ``cache`` when it holds them (then stored there)."""
+    if cache is None:
+        return _run_grid(task, spec, key, num_steps, num_seeds, config)
+    entry = entry_key(
+        task=name,
+        grid=spec.grid,
+        steps=num_steps,
+        seeds=num_seeds,
+        eval_every=config["eval_every"],
+        key=np.asarray(jax.random.key_data(key)).tolist(),
+    )
+    arrays = cache.load(entry)
+    if arrays is None:
+        arrays = _run_grid(task, spec, key, num_steps, num_seeds, config)
+        cache.store(entry, arrays)
+    return arrays
 
 
 def _run_grid(task, spec: OptimizerSpec, key, num_steps, num_seeds, config) -> dict:
