@@ -12,12 +12,14 @@ import lopt
 from lopt.errors import CheckpointError, LoptError
 from lopt.learned import ARCHITECTURES, build_architecture, load_theta, save_optimizer
 from lopt.learned.hierarchical import RNNMLPOptimizer
+from lopt.learned.io import warm_start_theta
 from lopt.learned.mlp import MLPOptimizer
 from lopt.learned.trust_region import trust_region
 
-# "mlp" runs with the trust region on and "rnn-mlp" without, so both paths pass conformance.
+# "mlp" runs with the trust region and loss features on and "rnn-mlp" without a trust region,
+# so every path passes conformance (the plain "mlp" is the shipped "small", tested below).
 TINY = {
-    "mlp": {"kind": "mlp", "hidden": [4], "trust_ratio": 0.1},
+    "mlp": {"kind": "mlp", "hidden": [4], "trust_ratio": 0.1, "with_loss_features": True},
     "rnn-mlp": {
         "kind": "rnn-mlp",
         "mlp_hidden": [4, 4],
@@ -132,6 +134,40 @@ def test_load_errors_name_the_file(tmp_path):
         lopt.load(tmp_path / "opt")
 
 
+def test_warm_start_widens_an_mlp_to_more_features(tmp_path):
+    """A saved plain ``mlp`` starts an ``mlp`` with loss features: old weights kept by feature
+    name, zero weights on the new features, so the first updates are the saved optimizer's."""
+    plain = build_architecture({"kind": "mlp", "hidden": [4]})
+    theta = jax.tree.map(lambda x: x + 0.1, plain.init_theta(jax.random.key(0)))
+    save_optimizer(tmp_path / "plain", plain, theta)
+    wide = build_architecture({"kind": "mlp", "hidden": [4], "with_loss_features": True})
+    widened = warm_start_theta(tmp_path / "plain", wide)
+    weight, saved_weight = widened["mlp"][0].weight, theta["mlp"][0].weight
+    n = len(plain.feature_names)
+    assert wide.feature_names[:n] == plain.feature_names
+    np.testing.assert_array_equal(weight[:, :n], saved_weight)
+    np.testing.assert_array_equal(weight[:, n:], 0.0)
+    params = _params()
+    results = []
+    for arch, th in ((plain, theta), (wide, widened)):
+        opt, p = arch.optimizer(th), params
+        state = opt.init(p)
+        for i in range(3):
+            loss = jnp.float32(2.0 / (i + 1))
+            updates, state = opt.update(_grads(p, i), state, p, loss=loss, valid_loss=loss + 1)
+            p = optax.apply_updates(p, updates)
+        results.append(p)
+    for a, b in zip(*(jax.tree.leaves(r) for r in results), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(results[0]["w"], params["w"])
+    # Dropping features is refused, as is any other change of θ's shapes.
+    save_optimizer(tmp_path / "wide", wide, widened)
+    with pytest.raises(CheckpointError, match=r"wide\.safetensors holds the architecture"):
+        warm_start_theta(tmp_path / "wide", plain)
+    with pytest.raises(CheckpointError, match="does not fit"):
+        warm_start_theta(tmp_path / "plain", build_architecture({"kind": "mlp", "hidden": [5]}))
+
+
 def test_bad_architecture_config():
     with pytest.raises(LoptError, match="unknown architecture 'nope'"):
         build_architecture({"kind": "nope"})
@@ -144,7 +180,7 @@ def test_shipped_optimizers_load_with_their_trust_region():
 
     for name in SHIPPED:
         arch, theta, _ = load_theta(name)
-        assert shipped_architecture(name) == arch.config()  # what the benchmarks time
+        assert build_architecture(shipped_architecture(name)) == arch  # what benchmarks time
         assert arch.trust_ratio == 0.1
         params = _params()
         opt = lopt.pretrained(name)

@@ -30,6 +30,12 @@ from lopt.torch.networks import CONFIGS  # noqa: E402
 ARCHITECTURES = {
     "mlp": {"kind": "mlp", "hidden": [8], "trust_ratio": 5e-4},
     "rnn-mlp": {"kind": "rnn-mlp", "mlp_hidden": [8, 8], "trust_ratio": 3e-4},
+    "mlp-loss-features": {
+        "kind": "mlp",
+        "hidden": [8],
+        "trust_ratio": 5e-4,
+        "with_loss_features": True,
+    },
 }
 # Scalar, vector, matrix and rank-5 tensors (the rank-4 shape features keep the last 4 dims).
 SHAPES = [(5, 3), (3,), (), (3, 2), (2, 1, 2, 3, 2)]
@@ -51,7 +57,7 @@ def perturbed_theta(arch, seed: int = 0):
 
 @pytest.fixture(scope="module", params=list(ARCHITECTURES))
 def saved(request, tmp_path_factory):
-    """``(kind, stem)`` of a saved optimizer with random weights."""
+    """``(label, stem)`` of a saved optimizer with random weights (label: ARCHITECTURES key)."""
     arch = build_architecture(ARCHITECTURES[request.param])
     stem = tmp_path_factory.mktemp(request.param) / "opt"
     save_optimizer(stem, arch, perturbed_theta(arch))
@@ -147,7 +153,7 @@ def test_parity_with_jax(saved):
     ref_updates, ref_params = jax_run(stem, arrays, grads, losses, valid, [1.0] * len(SHAPES))
     params = torch_params(arrays)
     optimizer = LearnedOptimizer(params, stem)
-    assert optimizer.config.kind == kind
+    assert optimizer.config.kind == ARCHITECTURES[kind]["kind"]
     updates = torch_run(optimizer, params, grads, losses, valid)
     assert np.abs(ref_updates[-1][0]).max() > 0
     for step, (u, ref) in enumerate(zip(updates, ref_updates, strict=True)):

@@ -33,6 +33,12 @@ class Architecture(abc.ABC):
     def optimizer(self, theta: Theta) -> optax.GradientTransformationExtraArgs:
         """The optax transformation with weights ``theta`` (jittable, vmappable over θ)."""
 
+    def widen_theta(self, saved: Architecture, theta: Theta) -> Theta | None:
+        """θ of this architecture from a saved optimizer's θ that does not fit it as it is
+        (``saved`` is that optimizer's architecture), or ``None`` if there is no such θ."""
+        del saved, theta
+        return None
+
     def config(self) -> dict:
         """JSON-serializable description; ``build_architecture(**config)`` rebuilds it."""
         fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}

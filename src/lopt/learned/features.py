@@ -161,3 +161,50 @@ def nominal_direction(
     m_hat = bias_corrected(ms[decays.index(b1)], b1, count)
     v_hat = bias_corrected(vs[decays.index(b2)], b2, count)
     return m_hat / (jnp.sqrt(v_hat) + EPS)
+
+
+# Per-run loss features (Metz et al. 2020): the minibatch training loss standardized by the EMA
+# mean and deviation of the training loss, the validation-loss EMA on the same scale (the
+# generalization gap), and log(training-loss EMA / first loss) (progress of the run).
+LOSS_FEATURE_NAMES = ("train_loss_standardized", "valid_loss_standardized", "log_loss_ratio")
+TRAIN_LOSS_DECAY, VALID_LOSS_DECAY = 0.9, 0.95
+
+
+class LossStats(NamedTuple):
+    """EMA mean/variance of the training loss, EMA of the validation loss, first loss seen."""
+
+    mean: jax.Array
+    var: jax.Array
+    valid: jax.Array
+    initial: jax.Array
+    count: jax.Array
+
+
+def init_loss_stats() -> LossStats:
+    z = jnp.zeros((), jnp.float32)
+    return LossStats(z, z, z, z, jnp.zeros((), jnp.int32))
+
+
+def update_loss_stats(stats: LossStats, loss, valid_loss) -> LossStats:
+    """Fold in one step's training and validation losses (non-finite ones are skipped)."""
+    first = stats.count == 0
+    loss = jnp.where(jnp.isfinite(loss), loss, stats.mean)
+    valid_loss = jnp.where(jnp.isfinite(valid_loss), valid_loss, stats.valid)
+    mean = jnp.where(first, loss, TRAIN_LOSS_DECAY * stats.mean + (1 - TRAIN_LOSS_DECAY) * loss)
+    var = jnp.where(
+        first, 0.0, TRAIN_LOSS_DECAY * stats.var + (1 - TRAIN_LOSS_DECAY) * (loss - mean) ** 2
+    )
+    valid = jnp.where(
+        first, valid_loss, VALID_LOSS_DECAY * stats.valid + (1 - VALID_LOSS_DECAY) * valid_loss
+    )
+    initial = jnp.where(first, loss, stats.initial)
+    return LossStats(mean, var, valid, initial, stats.count + 1)
+
+
+def loss_features(stats: LossStats, loss) -> jax.Array:
+    """The ``LOSS_FEATURE_NAMES`` features, clipped to ±FEATURE_CLIP: ``(3,)``."""
+    scale = jnp.sqrt(stats.var + EPS)
+    train = (jnp.where(jnp.isfinite(loss), loss, stats.mean) - stats.mean) / scale
+    valid = (stats.valid - stats.mean) / scale
+    ratio = jnp.log((jnp.abs(stats.mean) + EPS) / (jnp.abs(stats.initial) + EPS))
+    return jnp.clip(jnp.stack([train, valid, ratio]), -FEATURE_CLIP, FEATURE_CLIP)

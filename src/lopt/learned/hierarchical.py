@@ -26,10 +26,13 @@ import optax
 from lopt.learned.base import Architecture, check_config, dense, zero_last_layer
 from lopt.learned.features import (
     EPS,
-    FEATURE_CLIP,
+    LOSS_FEATURE_NAMES,
     Accumulators,
+    LossStats,
     init_accumulators,
+    init_loss_stats,
     leaves_per_decay,
+    loss_features,
     nominal_direction,
     param_feature_names,
     param_features,
@@ -37,23 +40,12 @@ from lopt.learned.features import (
     time_feature_names,
     time_features,
     update_accumulators,
+    update_loss_stats,
 )
 from lopt.learned.trust_region import check_trust_region, trust_region
 
-LOSS_FEATURE_NAMES = ("train_loss_standardized", "valid_loss_standardized", "log_loss_ratio")
-TRAIN_LOSS_DECAY, VALID_LOSS_DECAY = 0.9, 0.95
 GRAD_RMS_DECAY = 0.99
 MAX_RANK = 4  # tensor shapes are padded to this rank for the log-shape features
-
-
-class LossStats(NamedTuple):
-    """EMA mean/variance of the training loss, EMA of the validation loss, first loss seen."""
-
-    mean: jax.Array
-    var: jax.Array
-    valid: jax.Array
-    initial: jax.Array
-    count: jax.Array
 
 
 class RNNMLPState(NamedTuple):
@@ -63,34 +55,6 @@ class RNNMLPState(NamedTuple):
     pooled: jax.Array  # (n_tensors, mlp_hidden[-1]) MLP hidden layer mean-pooled per tensor
     grad_rms: jax.Array  # (n_tensors,) EMA of each tensor's gradient RMS
     loss: LossStats
-
-
-def _init_loss_stats() -> LossStats:
-    z = jnp.zeros((), jnp.float32)
-    return LossStats(z, z, z, z, jnp.zeros((), jnp.int32))
-
-
-def _update_loss_stats(stats: LossStats, loss, valid_loss) -> LossStats:
-    first = stats.count == 0
-    loss = jnp.where(jnp.isfinite(loss), loss, stats.mean)
-    valid_loss = jnp.where(jnp.isfinite(valid_loss), valid_loss, stats.valid)
-    mean = jnp.where(first, loss, TRAIN_LOSS_DECAY * stats.mean + (1 - TRAIN_LOSS_DECAY) * loss)
-    var = jnp.where(
-        first, 0.0, TRAIN_LOSS_DECAY * stats.var + (1 - TRAIN_LOSS_DECAY) * (loss - mean) ** 2
-    )
-    valid = jnp.where(
-        first, valid_loss, VALID_LOSS_DECAY * stats.valid + (1 - VALID_LOSS_DECAY) * valid_loss
-    )
-    initial = jnp.where(first, loss, stats.initial)
-    return LossStats(mean, var, valid, initial, stats.count + 1)
-
-
-def _loss_features(stats: LossStats, loss) -> jax.Array:
-    scale = jnp.sqrt(stats.var + EPS)
-    train = (jnp.where(jnp.isfinite(loss), loss, stats.mean) - stats.mean) / scale
-    valid = (stats.valid - stats.mean) / scale
-    ratio = jnp.log((jnp.abs(stats.mean) + EPS) / (jnp.abs(stats.initial) + EPS))
-    return jnp.clip(jnp.stack([train, valid, ratio]), -FEATURE_CLIP, FEATURE_CLIP)
 
 
 @dataclass(frozen=True)
@@ -180,7 +144,7 @@ class RNNMLPOptimizer(Architecture):
                 c=jnp.zeros((n, self.lstm_hidden)),
                 pooled=jnp.zeros((n, self.mlp_hidden[-1])),
                 grad_rms=jnp.zeros((n,)),
-                loss=_init_loss_stats(),
+                loss=init_loss_stats(),
             )
 
         def update(grads, state, params=None, *, loss=None, valid_loss=None, **extra):
@@ -202,7 +166,7 @@ class RNNMLPOptimizer(Architecture):
             grads = jax.tree.unflatten(treedef, g_leaves)
 
             acc = update_accumulators(state.acc, grads, self.decays)
-            stats = _update_loss_stats(state.loss, loss, valid_loss)
+            stats = update_loss_stats(state.loss, loss, valid_loss)
             t = time_features(acc.count, self.timescales)
             ms, vs = leaves_per_decay(acc.momentum), leaves_per_decay(acc.second_moment)
 
@@ -215,7 +179,7 @@ class RNNMLPOptimizer(Architecture):
                 ]
             )
             n = dynamic.shape[0]
-            shared = jnp.concatenate([t, _loss_features(stats, loss)])
+            shared = jnp.concatenate([t, loss_features(stats, loss)])
             deepsets = jnp.mean(dense(theta["deepsets"], state.h), axis=0)
             x = jnp.concatenate(
                 [

@@ -50,22 +50,27 @@ def save_optimizer(stem, arch: Architecture, theta, info: dict | None = None) ->
     checkpoint.save(stem, theta, meta)
 
 
-def check_theta_fits(path, arch: Architecture) -> None:
-    """Raise one clear error unless the θ saved at ``path`` fits architecture ``arch``: the same
-    kind and the same θ structure and shapes. Settings outside θ (a trust region, step
-    multipliers) may differ, so a saved optimizer can be meta-trained further under new ones."""
-    stem = resolve_stem(path)
-    meta = read_metadata(stem)
-    saved = meta.get("architecture") if meta.get("format") == FORMAT else None
-    if saved is None:
-        raise CheckpointError(f"{stem}.json is not a saved lopt optimizer (format {FORMAT!r})")
-    saved_arch = build_architecture(saved)
-    shapes = lambda a: jax.eval_shape(a.init_theta, jax.random.key(0))
-    if saved_arch.kind != arch.kind or shapes(saved_arch) != shapes(arch):
-        raise CheckpointError(
-            f"{stem}.safetensors holds the architecture {saved}, whose θ does not fit "
-            f"{arch.config()}"
-        )
+def warm_start_theta(path, arch: Architecture) -> Any:
+    """θ for architecture ``arch`` from the optimizer saved at ``path``, to meta-train further.
+
+    The saved θ is used as it is when it fits (the same kind, θ structure and shapes; settings
+    outside θ such as a trust region or step multipliers may differ). Otherwise the architecture
+    may widen it (``Architecture.widen_theta``: an ``mlp`` given more input features starts with
+    zero weights on them, so it begins exactly as the saved optimizer). Anything else raises one
+    clear error naming the file and both architectures.
+    """
+    saved_arch, theta, _ = load_theta(path)
+    shapes = lambda tree: jax.tree.map(lambda x: (x.shape, x.dtype), tree)
+    template = shapes(jax.eval_shape(arch.init_theta, jax.random.key(0)))
+    if saved_arch.kind == arch.kind and shapes(theta) == template:
+        return theta
+    widened = arch.widen_theta(saved_arch, theta)
+    if widened is not None and shapes(widened) == template:
+        return widened
+    raise CheckpointError(
+        f"{resolve_stem(path)}.safetensors holds the architecture {saved_arch.config()}, whose θ "
+        f"does not fit {arch.config()}"
+    )
 
 
 def load_theta(path, expected_kind: str | None = None) -> tuple[Architecture, Any, dict]:

@@ -1,8 +1,9 @@
 """The small per-parameter MLP learned optimizer ("small").
 
 Each parameter's features (gradient, parameter, momenta, rsqrt second moments, their products —
-see ``features``) plus global time features go through a small MLP that outputs a direction
-``d`` and a log-magnitude ``m``. The update follows Metz et al. 2020's rescaling,
+see ``features``) plus global time features (and optionally the per-run loss features) go
+through a small MLP that outputs a direction ``d`` and a log-magnitude ``m``. The update follows
+Metz et al. 2020's rescaling,
 ``Δp = −λ₂ · exp(λ₁·m + log_lr) · (nominal + d)``, where ``nominal`` is Adam's direction
 m̂/√v̂ (a hand-designed direction the network corrects, as in learned_optimization's
 "nominal" optimizers and Harrison et al. 2022) and ``log_lr`` a learned scalar. With the output
@@ -23,9 +24,13 @@ import optax
 
 from lopt.learned.base import Architecture, check_config, zero_last_layer
 from lopt.learned.features import (
+    LOSS_FEATURE_NAMES,
     Accumulators,
+    LossStats,
     init_accumulators,
+    init_loss_stats,
     leaves_per_decay,
+    loss_features,
     nominal_direction,
     param_feature_names,
     param_features,
@@ -33,12 +38,14 @@ from lopt.learned.features import (
     time_feature_names,
     time_features,
     update_accumulators,
+    update_loss_stats,
 )
 from lopt.learned.trust_region import check_trust_region, trust_region
 
 
 class MLPOptState(NamedTuple):
     acc: Accumulators
+    loss: LossStats | None = None  # with ``with_loss_features`` only
 
 
 @dataclass(frozen=True)
@@ -55,6 +62,9 @@ class MLPOptimizer(Architecture):
         trust_ratio: cap each tensor's update RMS at this fraction of the tensor's RMS
             (``None``: no cap; see ``lopt.learned.trust_region``).
         trust_floor: the tensor RMS assumed for tensors smaller than it (zero-initialized ones).
+        with_loss_features: also feed the network the per-run loss features
+            (``LOSS_FEATURE_NAMES``: from ``update``'s ``loss=`` and ``valid_loss=`` arguments),
+            folded into the first layer's bias like the time features.
     """
 
     kind = "mlp"
@@ -66,6 +76,7 @@ class MLPOptimizer(Architecture):
     nominal: bool = True
     trust_ratio: float | None = None
     trust_floor: float = 1e-3
+    with_loss_features: bool = False
 
     def __post_init__(self):
         check_config(self.kind, self.hidden, self.decays, (0.9, 0.999) if self.nominal else ())
@@ -73,7 +84,8 @@ class MLPOptimizer(Architecture):
 
     @property
     def feature_names(self) -> tuple[str, ...]:
-        return param_feature_names(self.decays) + time_feature_names(self.timescales)
+        loss = LOSS_FEATURE_NAMES if self.with_loss_features else ()
+        return param_feature_names(self.decays) + time_feature_names(self.timescales) + loss
 
     def init_theta(self, key):
         sizes = (len(self.feature_names), *self.hidden, 2)
@@ -86,14 +98,36 @@ class MLPOptimizer(Architecture):
             "log_lr": jnp.zeros(()),
         }
 
+    def widen_theta(self, saved, theta):
+        """A saved ``mlp`` whose input features are a subset of this one's (e.g. without the
+        loss features) and whose layers are otherwise the same: its first-layer weights are
+        kept by feature name and new features get zero weights, so the widened optimizer makes
+        exactly the saved one's updates until meta-training moves them."""
+        if saved.kind != self.kind or not set(saved.feature_names) <= set(self.feature_names):
+            return None
+        saved_first = theta["mlp"][0]
+        column = dict(zip(saved.feature_names, saved_first.weight.T, strict=True))
+        zeros = jnp.zeros(saved_first.weight.shape[0], saved_first.weight.dtype)
+        weight = jnp.stack([column.get(n, zeros) for n in self.feature_names], axis=1)
+        first = self.init_theta(jax.random.key(0))["mlp"][0]
+        first = eqx.tree_at(lambda la: (la.weight, la.bias), first, (weight, saved_first.bias))
+        return {**theta, "mlp": [first, *theta["mlp"][1:]]}
+
     def optimizer(self, theta) -> optax.GradientTransformationExtraArgs:
         def init(params):
-            return MLPOptState(init_accumulators(params, len(self.decays)))
+            stats = init_loss_stats() if self.with_loss_features else None
+            return MLPOptState(init_accumulators(params, len(self.decays)), stats)
 
-        def update(grads, state, params=None, **extra):
+        def update(grads, state, params=None, *, loss=None, valid_loss=None, **extra):
             del extra
             acc = update_accumulators(state.acc, grads, self.decays)
             t = time_features(acc.count, self.timescales)
+            stats = None
+            if self.with_loss_features:
+                loss = jnp.zeros(()) if loss is None else loss
+                valid_loss = loss if valid_loss is None else valid_loss
+                stats = update_loss_stats(state.loss, loss, valid_loss)
+                t = jnp.concatenate([t, loss_features(stats, loss)])
 
             def per_tensor(p, g, ms, vs):
                 (direction, magnitude), _ = per_param_mlp(
@@ -112,6 +146,6 @@ class MLPOptimizer(Architecture):
             p_leaves = jax.tree.leaves(params)
             updates = [per_tensor(*args) for args in zip(p_leaves, g_leaves, ms, vs, strict=True)]
             updates = jax.tree.unflatten(treedef, updates)
-            return updates, MLPOptState(acc)
+            return updates, MLPOptState(acc, stats)
 
         return optax.GradientTransformationExtraArgs(init, update)

@@ -24,7 +24,7 @@ import optax
 from rich.console import Console
 
 from lopt.errors import CheckpointError, LoptError
-from lopt.learned.io import build_architecture, check_theta_fits, load_theta, save_optimizer
+from lopt.learned.io import build_architecture, save_optimizer, warm_start_theta
 from lopt.meta.backend import Backend, InProcess
 from lopt.meta.config import MetaTrainConfig
 from lopt.meta.estimators import Estimator, make_estimator
@@ -87,7 +87,7 @@ def meta_train(
     run_dir = pathlib.Path(run_dir)
     if config is not None and config.init_from and not (run_dir / "config.json").exists():
         try:
-            check_theta_fits(config.init_from, build_architecture(config.architecture))
+            warm_start_theta(config.init_from, build_architecture(config.architecture))
         except CheckpointError as e:
             raise CheckpointError(f"init_from {config.init_from!r}: {e}") from None
     cfg = load_config(run_dir, config, MetaTrainConfig)
@@ -115,7 +115,7 @@ def _meta_train(
     if cfg.init_from is None:
         theta = arch.init_theta(jax.random.fold_in(base_key, 0))
     else:
-        theta = load_theta(cfg.init_from)[1]
+        theta = warm_start_theta(cfg.init_from, arch)
     state = {
         "theta": theta,
         "opt_state": outer.init(theta),

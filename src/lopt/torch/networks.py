@@ -44,12 +44,14 @@ class MLPConfig:
     nominal: bool = True
     trust_ratio: float | None = None
     trust_floor: float = 1e-3
+    with_loss_features: bool = False
 
     kind = "mlp"
 
     def theta_shapes(self) -> dict[str, tuple[int, ...]]:
         """Leaf name -> shape of every tensor in θ."""
-        sizes = (num_param_features(self.decays) + len(self.timescales), *self.hidden, 2)
+        shared = len(self.timescales) + (NUM_LOSS_FEATURES if self.with_loss_features else 0)
+        sizes = (num_param_features(self.decays) + shared, *self.hidden, 2)
         return {"['log_lr']": (), **_linear_shapes("['mlp']", sizes)}
 
 

@@ -34,7 +34,7 @@ class LearnedOptimizer(torch.optim.Optimizer):
         loss = loss_fn(model(x), y)
         opt.zero_grad()
         loss.backward()
-        opt.step(loss=loss)  # or opt.step(closure); the loss feeds the "rnn-mlp" optimizer
+        opt.step(loss=loss)  # or opt.step(closure); the loss feeds the loss features, if any
 
     A parameter whose ``.grad`` is ``None`` takes no part in a step: its accumulators, step
     count and LSTM state stay frozen, and the step is the JAX update of the pytree of the
@@ -52,7 +52,7 @@ class LearnedOptimizer(torch.optim.Optimizer):
         self.source = str(name_or_path)
         self._theta_by_device: dict[torch.device, dict[str, torch.Tensor]] = {}
         self._decays_by_shape: dict = {}
-        self._loss_stats: dict | None = None  # "rnn-mlp": statistics of the training loss
+        self._loss_stats: dict | None = None  # statistics of the losses (when read)
         super().__init__(params, {"lr_multiplier": _check_multiplier(lr_multiplier)})
 
     def add_param_group(self, param_group: dict) -> None:
@@ -82,9 +82,10 @@ class LearnedOptimizer(torch.optim.Optimizer):
 
         Args:
             closure: re-evaluates the model and returns the loss (optional).
-            loss: the training loss at the current parameters, if no closure is given. Only the
-                "rnn-mlp" optimizer reads it (as 0 when absent, like the JAX version).
-            valid_loss: a validation loss for the "rnn-mlp" features (default: ``loss``).
+            loss: the training loss at the current parameters, if no closure is given. Only
+                optimizers with loss features read it ("rnn-mlp", and an "mlp" with
+                ``with_loss_features``); as 0 when absent, like the JAX version.
+            valid_loss: a validation loss for the loss features (default: ``loss``).
 
         Returns:
             The loss (the closure's value, or ``loss``).
@@ -105,7 +106,7 @@ class LearnedOptimizer(torch.optim.Optimizer):
         if not active:
             return loss
         if self.config.kind == "mlp":
-            self._step_mlp(active)
+            self._step_mlp(active, loss, valid_loss)
         else:
             self._step_rnn_mlp(active, loss, valid_loss)
         return loss
@@ -145,21 +146,37 @@ class LearnedOptimizer(torch.optim.Optimizer):
 
     # --- the two architectures ---
 
-    def _step_mlp(self, active: list) -> None:
+    def _loss_features(self, device: torch.device, loss, valid_loss) -> torch.Tensor:
+        """Fold this step's losses into the loss statistics; the loss features, ``(3,)``."""
+        loss = _scalar(loss, device, "loss")
+        valid_loss = loss if valid_loss is None else _scalar(valid_loss, device, "valid_loss")
+        if self._loss_stats is None:
+            self._loss_stats = _initial_loss_stats(device)
+        stats = {k: v.to(device) if torch.is_tensor(v) else v for k, v in self._loss_stats.items()}
+        self._loss_stats = stats = nets.update_loss_stats(stats, loss, valid_loss)
+        return nets.loss_features(stats, loss)
+
+    def _step_mlp(self, active: list, loss, valid_loss) -> None:
         cfg = self.config
-        times = {}
+        constants = {}  # per (step count, device): time features, then any loss features
+        losses = None
+        if cfg.with_loss_features:
+            losses = self._loss_features(active[0][0].device, loss, valid_loss)
         for p, multiplier in active:
             theta = self._theta(p.device)
             state = self._param_state(p)
             g = p.grad.to(torch.float32)
             self._accumulate(p, g, state)
             count, m, v = state["step"], state["momentum"], state["second_moment"]
-            if (count, p.device) not in times:
-                times[count, p.device] = nets.time_features(count, cfg.timescales, p.device)
+            if (count, p.device) not in constants:
+                shared = [nets.time_features(count, cfg.timescales, p.device)]
+                if losses is not None:
+                    shared.append(losses.to(p.device))
+                constants[count, p.device] = torch.cat(shared)
             p32 = p.to(torch.float32)
             features = nets.param_features(p32, g, m, v)
             direction, magnitude, _ = nets.per_param_mlp(
-                nets.mlp_layers(theta), features, times[count, p.device]
+                nets.mlp_layers(theta), features, constants[count, p.device]
             )
             if cfg.nominal:
                 direction.add_(nets.nominal_direction(m, v, count, cfg.decays).reshape(-1))
@@ -172,8 +189,6 @@ class LearnedOptimizer(torch.optim.Optimizer):
         cfg = self.config
         device = active[0][0].device  # the per-tensor LSTM runs here
         theta = self._theta(device)
-        loss = _scalar(loss, device, "loss")
-        valid_loss = loss if valid_loss is None else _scalar(valid_loss, device, "valid_loss")
         clip = cfg.clip_mult * torch.exp(theta["['log_clip']"])
 
         states, grads = [], []
@@ -190,10 +205,7 @@ class LearnedOptimizer(torch.optim.Optimizer):
             states.append(state)
             grads.append(g)
 
-        if self._loss_stats is None:
-            self._loss_stats = _initial_loss_stats(device)
-        stats = {k: v.to(device) if torch.is_tensor(v) else v for k, v in self._loss_stats.items()}
-        self._loss_stats = stats = nets.update_loss_stats(stats, loss, valid_loss)
+        losses = self._loss_features(device, loss, valid_loss)
 
         # Per-tensor LSTM over the tensors taking part in this step.
         i09 = cfg.decays.index(0.9)
@@ -220,7 +232,7 @@ class LearnedOptimizer(torch.optim.Optimizer):
                 dynamic,
                 static,
                 torch.stack([times[c] for c in counts]),
-                nets.loss_features(stats, loss).expand(n, nets.NUM_LOSS_FEATURES),
+                losses.expand(n, nets.NUM_LOSS_FEATURES),
                 torch.stack([s["pooled"].to(device) for s in states]),
                 deepsets.expand(n, cfg.deepsets),
             ],
@@ -252,8 +264,8 @@ class LearnedOptimizer(torch.optim.Optimizer):
     # --- saving and restoring ---
 
     def state_dict(self) -> dict:
-        """As ``torch.optim.Optimizer.state_dict``, plus ``"lopt"``: the architecture and, for the
-        "rnn-mlp" optimizer, the training-loss statistics."""
+        """As ``torch.optim.Optimizer.state_dict``, plus ``"lopt"``: the architecture and, for
+        optimizers with loss features, the loss statistics."""
         state_dict = super().state_dict()
         stats = None
         if self._loss_stats is not None:
