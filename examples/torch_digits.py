@@ -4,7 +4,8 @@
     python examples/torch_digits.py --optimizer rnn-mlp  # or a name, a saved file, a run dir
 
 ``LearnedOptimizer`` is a ``torch.optim.Optimizer``; the only difference in the loop is that it
-is given the loss (which the "rnn-mlp" optimizer reads as a feature). Needs ``lopt[torch]``.
+is given the training loss and, every few steps, the loss on a validation minibatch (both read
+as features by the shipped optimizers, as in meta-training). Needs ``lopt[torch]``.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from sklearn.datasets import load_digits
 from lopt.torch import LearnedOptimizer
 
 STEPS, BATCH, HIDDEN, SEED = 1000, 128, 64, 0
+VALID_EVERY = 10  # steps between validation-minibatch losses, as lopt's training loop does
 
 
 def data():
@@ -25,8 +27,8 @@ def data():
     x = torch.tensor(x / 16.0, dtype=torch.float32)
     y = torch.tensor(y)
     perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(SEED))
-    train, test = perm[:1400], perm[1400:]
-    return (x[train], y[train]), (x[test], y[test])
+    train, valid, test = perm[:1200], perm[1200:1400], perm[1400:]
+    return (x[train], y[train]), (x[valid], y[valid]), (x[test], y[test])
 
 
 def model() -> torch.nn.Module:
@@ -36,25 +38,33 @@ def model() -> torch.nn.Module:
     )
 
 
-def train(make_optimizer, train_data, test_data) -> list[tuple[int, float, float]]:
+def train(make_optimizer, train_data, valid_data, test_data) -> list[tuple[int, float, float]]:
     """``(step, train loss, test loss)`` every 100 steps of minibatch training."""
     net = model()
     optimizer = make_optimizer(net.parameters())
-    (x, y), (x_test, y_test) = train_data, test_data
+    (x, y), (x_valid, y_valid), (x_test, y_test) = train_data, valid_data, test_data
+    cross_entropy = torch.nn.functional.cross_entropy
     generator = torch.Generator().manual_seed(SEED)
     log = []
     for step in range(STEPS + 1):
         batch = torch.randint(len(x), (BATCH,), generator=generator)
-        loss = torch.nn.functional.cross_entropy(net(x[batch]), y[batch])
+        loss = cross_entropy(net(x[batch]), y[batch])
         if step % 100 == 0:
             with torch.no_grad():
-                test = torch.nn.functional.cross_entropy(net(x_test), y_test)
+                test = cross_entropy(net(x_test), y_test)
             log.append((step, loss.item(), test.item()))
         if step == STEPS:
             break
+        if step % VALID_EVERY == 0:
+            with torch.no_grad():
+                batch = torch.randint(len(x_valid), (BATCH,), generator=generator)
+                valid_loss = cross_entropy(net(x_valid[batch]), y_valid[batch])
         optimizer.zero_grad()
         loss.backward()
-        optimizer.step(loss=loss) if isinstance(optimizer, LearnedOptimizer) else optimizer.step()
+        if isinstance(optimizer, LearnedOptimizer):
+            optimizer.step(loss=loss, valid_loss=valid_loss)
+        else:
+            optimizer.step()
     return log
 
 
@@ -64,7 +74,7 @@ def main() -> None:
     parser.add_argument("--adam-lr", type=float, default=1e-3)
     args = parser.parse_args()
     torch.set_num_threads(1)
-    train_data, test_data = data()
+    splits = data()
     runs = {
         f"learned ({args.optimizer})": lambda p: LearnedOptimizer(p, args.optimizer),
         f"Adam (lr={args.adam_lr:g})": lambda p: torch.optim.Adam(p, lr=args.adam_lr),
@@ -72,7 +82,7 @@ def main() -> None:
     logs = {}
     for name, make in runs.items():
         start = time.perf_counter()
-        logs[name] = train(make, train_data, test_data)
+        logs[name] = train(make, *splits)
         print(f"{name}: {time.perf_counter() - start:.1f} s for {STEPS} steps")
     print(f"\n{'step':>5} " + " ".join(f"{n + ' train/test':>34}" for n in logs))
     for rows in zip(*logs.values(), strict=True):
