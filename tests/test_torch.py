@@ -166,6 +166,21 @@ def test_parity_with_jax(saved):
     print(f"{kind}: max relative error {rel:.2e}, max error / largest update {abs_over_max:.2e}")
 
 
+@pytest.mark.parametrize("name", ["small", "rnn-mlp"])
+def test_shipped_optimizers_match_jax(name):
+    """The very files ``lopt.pretrained`` loads give the JAX updates in torch too (30 steps)."""
+    arrays, grads, losses, valid = problem()
+    steps = slice(0, 30)
+    ref_updates, _ = jax_run(
+        name, arrays, grads[steps], losses[steps], valid[steps], [1.0] * len(SHAPES)
+    )
+    params = torch_params(arrays)
+    optimizer = LearnedOptimizer(params, name)
+    updates = torch_run(optimizer, params, grads[steps], losses[steps], valid[steps])
+    for u, ref in zip(updates, ref_updates, strict=True):
+        assert_close(u, ref)
+
+
 def test_differs_from_adam(saved):
     """The perturbed network changes the update (so parity is not just Adam against Adam)."""
     _, stem = saved
