@@ -185,6 +185,16 @@ def init_loss_stats() -> LossStats:
     return LossStats(z, z, z, z, jnp.zeros((), jnp.int32))
 
 
+def step_loss_features(stats: LossStats, loss, valid_loss) -> tuple[LossStats, jax.Array]:
+    """One step of an optimizer's loss inputs: fold ``update``'s ``loss=`` (``None`` reads as 0)
+    and ``valid_loss=`` (``None``: the training loss stands in) into ``stats``; return the new
+    statistics and the ``LOSS_FEATURE_NAMES`` features."""
+    loss = jnp.zeros(()) if loss is None else loss
+    valid_loss = loss if valid_loss is None else valid_loss
+    stats = update_loss_stats(stats, loss, valid_loss)
+    return stats, loss_features(stats, loss)
+
+
 def update_loss_stats(stats: LossStats, loss, valid_loss) -> LossStats:
     """Fold in one step's training and validation losses (non-finite ones are skipped)."""
     first = stats.count == 0

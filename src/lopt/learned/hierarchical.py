@@ -32,15 +32,14 @@ from lopt.learned.features import (
     init_accumulators,
     init_loss_stats,
     leaves_per_decay,
-    loss_features,
     nominal_direction,
     param_feature_names,
     param_features,
     per_param_mlp,
+    step_loss_features,
     time_feature_names,
     time_features,
     update_accumulators,
-    update_loss_stats,
 )
 from lopt.learned.trust_region import check_trust_region, trust_region
 
@@ -149,8 +148,6 @@ class RNNMLPOptimizer(Architecture):
 
         def update(grads, state, params=None, *, loss=None, valid_loss=None, **extra):
             del extra
-            loss = jnp.zeros(()) if loss is None else loss
-            valid_loss = loss if valid_loss is None else valid_loss
             g_leaves, treedef = jax.tree.flatten(grads)
             p_leaves = jax.tree.leaves(params)
             rms = lambda x: jnp.sqrt(jnp.mean(jnp.square(x)) + EPS)
@@ -166,7 +163,7 @@ class RNNMLPOptimizer(Architecture):
             grads = jax.tree.unflatten(treedef, g_leaves)
 
             acc = update_accumulators(state.acc, grads, self.decays)
-            stats = update_loss_stats(state.loss, loss, valid_loss)
+            stats, losses = step_loss_features(state.loss, loss, valid_loss)
             t = time_features(acc.count, self.timescales)
             ms, vs = leaves_per_decay(acc.momentum), leaves_per_decay(acc.second_moment)
 
@@ -179,7 +176,7 @@ class RNNMLPOptimizer(Architecture):
                 ]
             )
             n = dynamic.shape[0]
-            shared = jnp.concatenate([t, loss_features(stats, loss)])
+            shared = jnp.concatenate([t, losses])
             deepsets = jnp.mean(dense(theta["deepsets"], state.h), axis=0)
             x = jnp.concatenate(
                 [

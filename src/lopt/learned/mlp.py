@@ -30,15 +30,14 @@ from lopt.learned.features import (
     init_accumulators,
     init_loss_stats,
     leaves_per_decay,
-    loss_features,
     nominal_direction,
     param_feature_names,
     param_features,
     per_param_mlp,
+    step_loss_features,
     time_feature_names,
     time_features,
     update_accumulators,
-    update_loss_stats,
 )
 from lopt.learned.trust_region import check_trust_region, trust_region
 
@@ -124,10 +123,8 @@ class MLPOptimizer(Architecture):
             t = time_features(acc.count, self.timescales)
             stats = None
             if self.with_loss_features:
-                loss = jnp.zeros(()) if loss is None else loss
-                valid_loss = loss if valid_loss is None else valid_loss
-                stats = update_loss_stats(state.loss, loss, valid_loss)
-                t = jnp.concatenate([t, loss_features(stats, loss)])
+                stats, losses = step_loss_features(state.loss, loss, valid_loss)
+                t = jnp.concatenate([t, losses])
 
             def per_tensor(p, g, ms, vs):
                 (direction, magnitude), _ = per_param_mlp(
