@@ -5,7 +5,8 @@
 Models are two square linear layers (weights and biases) of about 10k, 100k and 1M parameters,
 as in ``lopt.bench_learned``; the optimizers are the shipped architectures (read from the
 shipped files: "small" is "mlp" with hidden [8], "rnn-mlp" has mlp_hidden [8, 8], both with the
-trust region) with random weights, so nothing needs to be trained.
+trust region) with random weights, so nothing needs to be trained. Each runs eagerly and with
+``compile=True`` (``lopt.torch.compiled``; compilation happens in the warm-up step, untimed).
 """
 
 from __future__ import annotations
@@ -94,25 +95,31 @@ def step_ratios(quick: bool = False, device: str = "cpu") -> dict:
             adam = step_time(torch.optim.Adam(params, lr=1e-3), params, calls, repeats)
             row = {"num_params": sum(p.numel() for p in params), "adam_ms": 1e3 * adam}
             for name, stem in stems.items():
-                seconds = step_time(LearnedOptimizer(params, stem), params, calls, repeats)
-                row[f"{name}_ms"] = 1e3 * seconds
-                row[f"{name}_ratio"] = seconds / adam
+                for compiled, suffix in ((False, ""), (True, "_compiled")):
+                    optimizer = LearnedOptimizer(params, stem, compile=compiled)
+                    seconds = step_time(optimizer, params, calls, repeats)
+                    row[f"{name}{suffix}_ms"] = 1e3 * seconds
+                    row[f"{name}{suffix}_ratio"] = seconds / adam
             rows[str(size)] = row
     return rows
 
 
 def table(rows: dict) -> str:
     """The results as a markdown table."""
-    lines = [
-        "| params | Adam ms/step | small ms/step | small ÷ Adam "
-        "| rnn-mlp ms/step | rnn-mlp ÷ Adam |",
-        "|---:|---:|---:|---:|---:|---:|",
-    ]
+    names = list(ARCHITECTURES)
+    header = "".join(
+        f" {n} ms/step | {n} ÷ Adam | compiled ms/step | compiled ÷ Adam |" for n in names
+    )
+    lines = ["| params | Adam ms/step |" + header, "|---:|---:|" + "---:|" * 4 * len(names)]
     for row in rows.values():
-        lines.append(
-            f"| {row['num_params']:,} | {row['adam_ms']:.3f} | {row['small_ms']:.3f} | "
-            f"{row['small_ratio']:.1f}× | {row['rnn-mlp_ms']:.3f} | {row['rnn-mlp_ratio']:.1f}× |"
-        )
+        cells = [f"{row['num_params']:,}", f"{row['adam_ms']:.3f}"]
+        for name in names:
+            for suffix in ("", "_compiled"):
+                cells += [
+                    f"{row[name + suffix + '_ms']:.3f}",
+                    f"{row[name + suffix + '_ratio']:.1f}×",
+                ]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

@@ -15,6 +15,7 @@ import torch
 
 from lopt.errors import LoptError
 from lopt.torch import networks as nets
+from lopt.torch.compiled import compiled_tensor_update
 from lopt.torch.files import load
 
 
@@ -27,6 +28,9 @@ class LearnedOptimizer(torch.optim.Optimizer):
         name_or_path: a shipped optimizer (``"small"``, ``"rnn-mlp"``) or a saved one: a
             ``.safetensors``/``.json`` file, its stem, or a run directory.
         lr_multiplier: scale of every update (1.0 is the optimizer as meta-trained).
+        compile: run the per-parameter network through ``torch.compile`` (TorchInductor; needs
+            a C++ compiler on CPU): the same update, several times faster once compiled, at the
+            price of a compilation (seconds) at the first step (``lopt.torch.compiled``).
 
     Example::
 
@@ -47,8 +51,10 @@ class LearnedOptimizer(torch.optim.Optimizer):
         name_or_path: str | os.PathLike = "small",
         *,
         lr_multiplier: float = 1.0,
+        compile: bool = False,
     ):
         self.config, self._theta_cpu = load(name_or_path)
+        self.compile = bool(compile)
         self.source = str(name_or_path)
         self._theta_by_device: dict[torch.device, dict[str, torch.Tensor]] = {}
         self._decays_by_shape: dict = {}
@@ -167,23 +173,16 @@ class LearnedOptimizer(torch.optim.Optimizer):
             state = self._param_state(p)
             g = p.grad.to(torch.float32)
             self._accumulate(p, g, state)
-            count, m, v = state["step"], state["momentum"], state["second_moment"]
+            count = state["step"]
             if (count, p.device) not in constants:
                 shared = [nets.time_features(count, cfg.timescales, p.device)]
                 if losses is not None:
                     shared.append(losses.to(p.device))
                 constants[count, p.device] = torch.cat(shared)
-            p32 = p.to(torch.float32)
-            features = nets.param_features(p32, g, m, v)
-            direction, magnitude, _ = nets.per_param_mlp(
-                nets.mlp_layers(theta), features, constants[count, p.device]
+            update, _ = self._tensor_update(
+                p.to(torch.float32), g, state, constants[count, p.device], theta["['log_lr']"]
             )
-            if cfg.nominal:
-                direction.add_(nets.nominal_direction(m, v, count, cfg.decays).reshape(-1))
-            # −λ₂·exp(λ₁·m + log_lr)·d, in place on the network's output rows
-            update = magnitude.mul_(cfg.exp_mult).add_(theta["['log_lr']"]).exp_()
-            update = update.mul_(-cfg.step_mult).mul_(direction)
-            _apply(p, nets.trust_region(update, p32, cfg.trust_ratio, cfg.trust_floor), multiplier)
+            _apply(p, update, multiplier)
 
     def _step_rnn_mlp(self, active: list, loss, valid_loss) -> None:
         cfg = self.config
@@ -245,21 +244,55 @@ class LearnedOptimizer(torch.optim.Optimizer):
 
         # Per-parameter MLP, the tensor's time features and LSTM message folded into its bias.
         for i, ((p, multiplier), g, state) in enumerate(zip(active, grads, states, strict=True)):
-            local = self._theta(p.device)
-            m, v, count = state["momentum"], state["second_moment"], state["step"]
-            constants = torch.cat([times[count], to_mlp[i]]).to(p.device)
-            direction, magnitude, pooled = nets.per_param_mlp(
-                nets.mlp_layers(local), nets.param_features(params[i], g, m, v), constants
-            )
-            direction.add_(nets.nominal_direction(m, v, count, cfg.decays).reshape(-1))
-            log_lr = tensor_log_lr[i].to(p.device)
-            # −λ₂·exp(λ₁·m + log_lr + s_tensor)·d, in place on the network's output rows
-            update = magnitude.mul_(cfg.exp_mult).add_(local["['log_lr']"]).add_(log_lr).exp_()
-            update = update.mul_(-cfg.step_mult).mul_(direction)
-            update = nets.trust_region(update, params[i], cfg.trust_ratio, cfg.trust_floor)
+            constants = torch.cat([times[state["step"]], to_mlp[i]]).to(p.device)
+            log_lr = self._theta(p.device)["['log_lr']"] + tensor_log_lr[i].to(p.device)
+            update, pooled = self._tensor_update(params[i], g, state, constants, log_lr)
             _apply(p, update, multiplier)
             state["h"], state["c"] = h[i].clone().to(p.device), c[i].clone().to(p.device)
             state["pooled"] = pooled.to(p.device)
+
+    def _tensor_update(self, p32, g, state: dict, constants, log_lr):
+        """One tensor's update, ``(numel,)``, from its updated accumulators: the per-parameter
+        MLP (``constants`` folded into its first bias) gives ``d, m``, and the update is
+        ``−λ₂·exp(λ₁·m + log_lr)·(nominal + d)`` within the trust region. Also returns the
+        last hidden layer's mean over the tensor (read by "rnn-mlp")."""
+        cfg = self.config
+        layers = nets.mlp_layers(self._theta(p32.device))
+        m, v, count = state["momentum"], state["second_moment"], state["step"]
+        nominal = cfg.kind == "rnn-mlp" or cfg.nominal
+        if self.compile:
+            update = compiled_tensor_update(
+                cfg.decays,
+                cfg.exp_mult,
+                cfg.step_mult,
+                cfg.trust_ratio,
+                cfg.trust_floor,
+                nominal,
+                cfg.kind == "rnn-mlp",
+            )
+            nominal_decays = (nets.NOMINAL_B1, nets.NOMINAL_B2)
+            corrections = [nets.bias_correction(b, count) for b in nominal_decays]
+            # Flat, and not views (detached): a view's base shape would be compiled in.
+            flat = lambda x, rows=(): x.reshape(*rows, -1).detach()
+            k = (len(cfg.decays),)
+            return update(
+                flat(p32),
+                flat(g),
+                flat(m, k),
+                flat(v, k),
+                layers,
+                constants,
+                log_lr,
+                torch.tensor(corrections, dtype=torch.float32, device=p32.device),
+            )
+        features = nets.param_features(p32, g, m, v)
+        direction, magnitude, pooled = nets.per_param_mlp(layers, features, constants)
+        if nominal:
+            direction.add_(nets.nominal_direction(m, v, count, cfg.decays).reshape(-1))
+        # −λ₂·exp(λ₁·m + log_lr)·d, in place on the network's output rows
+        update = magnitude.mul_(cfg.exp_mult).add_(log_lr).exp_()
+        update = update.mul_(-cfg.step_mult).mul_(direction)
+        return nets.trust_region(update, p32, cfg.trust_ratio, cfg.trust_floor), pooled
 
     # --- saving and restoring ---
 

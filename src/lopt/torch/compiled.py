@@ -1,0 +1,118 @@
+"""The per-parameter part of a learned update as one function for ``torch.compile``.
+
+``LearnedOptimizer(..., compile=True)`` runs this instead of the eager path of
+``lopt.torch.networks``. It computes the same thing — normalized features, the per-parameter
+MLP, Adam's nominal direction, the step and the trust region of one tensor — but written as
+scalar-weight multiply-adds over whole feature arrays rather than as a matmul of a stacked
+``(features, numel)`` matrix: eager PyTorch wants the matmul (one kernel per operation), while
+TorchInductor fuses the multiply-adds, feature normalization and output into a few loops over
+the parameters, the form ``lopt.learned.features.per_param_mlp`` gives XLA. Shapes are dynamic,
+so a model compiles once (plus once for one-element tensors), not once per tensor shape.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+
+from lopt.torch.networks import EPS, FEATURE_CLIP, NOMINAL_B1, NOMINAL_B2
+
+
+@functools.cache
+def compiled_tensor_update(
+    decays: tuple[float, ...],
+    exp_mult: float,
+    step_mult: float,
+    trust_ratio: float | None,
+    trust_floor: float,
+    nominal: bool,
+    pool: bool,
+):
+    """``tensor_update`` with these static settings, compiled (one compiled function per
+    setting, shared by every optimizer that has it)."""
+    settings = {
+        "nominal_index": (decays.index(NOMINAL_B1), decays.index(NOMINAL_B2)) if nominal else None,
+        "exp_mult": exp_mult,
+        "step_mult": step_mult,
+        "trust_ratio": trust_ratio,
+        "trust_floor": trust_floor,
+        "pool": pool,
+    }
+    return torch.compile(functools.partial(tensor_update, **settings), dynamic=True)
+
+
+def tensor_update(
+    p: torch.Tensor,
+    g: torch.Tensor,
+    m: torch.Tensor,
+    v: torch.Tensor,
+    layers: list[tuple[torch.Tensor, torch.Tensor]],
+    constants: torch.Tensor,
+    log_lr: torch.Tensor,
+    bias_corrections: torch.Tensor,
+    *,
+    nominal_index: tuple[int, int] | None,
+    exp_mult: float,
+    step_mult: float,
+    trust_ratio: float | None,
+    trust_floor: float,
+    pool: bool,
+):
+    """One tensor's update from its accumulators (all float32, flattened).
+
+    Args:
+        p, g: parameter and gradient, ``(numel,)``.
+        m, v: ``(K, numel)`` momenta and second moments, already updated with ``g``.
+        layers: the per-parameter MLP's ``(weight, bias)`` pairs.
+        constants: ``(C,)`` per-tensor inputs folded into the first layer's bias.
+        log_lr: the log step added to the network's magnitude (θ's, plus the LSTM's per-tensor
+            one for "rnn-mlp").
+        bias_corrections: ``(2,)`` Adam bias corrections ``1 − β**t`` at the nominal decays.
+        nominal_index: indices of the nominal decays in ``m``/``v`` (``None``: no nominal).
+        exp_mult, step_mult, trust_ratio, trust_floor: as in the architecture's config.
+        pool: also return the last hidden layer's mean over the tensor.
+
+    Returns:
+        ``(update (numel,), pooled (hidden[-1],) or None)``.
+    """
+    k = m.shape[0]
+    rsqrt = [torch.rsqrt(v[i] + EPS) for i in range(k)]
+    raw = [g, p, *(m[i] for i in range(k)), *rsqrt, *(m[i] * rsqrt[i] for i in range(k))]
+    features = [_normalized(x) for x in raw]
+    weight, bias = layers[0]
+    n = len(features)
+    hidden = _affine(weight[:, :n], bias + weight[:, n:] @ constants, features)
+    for weight, bias in layers[1:-1]:
+        hidden = _affine(weight, bias, [torch.relu(h) for h in hidden])
+    hidden = [torch.relu(h) for h in hidden]
+    pooled = torch.stack([h.mean() for h in hidden]) if pool else None
+    direction, magnitude = _affine(*layers[-1], hidden)
+    if nominal_index is not None:
+        b1, b2 = nominal_index
+        m_hat = m[b1] / bias_corrections[0]
+        v_hat = v[b2] / bias_corrections[1]
+        direction = direction + m_hat / (torch.sqrt(v_hat) + EPS)
+    update = torch.exp(magnitude * exp_mult + log_lr) * -step_mult * direction
+    if trust_ratio is not None:
+        rms = lambda x: torch.sqrt(torch.mean(torch.square(x)))
+        limit = torch.clamp(rms(p), min=trust_floor) * trust_ratio
+        update = update * torch.clamp(limit / torch.clamp(rms(update), min=1e-30), max=1.0)
+    return update, pooled
+
+
+def _normalized(x: torch.Tensor) -> torch.Tensor:
+    """``x`` divided by its RMS over the tensor, clipped to ±FEATURE_CLIP."""
+    scale = torch.rsqrt(torch.mean(torch.square(x)) + EPS)
+    return torch.clamp(x * scale, -FEATURE_CLIP, FEATURE_CLIP)
+
+
+def _affine(weight: torch.Tensor, bias: torch.Tensor, inputs: list) -> list[torch.Tensor]:
+    """``out_i = bias_i + Σ_j weight_ij · inputs_j``, unrolled over the (few) units."""
+    outputs = []
+    for i in range(weight.shape[0]):
+        total = bias[i] + weight[i, 0] * inputs[0]
+        for j in range(1, len(inputs)):
+            total = total + weight[i, j] * inputs[j]
+        outputs.append(total)
+    return outputs
