@@ -6,6 +6,7 @@ every optimizer equal Adam), saved with ``lopt.learned.save_optimizer``.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import subprocess
@@ -267,6 +268,25 @@ def test_state_dict_round_trip(saved, tmp_path):
         for x, y in zip(a, b, strict=True):
             np.testing.assert_array_equal(x, y)
     assert all(torch.equal(p, q) for p, q in zip(params, restored, strict=True))
+
+
+def test_compiled_continues_an_eager_run(saved):
+    """An eager run's state_dict loads into a ``compile=True`` optimizer, whose next steps are
+    the eager optimizer's to float32 rounding (the state is the same either way)."""
+    _, stem = saved
+    arrays, grads, losses, valid = problem()
+    params = torch_params(arrays)
+    eager = LearnedOptimizer(params, stem)
+    torch_run(eager, params, grads[:10], losses[:10], valid[:10])
+    state, start = copy.deepcopy(eager.state_dict()), [p.detach().clone() for p in params]
+    expected = torch_run(eager, params, grads[10:20], losses[10:20], valid[10:20])
+
+    restored = [p.requires_grad_(True) for p in start]
+    compiled = LearnedOptimizer(restored, stem, compile=True)
+    compiled.load_state_dict(state)
+    actual = torch_run(compiled, restored, grads[10:20], losses[10:20], valid[10:20])
+    for a, b in zip(actual, expected, strict=True):
+        assert_close(a, b)
 
 
 def test_missing_gradients_freeze_state(saved):
