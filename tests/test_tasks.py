@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -24,6 +25,7 @@ from lopt.tasks import (
     task_names,
 )
 from lopt.tasks.classifiers import MLPClassifier, MLPClassifierConfig
+from lopt.tasks.models import conv_as_matmul
 from lopt.tasks.registry import HELDOUT_FRESH_TASKS
 from lopt.tasks.synthetic import Quadratic, QuadraticConfig
 from lopt.train import train
@@ -152,3 +154,21 @@ def test_invalid_config_names_the_field():
         MLPClassifier(MLPClassifierConfig(batch_size=0))
     with pytest.raises(LoptError, match="activation"):
         MLPClassifier(MLPClassifierConfig(activation="swish"))
+
+
+@pytest.mark.parametrize(("dims", "kernel"), [(1, 3), (1, 5), (2, 3), (2, 5)])
+def test_conv_as_matmul_is_the_convolution(dims, kernel):
+    """The conv nets' patches-times-kernel convolution equals equinox's convolution, for one set
+    of weights and vmapped over several (where JAX would otherwise batch a grouped conv)."""
+    spatial = (11,) * dims
+    keys = jax.random.split(jax.random.key(0), 4)
+    convs = [
+        eqx.nn.Conv(dims, 3, 4, kernel, stride=2, padding=kernel // 2, key=k) for k in keys[:3]
+    ]
+    x = jax.random.normal(keys[3], (3, *spatial))
+    expected = [conv(x) for conv in convs]
+    for conv, want in zip(convs, expected, strict=True):
+        np.testing.assert_allclose(conv_as_matmul(conv, x), want, rtol=1e-5, atol=1e-6)
+    stacked = jax.tree.map(lambda *a: jnp.stack(a), *convs)
+    batched = jax.vmap(conv_as_matmul, in_axes=(0, None))(stacked, x)
+    np.testing.assert_allclose(batched, jnp.stack(expected), rtol=1e-5, atol=1e-6)

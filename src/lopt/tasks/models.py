@@ -75,8 +75,26 @@ class ConvNet(eqx.Module):
         """``x (1, *spatial) -> (num_classes,)``."""
         act = ACTIVATIONS[self.activation]
         for conv in self.convs:
-            x = act(conv(x))
+            x = act(conv_as_matmul(conv, x))
         return self.head(jnp.mean(x.reshape(x.shape[0], -1), axis=1))
+
+
+def conv_as_matmul(conv: eqx.nn.Conv, x: jax.Array) -> jax.Array:
+    """``conv(x)`` for one example, computed as the input's patches times the flattened kernel.
+
+    The same function as the convolution (in float32 the two usually agree bit for bit), but
+    when the weights are batched — ``jax.vmap`` over several sets of parameters, as in learning
+    rate grids and ES particles — it is a batched matmul instead of the grouped convolution
+    that JAX's batching rule makes, which XLA on CPU runs slowly: Adam over 14 learning rates
+    trains the conv tasks 1.9–2.7× faster this way, ES estimates run 1.4–2.9× and single runs
+    1.3–2.0× faster (``benchmarks/conv_as_matmul.py``). For
+    convolutions as ``ConvNet`` builds them: one group, zero padding, with a bias.
+    """
+    patches = jax.lax.conv_general_dilated_patches(
+        x[None], conv.kernel_size, conv.stride, conv.padding, rhs_dilation=conv.dilation
+    )[0]  # (in_channels · prod(kernel), *out_spatial), channel-major like the kernel
+    out = jnp.einsum("oc,c...->o...", conv.weight.reshape(conv.weight.shape[0], -1), patches)
+    return out + conv.bias
 
 
 class CharRNN(eqx.Module):
