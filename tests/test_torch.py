@@ -308,13 +308,14 @@ def test_missing_gradients_freeze_state(saved):
     assert all(len(optimizer.state[p]) == 0 for p in params[3:])
 
 
-def test_dtypes_kept(saved):
+@pytest.mark.parametrize("compile", [False, True], ids=["eager", "compiled"])
+def test_dtypes_kept(saved, compile):
     _, stem = saved
     p = torch.zeros(4, 3, dtype=torch.bfloat16, requires_grad=True)
-    optimizer = LearnedOptimizer([p], stem)
+    optimizer = LearnedOptimizer([p], stem, compile=compile)
     p.grad = torch.ones_like(p)
     optimizer.step(loss=1.0)
-    assert p.dtype == torch.bfloat16 and torch.isfinite(p.float()).all()
+    assert p.dtype == torch.bfloat16 and torch.isfinite(p.float()).all() and p.abs().max() > 0
     restored = LearnedOptimizer([p], stem)
     restored.load_state_dict(optimizer.state_dict())
     assert restored.state[p]["momentum"].dtype == torch.float32
