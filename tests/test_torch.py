@@ -459,3 +459,16 @@ def test_import_lopt_torch_does_not_import_jax():
     if _imports("lopt"):
         pytest.skip("lopt/__init__.py imports JAX eagerly")
     assert _imports("lopt.torch") == []
+
+
+def test_bench_table_has_eager_and_compiled_columns():
+    """The benchmark's table (smoke: formatting only; speed is measured by running it)."""
+    from lopt.torch.bench import ARCHITECTURES, table
+
+    row = {"num_params": 9940, "adam_ms": 0.1}
+    for name in ARCHITECTURES:
+        for suffix, ms in (("", 1.0), ("_compiled", 0.5)):
+            row[f"{name}{suffix}_ms"], row[f"{name}{suffix}_ratio"] = ms, ms / 0.1
+    lines = table({"10000": row}).splitlines()
+    assert len(lines) == 3 and "compiled ÷ Adam" in lines[0]
+    assert "| 9,940 | 0.100 | 1.000 | 10.0× | 0.500 | 5.0× |" in lines[2]
