@@ -87,8 +87,8 @@ def conv_as_matmul(conv: eqx.nn.Conv, x: jax.Array) -> jax.Array:
     rate grids and ES particles — it is a batched matmul instead of the grouped convolution
     that JAX's batching rule makes, which XLA on CPU runs slowly: Adam over 14 learning rates
     trains the conv tasks 1.9–2.7× faster this way, ES estimates run 1.4–2.9× and single runs
-    1.3–2.0× faster (``benchmarks/conv_as_matmul.py``). For
-    convolutions as ``ConvNet`` builds them: one group, zero padding, with a bias.
+    1.3–2.0× faster (``benchmarks/conv_as_matmul.py``). For convolutions as ``ConvNet``
+    builds them: one group, zero padding, with a bias.
     """
     patches = jax.lax.conv_general_dilated_patches(
         x[None], conv.kernel_size, conv.stride, conv.padding, rhs_dilation=conv.dilation

@@ -7,7 +7,8 @@ scalar-weight multiply-adds over whole feature arrays rather than as a matmul of
 ``(features, numel)`` matrix: eager PyTorch wants the matmul (one kernel per operation), while
 TorchInductor fuses the multiply-adds, feature normalization and output into a few loops over
 the parameters, the form ``lopt.learned.features.per_param_mlp`` gives XLA. Shapes are dynamic,
-so a model compiles once (plus once for one-element tensors), not once per tensor shape.
+so a model compiles at most three times (one-element tensors, tensors of up to 4096 entries,
+larger ones: TorchInductor specializes its reductions), not once per tensor shape.
 """
 
 from __future__ import annotations
