@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -9,6 +10,9 @@ import sys
 import pytest
 
 from lopt.cli import main
+from lopt.cli.training import load_run_config
+from lopt.meta import MetaTrainConfig
+from lopt.population import PopulationConfig
 from lopt.tasks import TASK_SETS
 
 EXPECTED_FILES = ("config.json", "results.json", "results.md", "metrics.jsonl", "summary.png")
@@ -120,3 +124,11 @@ def test_demo_writes_report(tmp_path):
     assert (tmp_path / "eval" / "results.md").exists()
     assert (tmp_path / "eval" / "summary.png").exists()
     assert (tmp_path / "meta-train" / "meta_loss.png").exists()
+
+
+def test_seed_flag_overrides_the_config_of_a_new_run(tmp_path):
+    """``--seed`` (like ``--outer-steps``) overrides the config's field; omitted, it is kept."""
+    for config_class, name in ((MetaTrainConfig, "small"), (PopulationConfig, "self-train")):
+        args = argparse.Namespace(config=name, out=str(tmp_path / name))
+        assert load_run_config(config_class, args, seed=3).seed == 3
+        assert load_run_config(config_class, args, seed=None).seed == 0

@@ -25,6 +25,9 @@ def add_meta_train(subparsers) -> None:
     )
     p.add_argument("--out", required=True, help="run directory")
     p.add_argument("--outer-steps", type=positive_int, default=None, help="override outer_steps")
+    p.add_argument(
+        "--seed", type=non_negative_int, default=None, help="override seed (for a new run)"
+    )
     p.add_argument("--minutes", type=positive_float, default=None, help="stop (resumably) after")
     add_backend_arguments(p)
     p.add_argument(
@@ -95,7 +98,7 @@ def run_meta_train(args: argparse.Namespace) -> int:
     setup()
     from lopt.meta import MetaTrainConfig, meta_train
 
-    config = load_run_config(MetaTrainConfig, args, outer_steps=args.outer_steps)
+    config = load_run_config(MetaTrainConfig, args, outer_steps=args.outer_steps, seed=args.seed)
     backend = make_backend(args)
     try:
         summary = meta_train(args.out, config, max_minutes=args.minutes, backend=backend)
@@ -130,6 +133,9 @@ def add_self_train(subparsers) -> None:
         "(the comparison run: optax Adam with a PBT-tuned learning rate)",
     )
     p.add_argument("--outer-steps", type=positive_int, default=None, help="override outer_steps")
+    p.add_argument(
+        "--seed", type=non_negative_int, default=None, help="override seed (for a new run)"
+    )
     p.add_argument("--minutes", type=positive_float, default=None, help="stop (resumably) after")
     add_backend_arguments(p)
     p.set_defaults(run=run_self_train)
@@ -139,7 +145,9 @@ def run_self_train(args: argparse.Namespace) -> int:
     setup()
     from lopt.population import PopulationConfig, self_train
 
-    config = load_run_config(PopulationConfig, args, outer_steps=args.outer_steps, outer=args.outer)
+    config = load_run_config(
+        PopulationConfig, args, outer_steps=args.outer_steps, outer=args.outer, seed=args.seed
+    )
     _check_backend_arguments(args)
     members = None
     if args.backend == "ray":
