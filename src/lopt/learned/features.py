@@ -18,6 +18,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from lopt.unrolled import affine
+
 FEATURE_CLIP = 5.0
 EPS = 1e-8
 
@@ -121,10 +123,10 @@ def per_param_mlp(
     shape, n = features[0].shape, len(features)
     first = layers[0]
     bias = first.bias if constants is None else first.bias + first.weight[:, n:] @ constants
-    x = _affine(first.weight[:, :n], bias, features)
+    x = affine(first.weight[:, :n], bias, features)
     if not pool:
         for layer in layers[1:]:
-            x = _affine(layer.weight, layer.bias, [jax.nn.relu(h) for h in x])
+            x = affine(layer.weight, layer.bias, [jax.nn.relu(h) for h in x])
         return x, None
     hidden = jnp.stack([jax.nn.relu(h).reshape(-1) for h in x])  # (width, numel)
     for layer in layers[1:-1]:
@@ -132,17 +134,6 @@ def per_param_mlp(
     last = layers[-1]
     outputs = last.weight @ hidden + last.bias[:, None]
     return [o.reshape(shape) for o in outputs], jnp.mean(hidden, axis=1)
-
-
-def _affine(weight: jax.Array, bias: jax.Array, inputs: list[jax.Array]) -> list[jax.Array]:
-    """``out_i = bias_i + Σ_j weight_ij · inputs_j`` for arrays ``inputs``, unrolled."""
-    outputs = []
-    for i in range(weight.shape[0]):
-        total = bias[i] + weight[i, 0] * inputs[0]
-        for j in range(1, len(inputs)):
-            total = total + weight[i, j] * inputs[j]
-        outputs.append(total)
-    return outputs
 
 
 def time_feature_names(timescales: tuple[float, ...]) -> tuple[str, ...]:

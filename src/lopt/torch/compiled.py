@@ -18,6 +18,7 @@ import functools
 import torch
 
 from lopt.torch.networks import EPS, FEATURE_CLIP, NOMINAL_B1, NOMINAL_B2
+from lopt.unrolled import affine
 
 
 @functools.cache
@@ -83,12 +84,12 @@ def tensor_update(
     features = [_normalized(x) for x in raw]
     weight, bias = layers[0]
     n = len(features)
-    hidden = _affine(weight[:, :n], bias + weight[:, n:] @ constants, features)
+    hidden = affine(weight[:, :n], bias + weight[:, n:] @ constants, features)
     for weight, bias in layers[1:-1]:
-        hidden = _affine(weight, bias, [torch.relu(h) for h in hidden])
+        hidden = affine(weight, bias, [torch.relu(h) for h in hidden])
     hidden = [torch.relu(h) for h in hidden]
     pooled = torch.stack([h.mean() for h in hidden]) if pool else None
-    direction, magnitude = _affine(*layers[-1], hidden)
+    direction, magnitude = affine(*layers[-1], hidden)
     if nominal_index is not None:
         b1, b2 = nominal_index
         m_hat = m[b1] / bias_corrections[0]
@@ -106,14 +107,3 @@ def _normalized(x: torch.Tensor) -> torch.Tensor:
     """``x`` divided by its RMS over the tensor, clipped to ±FEATURE_CLIP."""
     scale = torch.rsqrt(torch.mean(torch.square(x)) + EPS)
     return torch.clamp(x * scale, -FEATURE_CLIP, FEATURE_CLIP)
-
-
-def _affine(weight: torch.Tensor, bias: torch.Tensor, inputs: list) -> list[torch.Tensor]:
-    """``out_i = bias_i + Σ_j weight_ij · inputs_j``, unrolled over the (few) units."""
-    outputs = []
-    for i in range(weight.shape[0]):
-        total = bias[i] + weight[i, 0] * inputs[0]
-        for j in range(1, len(inputs)):
-            total = total + weight[i, j] * inputs[j]
-        outputs.append(total)
-    return outputs
