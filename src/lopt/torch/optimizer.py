@@ -7,6 +7,7 @@ parameters of all param groups, in order, play the role of the JAX pytree's leav
 
 from __future__ import annotations
 
+import functools
 import itertools
 import os
 from collections.abc import Callable, Iterable
@@ -55,7 +56,12 @@ class LearnedOptimizer(torch.optim.Optimizer):
         compile: bool = False,
     ):
         self.config, self._theta_cpu = load(name_or_path)
-        self.compile = bool(compile)
+        cfg, rnn = self.config, self.config.kind == "rnn-mlp"
+        self._nominal = rnn or cfg.nominal  # "rnn-mlp" always adds Adam's direction
+        self._compiled = None  # the compiled per-tensor update (``compile=True``)
+        if compile:
+            settings = (cfg.exp_mult, cfg.step_mult, cfg.trust_ratio, cfg.trust_floor)
+            self._compiled = compiled_tensor_update(cfg.decays, *settings, self._nominal, rnn)
         self.source = str(name_or_path)
         self._theta_by_device: dict[torch.device, dict[str, torch.Tensor]] = {}
         self._decays_by_shape: dict = {}
@@ -260,23 +266,11 @@ class LearnedOptimizer(torch.optim.Optimizer):
         cfg = self.config
         layers = nets.mlp_layers(self._theta(p32.device))
         m, v, count = state["momentum"], state["second_moment"], state["step"]
-        nominal = cfg.kind == "rnn-mlp" or cfg.nominal
-        if self.compile:
-            compiled = compiled_tensor_update(
-                cfg.decays,
-                cfg.exp_mult,
-                cfg.step_mult,
-                cfg.trust_ratio,
-                cfg.trust_floor,
-                nominal,
-                cfg.kind == "rnn-mlp",
-            )
-            nominal_decays = (nets.NOMINAL_B1, nets.NOMINAL_B2)
-            corrections = [nets.bias_correction(b, count) for b in nominal_decays]
+        if self._compiled is not None:
             # Flat, and not views (detached): a view's base shape would be compiled in.
             flat = lambda x, rows=(): x.reshape(*rows, -1).detach()
             k = (len(cfg.decays),)
-            return compiled(
+            return self._compiled(
                 flat(p32),
                 flat(g),
                 flat(m, k),
@@ -284,11 +278,11 @@ class LearnedOptimizer(torch.optim.Optimizer):
                 layers,
                 constants,
                 log_lr,
-                torch.tensor(corrections, dtype=torch.float32, device=p32.device),
+                _nominal_bias_corrections(count, p32.device),
             )
         features = nets.param_features(p32, g, m, v)
         direction, magnitude, pooled = nets.per_param_mlp(layers, features, constants)
-        if nominal:
+        if self._nominal:
             direction.add_(nets.nominal_direction(m, v, count, cfg.decays).reshape(-1))
         # −λ₂·exp(λ₁·m + log_lr)·d, in place on the network's output rows
         update = magnitude.mul_(cfg.exp_mult).add_(log_lr).exp_()
@@ -347,6 +341,14 @@ def _apply(p: torch.Tensor, update: torch.Tensor, multiplier: float) -> None:
         p.add_(update)
     else:
         p.add_(update, alpha=multiplier)
+
+
+@functools.lru_cache(maxsize=16)
+def _nominal_bias_corrections(count: int, device: torch.device) -> torch.Tensor:
+    """``1 − β**count`` at the nominal decays, ``(2,)`` float32 (shared by a step's tensors;
+    read, never written)."""
+    corrections = [nets.bias_correction(b, count) for b in (nets.NOMINAL_B1, nets.NOMINAL_B2)]
+    return torch.tensor(corrections, dtype=torch.float32, device=device)
 
 
 def _scalar(value, device: torch.device, name: str) -> torch.Tensor:
