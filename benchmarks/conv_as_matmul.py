@@ -6,7 +6,8 @@
 flattened kernel (``conv_as_matmul``). Under ``jax.vmap`` over several sets of weights — a grid
 of Adam learning rates, ES particles — JAX batches a convolution into a grouped convolution,
 which XLA on CPU runs slowly; the matmul form batches into a batched matmul. Timed side by
-side in one process, best of 3 (after compilation), for three ways the conv tasks are run:
+side in one process, best of 3 (after compilation), for three ways the conv tasks are run
+(through lopt.train.run_steps, the inner loop of `lopt bench`):
 one Adam run (1000 steps), Adam over the 14 learning rates of the tuning grid vmapped (200
 steps each), and ES estimates for the shipped ``small`` (8 antithetic pairs, truncation 50).
 """
@@ -25,6 +26,7 @@ from lopt.learned import build_architecture
 from lopt.meta.estimators import make_estimator
 from lopt.meta.truncation import TruncationConfig
 from lopt.tasks import FAMILIES, get_task
+from lopt.train import as_extra_args, init_state, run_steps
 
 FORMS = {"convolution": lambda conv, x: conv(x), "patches @ kernel": models.conv_as_matmul}
 TASKS = {
@@ -36,20 +38,11 @@ TASKS = {
 
 
 def adam_run(task, num_steps: int):
-    """``(lr, key) -> losses``: one Adam run of ``num_steps`` on ``task``."""
+    """``(lr, key) -> losses``: one Adam run of ``num_steps`` on ``task`` (lopt's inner loop)."""
 
     def run(lr, key):
-        tx = optax.adam(lr)
-        params = task.init(key)
-
-        def body(carry, t):
-            params, state = carry
-            batch = task.batch(jax.random.fold_in(key, t), "train")
-            loss, grads = jax.value_and_grad(task.loss)(params, batch)
-            updates, state = tx.update(grads, state, params)
-            return (optax.apply_updates(params, updates), state), loss
-
-        return jax.lax.scan(body, (params, tx.init(params)), jnp.arange(num_steps))[1]
+        optimizer = as_extra_args(optax.adam(lr))
+        return run_steps(task, optimizer, init_state(task, optimizer, key), num_steps)[1]
 
     return run
 

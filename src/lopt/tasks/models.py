@@ -86,8 +86,8 @@ def conv_as_matmul(conv: eqx.nn.Conv, x: jax.Array) -> jax.Array:
     when the weights are batched — ``jax.vmap`` over several sets of parameters, as in learning
     rate grids and ES particles — it is a batched matmul instead of the grouped convolution
     that JAX's batching rule makes, which XLA on CPU runs slowly: Adam over 14 learning rates
-    trains the conv tasks 1.9–2.7× faster this way, ES estimates run 1.4–2.9× and single runs
-    1.3–2.0× faster (``benchmarks/conv_as_matmul.py``). For convolutions as ``ConvNet``
+    trains the conv tasks 1.9–2.6× faster this way, ES estimates run 1.5–2.8× and single runs
+    1.3–1.9× faster (``benchmarks/conv_as_matmul.py``). For convolutions as ``ConvNet``
     builds them: one group, zero padding, with a bias.
     """
     patches = jax.lax.conv_general_dilated_patches(
