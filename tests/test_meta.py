@@ -83,6 +83,12 @@ def test_init_from_continues_a_saved_optimizer(tmp_path):
     with pytest.raises(CheckpointError, match="no saved optimizer"):
         meta_train(tmp_path / "third", MetaTrainConfig(init_from=str(tmp_path / "missing"), **TINY))
     assert not (tmp_path / "third").exists()  # refused before anything is written
+    # A warm-started run resumes from its own checkpoint, without reading init_from again.
+    warm = {**TINY, "init_from": str(tmp_path / "first")}
+    meta_train(tmp_path / "warm", MetaTrainConfig(outer_steps=4, **warm))
+    (tmp_path / "first").rename(tmp_path / "moved")
+    meta_train(tmp_path / "warm", MetaTrainConfig(outer_steps=6, **warm))
+    assert json.loads((tmp_path / "warm" / "checkpoint.json").read_text())["step"] == 6
 
 
 def test_corrupt_checkpoint_falls_back_to_previous(tmp_path):

@@ -31,6 +31,7 @@ from lopt.meta.estimators import Estimator, make_estimator
 from lopt.meta.plots import plot_run
 from lopt.meta.rundir import (
     exclusive,
+    has_checkpoint,
     load_config,
     restore,
     save_checkpoint,
@@ -85,14 +86,21 @@ def meta_train(
             on another backend.
     """
     run_dir = pathlib.Path(run_dir)
+    initial_theta = None  # a new run's warm start, read before the run directory is written
     if config is not None and config.init_from and not (run_dir / "config.json").exists():
-        try:
-            warm_start_theta(config.init_from, build_architecture(config.architecture))
-        except CheckpointError as e:
-            raise CheckpointError(f"init_from {config.init_from!r}: {e}") from None
+        initial_theta = _warm_start(config)
     cfg = load_config(run_dir, config, MetaTrainConfig)
     with exclusive(run_dir):
-        return _meta_train(run_dir, cfg, max_minutes, console or Console(), backend or InProcess())
+        console, backend = console or Console(), backend or InProcess()
+        return _meta_train(run_dir, cfg, max_minutes, console, backend, initial_theta)
+
+
+def _warm_start(cfg: MetaTrainConfig):
+    """θ read from ``cfg.init_from`` for ``cfg``'s architecture (one clear error if it is not)."""
+    try:
+        return warm_start_theta(cfg.init_from, build_architecture(cfg.architecture))
+    except CheckpointError as e:
+        raise CheckpointError(f"init_from {cfg.init_from!r}: {e}") from None
 
 
 def _meta_train(
@@ -101,6 +109,7 @@ def _meta_train(
     max_minutes: float | None,
     console: Console,
     backend: Backend,
+    initial_theta=None,
 ) -> dict:
     arch = build_architecture(cfg.architecture)
     if cfg.devices > len(jax.devices()):
@@ -112,10 +121,13 @@ def _meta_train(
     estimators = bank_estimators(cfg, cfg.devices)
     outer = make_outer_optimizer(cfg)
     base_key = jax.random.key(cfg.seed)
-    if cfg.init_from is None:
+    if initial_theta is not None:
+        theta = initial_theta
+    elif cfg.init_from is None or has_checkpoint(run_dir):
+        # Random θ, or the template of a resumed run's θ (its init_from is no longer read).
         theta = arch.init_theta(jax.random.fold_in(base_key, 0))
-    else:
-        theta = warm_start_theta(cfg.init_from, arch)
+    else:  # resumed before its first checkpoint
+        theta = _warm_start(cfg)
     state = {
         "theta": theta,
         "opt_state": outer.init(theta),

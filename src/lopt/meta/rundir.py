@@ -105,9 +105,14 @@ def restore(run_dir: pathlib.Path, template: Any, log: Callable) -> tuple[Any, d
             return checkpoint.load(run_dir / stem, template)
         except CheckpointError as e:
             log(f"[yellow]warning:[/] {e}; trying an older checkpoint")
-    if (run_dir / f"{CHECKPOINT}.json").exists() or (run_dir / f"{PREVIOUS}.json").exists():
+    if has_checkpoint(run_dir):
         raise CheckpointError(f"no usable checkpoint in {run_dir} (all failed verification)")
     return None
+
+
+def has_checkpoint(run_dir: pathlib.Path) -> bool:
+    """Whether ``run_dir`` holds a checkpoint (usable or not): the run has made progress."""
+    return any((run_dir / f"{stem}.json").exists() for stem in (CHECKPOINT, PREVIOUS))
 
 
 def save_checkpoint(run_dir: pathlib.Path, tree: Any, meta: dict) -> None:
