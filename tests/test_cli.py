@@ -66,7 +66,10 @@ def test_eval_writes_run_and_resumes(tmp_path, capsys):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--optimizer", "adma"], "error: unknown optimizer 'adma'; valid optimizers: adam-tuned"),
+        (
+            ["--optimizer", "adma"],
+            "error: unknown optimizer 'adma' (did you mean 'adam'?); valid optimizers: adam-tuned",
+        ),
         (["--optimizer", "adam", "--tasks", "nope"], "error: unknown task or task set 'nope'"),
         (["--optimizer", "adam", "--steps", "0"], "error: argument --steps: expected an integer"),
         (["--optimizer", "adam", "--steps", "25"], "error: num_steps=25 must be a multiple"),

@@ -56,7 +56,11 @@ def test_resolve_optimizer_specs():
 @pytest.mark.parametrize(
     ("spec", "message"),
     [
-        ("adma", "unknown optimizer 'adma'; valid optimizers: .*adam-tuned.*NAME@LR"),
+        (
+            "adma",
+            r"unknown optimizer 'adma' \(did you mean 'adam'\?\); valid optimizers: .*NAME@LR",
+        ),
+        ("sdg@0.1", r"unknown optimizer 'sdg@0.1' \(did you mean 'sgd'\?\)"),
         ("adam@fast", "invalid learning rate in optimizer 'adam@fast'"),
         ("adam@-1", "invalid value for learning rate of 'adam@-1'"),
     ],

@@ -145,15 +145,19 @@ def test_heldout_tasks_are_never_sampled_in_meta_training():
 def test_unknown_task_lists_valid_names():
     with pytest.raises(LoptError, match="unknown task or task set 'nope'.*quadratic-16.*tiny"):
         task_names("quadratic-16,nope")
-    with pytest.raises(LoptError, match="unknown task 'nope'.*mlp-digits-32"):
-        get_task("nope")
+    with pytest.raises(LoptError, match="unknown task 'nope'; valid tasks: .*mlp-digits-32"):
+        get_task("nope")  # nothing close: no suggestion
+    with pytest.raises(
+        LoptError, match=r"unknown task 'mlp-digit-32' \(did you mean 'mlp-digits-32'"
+    ):
+        get_task("mlp-digit-32")
 
 
 def test_invalid_config_names_the_field():
     with pytest.raises(LoptError, match="batch_size: 0"):
         MLPClassifier(MLPClassifierConfig(batch_size=0))
-    with pytest.raises(LoptError, match="activation"):
-        MLPClassifier(MLPClassifierConfig(activation="swish"))
+    with pytest.raises(LoptError, match=r"activation: 'rleu' \(did you mean 'relu'\?\)"):
+        MLPClassifier(MLPClassifierConfig(activation="rleu"))
 
 
 @pytest.mark.parametrize(("dims", "kernel"), [(1, 3), (1, 5), (2, 3), (2, 5)])

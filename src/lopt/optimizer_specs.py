@@ -19,7 +19,7 @@ import optax
 import lopt
 from lopt.baselines import ADAM_LRS, BASELINES, DEFAULT_LR, NADAMW_TRIALS, make
 from lopt.baselines.tuning import NAdamWTrial, nadamw_trial
-from lopt.errors import LoptError, check_range
+from lopt.errors import LoptError, check_range, did_you_mean
 from lopt.pretrained import SHIPPED
 
 
@@ -114,7 +114,8 @@ def resolve_optimizer(spec: str) -> OptimizerSpec:
     try:
         return fixed_optimizer(spec, lopt.load(spec))
     except LoptError as err:
+        hint = did_you_mean(name, BASELINES) if at else did_you_mean(spec, valid_specs())
         raise LoptError(
-            f"unknown optimizer {spec!r}; valid optimizers: {', '.join(valid_specs())} "
+            f"unknown optimizer {spec!r}{hint}; valid optimizers: {', '.join(valid_specs())} "
             f"(PATH: a saved learned optimizer; loading {spec!r} failed: {err})"
         ) from None

@@ -8,7 +8,7 @@ import pathlib
 from dataclasses import dataclass, field
 from typing import Any, Self
 
-from lopt.errors import LoptError, check_choice, check_range
+from lopt.errors import LoptError, check_choice, check_range, unknown_name
 from lopt.learned.io import build_architecture
 from lopt.meta.estimators import ESTIMATORS
 from lopt.meta.truncation import TruncationConfig
@@ -24,7 +24,7 @@ def shipped_config_path(name: str) -> pathlib.Path:
     path = SHIPPED_CONFIGS / f"{name}.json"
     if not path.exists():
         names = sorted(p.stem for p in SHIPPED_CONFIGS.glob("*.json"))
-        raise LoptError(f"unknown shipped config {name!r}; valid: {', '.join(names)}")
+        raise unknown_name("shipped config", name, names)
     return path
 
 
