@@ -116,6 +116,19 @@ def test_script_reports_one_line(tmp_path):
     assert proc.stderr.count("\n") == 1
 
 
+def test_average_writes_a_loadable_optimizer(tmp_path, capsys):
+    import lopt
+
+    out = tmp_path / "soup"
+    assert (
+        main(["average", "--optimizer", "small,small", "--weights", "1,2", "--out", str(out)]) == 0
+    )
+    assert json.loads(out.with_suffix(".json").read_text())["info"]["weights"] == [1.0, 2.0]
+    lopt.load(out)  # the mean of one θ with itself: the same optimizer
+    assert main(["average", "--optimizer", "small,rnn-mlp", "--out", str(tmp_path / "x")]) == 2
+    assert "holds the architecture" in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_demo_writes_report(tmp_path):
     from lopt.demo import run_demo

@@ -168,6 +168,28 @@ def test_warm_start_widens_an_mlp_to_more_features(tmp_path):
         warm_start_theta(tmp_path / "plain", build_architecture({"kind": "mlp", "hidden": [5]}))
 
 
+def test_average_is_the_weighted_mean_of_one_architecture(tmp_path):
+    from lopt.learned.io import average_optimizers
+
+    arch = build_architecture(TINY["mlp"])
+    thetas = [arch.init_theta(jax.random.key(i)) for i in range(2)]
+    for i, theta in enumerate(thetas):
+        save_optimizer(tmp_path / f"opt{i}", arch, theta)
+    stems = [tmp_path / "opt0", tmp_path / "opt1"]
+    averaged_arch, theta = average_optimizers(stems, [1.0, 3.0])  # normalized: 1/4, 3/4
+    assert averaged_arch == arch
+    for mean, a, b in zip(*(jax.tree.leaves(t) for t in (theta, *thetas)), strict=True):
+        np.testing.assert_allclose(mean, 0.25 * a + 0.75 * b, rtol=1e-6, atol=1e-7)
+    other = build_architecture(TINY["rnn-mlp"])
+    save_optimizer(tmp_path / "other", other, other.init_theta(jax.random.key(0)))
+    with pytest.raises(CheckpointError, match=r"other\.safetensors holds the architecture"):
+        average_optimizers([stems[0], tmp_path / "other"])
+    with pytest.raises(LoptError, match="two or more"):
+        average_optimizers(stems[:1])
+    with pytest.raises(LoptError, match="invalid weights"):
+        average_optimizers(stems, [1.0, -1.0])
+
+
 def test_bad_architecture_config():
     with pytest.raises(LoptError, match="unknown architecture 'nope'"):
         build_architecture({"kind": "nope"})

@@ -8,6 +8,46 @@ from lopt.cli.common import non_negative_int, positive_float, positive_int, setu
 from lopt.errors import LoptError
 
 
+def add_average(subparsers) -> None:
+    p = subparsers.add_parser(
+        "average",
+        help="average saved learned optimizers of one architecture (a model soup)",
+        description="Write the weighted mean of the weights θ of two or more saved learned "
+        "optimizers of the same architecture as a new saved optimizer (STEM.safetensors and "
+        "STEM.json).",
+    )
+    p.add_argument(
+        "--optimizer",
+        required=True,
+        help="comma-separated saved optimizers: shipped names, files, stems or run directories",
+    )
+    p.add_argument(
+        "--weights",
+        default=None,
+        help="comma-separated weights, one per optimizer (default: equal)",
+    )
+    p.add_argument("--out", required=True, help="stem of the saved optimizer to write")
+    p.set_defaults(run=run_average)
+
+
+def run_average(args: argparse.Namespace) -> int:
+    setup()
+    from lopt.learned.io import average_optimizers, save_optimizer
+
+    paths = [s.strip() for s in args.optimizer.split(",") if s.strip()]
+    weights = None
+    if args.weights is not None:
+        try:
+            weights = [float(w) for w in args.weights.split(",")]
+        except ValueError:
+            raise LoptError(f"invalid value for --weights: {args.weights!r} (numbers)") from None
+    arch, theta = average_optimizers(paths, weights)
+    info = {"averaged": paths, "weights": weights or [1.0] * len(paths)}
+    save_optimizer(args.out, arch, theta, info)
+    print(f"wrote {args.out}.safetensors and {args.out}.json")
+    return 0
+
+
 def add_meta_train(subparsers) -> None:
     p = subparsers.add_parser(
         "meta-train",

@@ -73,6 +73,40 @@ def warm_start_theta(path, arch: Architecture) -> Any:
     )
 
 
+def average_optimizers(paths, weights=None) -> tuple[Architecture, Any]:
+    """``(architecture, θ)``: the weighted mean of the θ of saved optimizers of one
+    architecture (a "model soup"; with a fine-tuned optimizer and its starting point, the
+    weight-space interpolation of WiSE-FT, Wortsman et al. 2022).
+
+    Args:
+        paths: two or more saved optimizers (names, files, stems or run directories).
+        weights: one non-negative weight per path (normalized to sum to 1; default equal).
+    """
+    paths = list(paths)
+    if len(paths) < 2:
+        raise LoptError(f"averaging needs two or more optimizers; got {len(paths)}")
+    weights = [1.0] * len(paths) if weights is None else [float(w) for w in weights]
+    if len(weights) != len(paths) or min(weights) < 0 or sum(weights) <= 0:
+        raise LoptError(
+            f"invalid weights {weights} for {len(paths)} optimizers (need one weight >= 0 "
+            "per optimizer, not all 0)"
+        )
+    loaded = [load_theta(path) for path in paths]
+    arch = loaded[0][0]
+    for path, (other, _, _) in zip(paths[1:], loaded[1:], strict=True):
+        if other != arch:
+            raise CheckpointError(
+                f"{resolve_stem(path)}.safetensors holds the architecture {other.config()}, "
+                f"not that of {resolve_stem(paths[0])}.safetensors ({arch.config()})"
+            )
+    total = sum(weights)
+    thetas = [theta for _, theta, _ in loaded]
+    mean = jax.tree.map(
+        lambda *xs: sum(w / total * x for w, x in zip(weights, xs, strict=True)), *thetas
+    )
+    return arch, mean
+
+
 def load_theta(path, expected_kind: str | None = None) -> tuple[Architecture, Any, dict]:
     """Load ``(architecture, theta, metadata)`` from a shipped name, file, stem or run dir."""
     stem = resolve_stem(path)
