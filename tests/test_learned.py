@@ -186,8 +186,9 @@ def test_average_is_the_weighted_mean_of_one_architecture(tmp_path):
         average_optimizers([stems[0], tmp_path / "other"])
     with pytest.raises(LoptError, match="two or more"):
         average_optimizers(stems[:1])
-    with pytest.raises(LoptError, match="invalid weights"):
-        average_optimizers(stems, [1.0, -1.0])
+    for weights in ([1.0, -1.0], [0.0, 0.0], [1.0, float("nan")], [1.0]):
+        with pytest.raises(LoptError, match="invalid weights"):
+            average_optimizers(stems, weights)
 
 
 def test_bad_architecture_config():

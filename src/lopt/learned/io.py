@@ -8,6 +8,7 @@ and in PyTorch by ``lopt.torch``.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
 import jax
@@ -86,7 +87,8 @@ def average_optimizers(paths, weights=None) -> tuple[Architecture, Any]:
     if len(paths) < 2:
         raise LoptError(f"averaging needs two or more optimizers; got {len(paths)}")
     weights = [1.0] * len(paths) if weights is None else [float(w) for w in weights]
-    if len(weights) != len(paths) or min(weights) < 0 or sum(weights) <= 0:
+    valid = all(math.isfinite(w) and w >= 0 for w in weights) and sum(weights) > 0
+    if len(weights) != len(paths) or not valid:
         raise LoptError(
             f"invalid weights {weights} for {len(paths)} optimizers (need one weight >= 0 "
             "per optimizer, not all 0)"
