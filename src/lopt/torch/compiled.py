@@ -17,7 +17,7 @@ import functools
 
 import torch
 
-from lopt.torch.networks import EPS, FEATURE_CLIP, NOMINAL_B1, NOMINAL_B2
+from lopt.torch.networks import EPS, FEATURE_CLIP, NOMINAL_B1, NOMINAL_B2, trust_region
 from lopt.unrolled import affine
 
 
@@ -96,11 +96,7 @@ def tensor_update(
         v_hat = v[b2] / bias_corrections[1]
         direction = direction + m_hat / (torch.sqrt(v_hat) + EPS)
     update = torch.exp(magnitude * exp_mult + log_lr) * -step_mult * direction
-    if trust_ratio is not None:
-        rms = lambda x: torch.sqrt(torch.mean(torch.square(x)))
-        limit = torch.clamp(rms(p), min=trust_floor) * trust_ratio
-        update = update * torch.clamp(limit / torch.clamp(rms(update), min=1e-30), max=1.0)
-    return update, pooled
+    return trust_region(update, p, trust_ratio, trust_floor), pooled
 
 
 def _normalized(x: torch.Tensor) -> torch.Tensor:
