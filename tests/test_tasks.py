@@ -27,6 +27,7 @@ from lopt.tasks import (
 from lopt.tasks.classifiers import MLPClassifier, MLPClassifierConfig
 from lopt.tasks.models import conv_as_matmul
 from lopt.tasks.registry import HELDOUT_FRESH_TASKS
+from lopt.tasks.regression import Autoencoder, AutoencoderConfig
 from lopt.tasks.synthetic import Quadratic, QuadraticConfig
 from lopt.train import train
 
@@ -140,6 +141,22 @@ def test_heldout_tasks_are_never_sampled_in_meta_training():
         assert not sampled & heldout, (name, sampled & heldout)
     assert not set(HELDOUT_FAMILIES) & set(META_TRAIN_FAMILIES)
     assert set(HELDOUT_FAMILIES) <= set(FAMILIES)
+
+
+def test_autoencoders_reconstruct_features_in_the_unit_interval():
+    """Both autoencoder families reconstruct inputs in [0, 1] through a sigmoid: digits pixels
+    as they are, the standardized breast-cancer features min-max scaled over the dataset."""
+    digits = Autoencoder(AutoencoderConfig(dataset="digits"))
+    np.testing.assert_array_equal(digits.eval_batch("test")[0], digits.data.x["test"])
+    cancer = Autoencoder(AutoencoderConfig(16, 4, dataset="breast_cancer"))
+    pooled = np.concatenate([np.asarray(cancer.eval_batch(s)[0]) for s in SPLITS])
+    assert pooled.shape == (569, 30)  # every row: each split is under the evaluation cap
+    np.testing.assert_array_equal(pooled.min(axis=0), 0.0)
+    np.testing.assert_allclose(pooled.max(axis=0), 1.0, rtol=1e-6)
+    params = cancer.init(jax.random.key(0))
+    assert params.layers[0].weight.shape == (16, 30) and params.layers[-1].weight.shape == (30, 16)
+    with pytest.raises(LoptError, match="dataset: 'wine'"):
+        Autoencoder(AutoencoderConfig(dataset="wine"))
 
 
 def test_unknown_task_lists_valid_names():

@@ -56,7 +56,8 @@ FAMILIES: dict[str, TaskFamily] = {
         ConvClassifierFamily("mnist1d"),
         ConvClassifierFamily("breast_cancer"),
         TeacherStudentFamily(),
-        AutoencoderFamily(),
+        AutoencoderFamily("digits"),
+        AutoencoderFamily("breast_cancer"),
         CharLMFamily(),
         CharLMFamily("charlm-code", ("code",), (8,), (16, 32), (8, 16), (16,)),
     ]
@@ -72,6 +73,7 @@ META_TRAIN_FAMILIES = (
     "teacher_student",
     "charlm-code",
     "fn2d-booth-himmelblau",
+    "autoencoder-breast_cancer",
 )
 # Families sharing nothing with the meta-training families: no dataset, no architecture-and-data
 # combination, no function. (``fn2d`` and ``charlm`` overlap the restricted training families

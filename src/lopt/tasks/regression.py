@@ -1,5 +1,5 @@
-"""Regression task families: teacher–student MLPs (infinite synthetic data) and an MLP
-autoencoder on digits."""
+"""Regression task families: teacher–student MLPs (infinite synthetic data) and MLP
+autoencoders on digits and on the breast-cancer features."""
 
 from __future__ import annotations
 
@@ -68,12 +68,20 @@ class TeacherStudent(Task):
 
 @dataclass(frozen=True)
 class AutoencoderConfig:
-    """MLP autoencoder 64 → hidden → bottleneck → hidden → 64 on digits; loss ½ MSE."""
+    """MLP autoencoder d → hidden → bottleneck → hidden → d with a sigmoid output on a dataset's
+    features in [0, 1] (digits: d = 64; breast_cancer: d = 30); loss ½ MSE."""
 
     hidden: int = 32
     bottleneck: int = 8
     activation: str = "relu"
     batch_size: int = 64
+    dataset: str = "digits"
+
+
+# Datasets an autoencoder reconstructs. Digits pixels are already in [0, 1]; other datasets'
+# (standardized) features are min-max scaled to [0, 1] over the whole dataset, as the
+# standardization itself is, so a sigmoid output can reach every target.
+AUTOENCODER_DATASETS = ("digits", "breast_cancer")
 
 
 class Autoencoder(DataTask):
@@ -82,12 +90,18 @@ class Autoencoder(DataTask):
         check_range("bottleneck", config.bottleneck, 1, 4096)
         check_choice("activation", config.activation, ACTIVATIONS)
         check_range("batch_size", config.batch_size, 1, 4096)
-        super().__init__(config_name("autoencoder", config), "digits", config.batch_size)
+        check_choice("dataset", config.dataset, AUTOENCODER_DATASETS)
+        super().__init__(config_name("autoencoder", config), config.dataset, config.batch_size)
         self.config = config
+        if config.dataset != "digits":
+            pooled = jnp.concatenate(list(self._x.values()))
+            low, high = pooled.min(axis=0), pooled.max(axis=0)
+            self._x = {s: (x - low) / (high - low) for s, x in self._x.items()}
 
     def init(self, key):
         c = self.config
-        return MLP((64, c.hidden, c.bottleneck, c.hidden, 64), c.activation, key=key)
+        d = self._x["train"].shape[-1]
+        return MLP((d, c.hidden, c.bottleneck, c.hidden, d), c.activation, key=key)
 
     def loss(self, params, batch):
         x, _ = batch
@@ -113,7 +127,10 @@ class TeacherStudentFamily(TaskFamily):
 
 
 class AutoencoderFamily(TaskFamily):
-    name = "autoencoder-digits"
+    def __init__(self, dataset: str = "digits"):
+        check_choice("dataset", dataset, AUTOENCODER_DATASETS)
+        self.dataset = dataset
+        self.name = f"autoencoder-{dataset}"
 
     def sample_config(self, rng):
         return AutoencoderConfig(
@@ -121,6 +138,7 @@ class AutoencoderFamily(TaskFamily):
             bottleneck=int(rng.choice([4, 8, 16])),
             activation=str(rng.choice(["relu", "tanh"])),
             batch_size=int(rng.choice([32, 128])),
+            dataset=self.dataset,
         )
 
     def task(self, config):
