@@ -39,3 +39,20 @@ def test_accumulator_floor_does_the_learned_optimizers_state_update():
     np.testing.assert_allclose(state.second_moment[1]["w"], 0.1 * 4.0, rtol=1e-6)
     assert int(state.count) == 1
     assert update_time(floor, params, calls=2, repeats=1) > 0
+
+
+def test_learned_rows_show_how_many_cores_the_estimate_keeps_busy():
+    from lopt.bench import ES_HEADER, learned_rows
+
+    update = {"num_params": 10, "adam_ms": 0.1}
+    for arch in ("small", "rnn-mlp"):
+        update |= {f"{arch}_ratio": 2.0, f"{arch}_accumulators_ratio": 1.5}
+    es_row = {"inner_steps_per_s": 1e4, "outer_steps_per_s": 10.0, "gflop_per_s": 1.0}
+    es_row["fraction_of_peak"] = 0.1
+    result = {
+        "learned_updates": {"10": update},
+        "es": {"devices_1": {**es_row, "cores_busy": 1.57}, "devices_2": es_row},
+    }
+    _, rows = learned_rows(result)
+    assert ES_HEADER[-1] == "cores busy"
+    assert rows[0][-1] == "1.57" and rows[1][-1] == "–"  # results saved before the column

@@ -189,6 +189,7 @@ def learned_rows(result: dict) -> tuple[list[list[str]], list[list[str]]]:
                     f"{r['outer_steps_per_s']:.2f}",
                     f"{r['gflop_per_s']:.2f}",
                     f"{100 * r['fraction_of_peak']:.1f}%",
+                    f"{r['cores_busy']:.2f}" if "cores_busy" in r else "–",
                 ]
             )
     return updates, rows
@@ -202,7 +203,7 @@ UPDATE_HEADER = [
     "rnn-mlp ÷ Adam",
     "its accumulators alone ÷ Adam",
 ]
-ES_HEADER = ["devices", "inner steps/s", "outer steps/s", "GFLOP/s", "of peak"]
+ES_HEADER = ["devices", "inner steps/s", "outer steps/s", "GFLOP/s", "of peak", "cores busy"]
 
 
 FAMILY_HEADER = ["family", "params", "Adam steps/s", "compile s", "GFLOP/s", "of peak"]

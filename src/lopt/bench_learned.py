@@ -116,7 +116,9 @@ def es_throughput(peak_gflops: float, quick: bool = False) -> dict:
         start = time.perf_counter()
         jax.block_until_ready(est.estimate(theta, s, jax.random.key(2)))
         compile_s = time.perf_counter() - start
+        cpu_start, wall_start = time.process_time(), time.perf_counter()
         seconds = best_time(lambda est=est, s=s: est.estimate(theta, s, jax.random.key(3)), repeats)
+        cores_busy = (time.process_time() - cpu_start) / (time.perf_counter() - wall_start)
         rate = est.inner_steps_per_estimate / seconds
         out[f"devices_{devices}"] = {
             "inner_steps_per_s": rate,
@@ -124,6 +126,9 @@ def es_throughput(peak_gflops: float, quick: bool = False) -> dict:
             "first_call_s": compile_s,
             "gflop_per_s": rate * step_flops / 1e9,
             "fraction_of_peak": rate * step_flops / 1e9 / peak_gflops,
+            # CPU seconds of every thread of the process per wall second while timing: how
+            # many cores the estimate keeps busy (XLA already spreads one device's work).
+            "cores_busy": cores_busy,
         }
     if out.get("devices_2"):
         out["device_speedup"] = (
