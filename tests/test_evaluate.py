@@ -15,8 +15,10 @@ from lopt.evaluate import (
     Metrics,
     TaskResult,
     evaluate,
+    evaluate_into,
     normalized_loss,
     reference_losses,
+    run_config,
 )
 from lopt.optimizer_specs import resolve_optimizer
 
@@ -175,6 +177,7 @@ def test_other_specs_go_through_lopt_load(monkeypatch):
     import optax
 
     import lopt
+    from lopt import optimizer_specs
 
     def fake_load(path):
         if path != "runs/my-opt":
@@ -182,7 +185,40 @@ def test_other_specs_go_through_lopt_load(monkeypatch):
         return optax.with_extra_args_support(optax.sgd(0.1))
 
     monkeypatch.setattr(lopt, "load", fake_load, raising=False)
+    monkeypatch.setattr(optimizer_specs, "weights_digest", lambda path: f"digest of {path}")
     spec = resolve_optimizer("runs/my-opt")
     assert (spec.label, spec.grid, spec.select) == ("runs/my-opt", "runs/my-opt", "fixed")
+    assert spec.weights_sha256 == "digest of runs/my-opt"
     with pytest.raises(LoptError, match="unknown optimizer 'nope'; valid .*loading 'nope' failed"):
         resolve_optimizer("nope")
+
+
+def test_reuse_needs_the_same_learned_weights(tmp_path):
+    """An evaluation records the SHA-256 of each learned optimizer's weights: re-running it on
+    unchanged weights reuses the results, on retrained weights it refuses to report stale
+    numbers (or, with ``replace``, evaluates again)."""
+    import hashlib
+
+    from lopt.learned import build_architecture, save_optimizer
+
+    arch = build_architecture({"kind": "learned-adam"})
+    stem = tmp_path / "opt"
+    theta = arch.init_theta(jax.random.key(0))
+    save_optimizer(stem, arch, theta)
+    out = tmp_path / "eval"
+    args = (["quadratic-16"], [str(stem), "sgd@0.1"], 20, 1, jax.random.key(0), 10, False)
+    config = run_config(*args[:6])
+    digest = hashlib.sha256((tmp_path / "opt.safetensors").read_bytes()).hexdigest()
+    assert config["learned_sha256"] == {str(stem): digest}  # hand-designed ones have none
+    assert "learned_sha256" not in run_config(["quadratic-16"], ["sgd@0.1"], 20, 1, *args[4:6])
+    first, reused = evaluate_into(out, *args)
+    assert not reused and first["config"]["learned_sha256"] == {str(stem): digest}
+    assert digest[:16] in (out / "results.md").read_text()
+    assert evaluate_into(out, *args)[1]  # same weights: reused
+
+    save_optimizer(stem, arch, jax.tree.map(lambda x: x + 0.1, theta))  # retrained
+    with pytest.raises(LoptError, match="different evaluation .*learned_sha256"):
+        evaluate_into(out, *args)
+    second, reused = evaluate_into(out, *args, replace=True)
+    assert not reused and second["config"]["learned_sha256"][str(stem)] != digest
+    assert evaluate_into(out, *args)[1]  # the replacement is what is on disk now

@@ -41,7 +41,8 @@ def run_demo(
 ) -> tuple[dict, bool]:
     """Meta-train for at most ``minutes`` (resumable), then evaluate into ``out_dir/eval``.
 
-    Returns ``(results_json, reused)`` as ``evaluate_into`` does.
+    Returns ``(results_json, reused)`` as ``evaluate_into`` does. A re-run reuses the
+    evaluation if the optimizer is unchanged and replaces it if meta-training went on.
     """
     if minutes is not None:
         check_range("minutes", minutes, 0.0)
@@ -51,5 +52,12 @@ def run_demo(
     meta_train(meta_dir, config, max_minutes=minutes)
     specs = [*DEMO_BASELINES, "small", str(meta_dir / "optimizer")]
     return evaluate_into(
-        out_dir / "eval", DEMO_TASKS, specs, steps, seeds, jax.random.key(0), progress=progress
+        out_dir / "eval",
+        DEMO_TASKS,
+        specs,
+        steps,
+        seeds,
+        jax.random.key(0),
+        progress=progress,
+        replace=True,
     )

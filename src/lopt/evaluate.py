@@ -160,16 +160,21 @@ def run_config(
     check_range("seeds", num_seeds, 1)
     eval_every = default_eval_every(num_steps) if eval_every is None else eval_every
     check_schedule(num_steps, eval_every, 10)
-    labels = [resolve_optimizer(s).label for s in optimizer_specs]
-    return {
+    resolved = [resolve_optimizer(s) for s in optimizer_specs]
+    config = {
         "tasks": list(task_names),
-        "optimizers": list(dict.fromkeys([*labels, *REFERENCE_SPECS])),
+        "optimizers": list(dict.fromkeys([*(r.label for r in resolved), *REFERENCE_SPECS])),
         "steps": num_steps,
         "seeds": num_seeds,
         "eval_every": eval_every,
         "key": np.asarray(jax.random.key_data(key)).tolist(),
         "lopt_version": lopt.__version__,
     }
+    # Which weights each learned optimizer had: retrained weights make another evaluation.
+    weights = {r.label: r.weights_sha256 for r in resolved if r.weights_sha256}
+    if weights:
+        config["learned_sha256"] = weights
+    return config
 
 
 def task_key(key: jax.Array, name: str) -> jax.Array:
@@ -327,11 +332,14 @@ def evaluate_into(
     eval_every: int | None = None,
     progress: bool = True,
     baseline_cache: BaselineCache | None = None,
+    replace: bool = False,
 ) -> tuple[dict, bool]:
     """``evaluate`` + ``write_run`` with resume: returns ``(results_json, reused)``.
 
-    If ``out_dir`` already holds results of the same config they are returned as they are
-    (``reused=True``); results of a different config are an error, never overwritten.
+    If ``out_dir`` already holds results of the same config (same learned weights included)
+    they are returned as they are (``reused=True``); results of a different config are an
+    error, never overwritten — unless ``replace`` (for directories whose evaluation is derived
+    output, such as the demo's), which evaluates again and replaces them.
     """
     from lopt.report import read_results
 
@@ -342,10 +350,13 @@ def evaluate_into(
             return previous, True
         old = previous.get("config", {})
         fields = [k for k in sorted({*config, *old}) if config.get(k) != old.get(k)]
-        raise LoptError(
-            f"{out_dir} holds results of a different evaluation (differs in: "
-            f"{', '.join(fields)}); choose another output directory or remove it"
-        )
+        if not replace:
+            raise LoptError(
+                f"{out_dir} holds results of a different evaluation (differs in: "
+                f"{', '.join(fields)}); choose another output directory or remove it"
+            )
+        # results.json marks a finished evaluation: gone until the new one is written.
+        (pathlib.Path(out_dir) / "results.json").unlink()
     result = evaluate(
         task_names, optimizer_specs, num_steps, num_seeds, key, eval_every, progress, baseline_cache
     )

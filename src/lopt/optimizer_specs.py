@@ -10,6 +10,7 @@ best over all tasks of the run).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from collections.abc import Callable
 from typing import Any
 
@@ -20,7 +21,7 @@ import lopt
 from lopt.baselines import ADAM_LRS, BASELINES, DEFAULT_LR, NADAMW_TRIALS, make
 from lopt.baselines.tuning import NAdamWTrial, nadamw_trial
 from lopt.errors import LoptError, check_range, did_you_mean
-from lopt.pretrained import SHIPPED
+from lopt.pretrained import SHIPPED, resolve_stem
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,6 +36,8 @@ class OptimizerSpec:
         describe: trial index -> readable hyperparameters (``"lr=1e-03"``).
         select: ``"fixed"`` (trial 0), ``"task"`` (best trial per task on inner_valid) or
             ``"global"`` (the one trial best over all tasks of the run).
+        weights_sha256: for a learned optimizer, the SHA-256 of its weights file, so that an
+            evaluation records which weights it ran (``None`` for hand-designed optimizers).
     """
 
     label: str
@@ -43,6 +46,7 @@ class OptimizerSpec:
     hparams: Any
     describe: Callable[[int], str]
     select: str = "fixed"
+    weights_sha256: str | None = None
 
 
 def _adam_grid(label: str, select: str) -> OptimizerSpec:
@@ -68,11 +72,29 @@ def _nadamw_grid(label: str) -> OptimizerSpec:
     )
 
 
-def fixed_optimizer(label: str, optimizer: optax.GradientTransformation, hparams: str = ""):
+def fixed_optimizer(
+    label: str,
+    optimizer: optax.GradientTransformation,
+    hparams: str = "",
+    weights_sha256: str | None = None,
+):
     """Spec for one ready-made optimizer (a baseline at a fixed lr, a learned optimizer)."""
     return OptimizerSpec(
-        label, label, lambda _h, _n: optimizer, jnp.zeros((1,)), lambda _: hparams, "fixed"
+        label,
+        label,
+        lambda _h, _n: optimizer,
+        jnp.zeros((1,)),
+        lambda _: hparams,
+        "fixed",
+        weights_sha256,
     )
+
+
+def weights_digest(name_or_path: str) -> str:
+    """SHA-256 of the weights file of a saved or shipped learned optimizer."""
+    stem = resolve_stem(name_or_path)
+    with open(f"{stem}.safetensors", "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 # Named specs -> factory. Add an entry here to make a new name valid everywhere.
@@ -110,9 +132,9 @@ def resolve_optimizer(spec: str) -> OptimizerSpec:
             check_range(f"learning rate of {spec!r}", lr, 1e-12)
         return fixed_optimizer(spec, make(name, lr), f"lr={lr:.3g}")
     if spec in SHIPPED:
-        return fixed_optimizer(spec, lopt.pretrained(spec))
+        return fixed_optimizer(spec, lopt.pretrained(spec), weights_sha256=weights_digest(spec))
     try:
-        return fixed_optimizer(spec, lopt.load(spec))
+        return fixed_optimizer(spec, lopt.load(spec), weights_sha256=weights_digest(spec))
     except LoptError as err:
         hint = did_you_mean(name, BASELINES) if at else did_you_mean(spec, valid_specs())
         raise LoptError(

@@ -147,6 +147,15 @@ def markdown(data: dict, figures: dict[str, str] | None = None) -> str:
         "# lopt evaluation",
         f"{len(cfg['tasks'])} tasks · optimizers: {', '.join(labels)} · {cfg['steps']} steps · "
         f"{cfg['seeds']} seeds · evaluation every {cfg['eval_every']} steps.",
+        *(
+            [
+                "Learned optimizers' weights (SHA-256 of the file): "
+                + ", ".join(f"{label} `{digest[:16]}`" for label, digest in weights.items())
+                + "."
+            ]
+            if (weights := cfg.get("learned_sha256"))
+            else []
+        ),
         NORMALIZED_NOTE,
         "## Summary",
         _md_table(

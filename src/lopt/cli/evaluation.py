@@ -13,7 +13,8 @@ def add_eval(subparsers) -> None:
         "eval",
         help="compare optimizers on a task set",
         description="Train every optimizer on every task, normalize against tuned Adam and "
-        "write results.json, results.md and plots. Re-running on the same --out reuses results.",
+        "write results.json, results.md and plots. Re-running on the same --out reuses results "
+        "(if the learned optimizers' weights are unchanged).",
     )
     p.add_argument(
         "--optimizer",
