@@ -51,8 +51,11 @@ def test_learned_rows_show_how_many_cores_the_estimate_keeps_busy():
     es_row["fraction_of_peak"] = 0.1
     result = {
         "learned_updates": {"10": update},
-        "es": {"devices_1": {**es_row, "cores_busy": 1.57}, "devices_2": es_row},
+        "es": {
+            "devices_1": {**es_row, "cores_busy": 1.57},
+            "devices_2": {**es_row, "cores_busy": 1.861},
+        },
     }
     _, rows = learned_rows(result)
     assert ES_HEADER[-1] == "cores busy"
-    assert rows[0][-1] == "1.57" and rows[1][-1] == "–"  # results saved before the column
+    assert rows[0][-1] == "1.57" and rows[1][-1] == "1.86"

@@ -189,7 +189,7 @@ def learned_rows(result: dict) -> tuple[list[list[str]], list[list[str]]]:
                     f"{r['outer_steps_per_s']:.2f}",
                     f"{r['gflop_per_s']:.2f}",
                     f"{100 * r['fraction_of_peak']:.1f}%",
-                    f"{r['cores_busy']:.2f}" if "cores_busy" in r else "–",
+                    f"{r['cores_busy']:.2f}",
                 ]
             )
     return updates, rows
