@@ -136,6 +136,36 @@ def test_average_writes_a_loadable_optimizer(tmp_path, capsys):
     assert "holds the architecture" in capsys.readouterr().err
 
 
+def test_reconfigure_keeps_theta_and_changes_the_settings(tmp_path, capsys):
+    import jax
+    import numpy as np
+
+    from lopt.learned import load_theta
+
+    out = tmp_path / "scaled"
+    sets = ["--set", "distance_power=0.5", "--set", "trust_ratio=0.2"]
+    assert main(["reconfigure", "--optimizer", "small", *sets, "--out", str(out)]) == 0
+    arch, theta, meta = load_theta(out)
+    assert (arch.distance_power, arch.trust_ratio) == (0.5, 0.2)
+    assert meta["info"] == {
+        "reconfigured": "small",
+        "changes": {"distance_power": 0.5, "trust_ratio": 0.2},
+    }
+    for a, b in zip(jax.tree.leaves(theta), jax.tree.leaves(load_theta("small")[1]), strict=True):
+        np.testing.assert_array_equal(a, b)
+    bad = {
+        "hiden=[4]": "unknown setting 'hiden' of 'mlp' (did you mean 'hidden'?)",
+        "hidden=[4]": "does not fit",  # θ's shapes would change
+        "distance_power=-1": "invalid value for distance_power",
+        'kind="rnn-mlp"': "cannot change an optimizer's kind",
+        "trust_ratio": "invalid --set 'trust_ratio'",
+    }
+    for item, message in bad.items():
+        args = ["reconfigure", "--optimizer", "small", "--set", item, "--out", str(tmp_path / "x")]
+        assert main(args) == 2
+        assert message in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_demo_writes_report(tmp_path):
     from lopt.demo import run_demo

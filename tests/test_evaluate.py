@@ -194,10 +194,11 @@ def test_other_specs_go_through_lopt_load(monkeypatch):
 
 
 def test_reuse_needs_the_same_learned_weights(tmp_path):
-    """An evaluation records the SHA-256 of each learned optimizer's weights: re-running it on
-    unchanged weights reuses the results, on retrained weights it refuses to report stale
-    numbers (or, with ``replace``, evaluates again)."""
+    """An evaluation records the SHA-256 of each learned optimizer's weights and architecture:
+    re-running it on unchanged weights reuses the results, on retrained weights it refuses to
+    report stale numbers (or, with ``replace``, evaluates again)."""
     import hashlib
+    import json
 
     from lopt.learned import build_architecture, save_optimizer
 
@@ -208,7 +209,9 @@ def test_reuse_needs_the_same_learned_weights(tmp_path):
     out = tmp_path / "eval"
     args = (["quadratic-16"], [str(stem), "sgd@0.1"], 20, 1, jax.random.key(0), 10, False)
     config = run_config(*args[:6])
-    digest = hashlib.sha256((tmp_path / "opt.safetensors").read_bytes()).hexdigest()
+    digest = hashlib.sha256((tmp_path / "opt.safetensors").read_bytes())
+    digest.update(json.dumps(arch.config(), sort_keys=True).encode())
+    digest = digest.hexdigest()
     assert config["learned_sha256"] == {str(stem): digest}  # hand-designed ones have none
     assert "learned_sha256" not in run_config(["quadratic-16"], ["sgd@0.1"], 20, 1, *args[4:6])
     first, reused = evaluate_into(out, *args)
@@ -222,3 +225,17 @@ def test_reuse_needs_the_same_learned_weights(tmp_path):
     second, reused = evaluate_into(out, *args, replace=True)
     assert not reused and second["config"]["learned_sha256"][str(stem)] != digest
     assert evaluate_into(out, *args)[1]  # the replacement is what is on disk now
+
+
+def test_digest_covers_the_architecture(tmp_path):
+    """The same weights under other settings outside θ are another optimizer."""
+    from lopt.learned import build_architecture, save_optimizer
+    from lopt.optimizer_specs import weights_digest
+
+    theta = build_architecture({"kind": "mlp", "hidden": [4]}).init_theta(jax.random.key(0))
+    for name, settings in (("a", {}), ("b", {"distance_power": 0.5})):
+        save_optimizer(
+            tmp_path / name, build_architecture({"kind": "mlp", "hidden": [4], **settings}), theta
+        )
+    a, b = (tmp_path / "a.safetensors").read_bytes(), (tmp_path / "b.safetensors").read_bytes()
+    assert a == b and weights_digest(str(tmp_path / "a")) != weights_digest(str(tmp_path / "b"))

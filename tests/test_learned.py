@@ -16,10 +16,18 @@ from lopt.learned.io import warm_start_theta
 from lopt.learned.mlp import MLPOptimizer
 from lopt.learned.trust_region import trust_region
 
-# "mlp" runs with the trust region and loss features on and "rnn-mlp" without a trust region,
-# so every path passes conformance (the plain "mlp" is the shipped "small", tested below).
+# "mlp" runs with the trust region, loss features and distance scaling on (its reference so large
+# that the scale stays 1: a fresh "mlp" is still Adam) and "rnn-mlp" without a trust region, so
+# every path passes conformance (the shipped "small" is tested below).
 TINY = {
-    "mlp": {"kind": "mlp", "hidden": [4], "trust_ratio": 0.1, "with_loss_features": True},
+    "mlp": {
+        "kind": "mlp",
+        "hidden": [4],
+        "trust_ratio": 0.1,
+        "with_loss_features": True,
+        "distance_power": 0.5,
+        "distance_ref": 1e9,
+    },
     "rnn-mlp": {
         "kind": "rnn-mlp",
         "mlp_hidden": [4, 4],
@@ -225,6 +233,49 @@ def test_invalid_network_settings_are_named():
         build_architecture({"kind": "mlp", "trust_ratio": 0.0})
     with pytest.raises(LoptError, match="invalid value for trust_floor of 'rnn-mlp'"):
         build_architecture({"kind": "rnn-mlp", "trust_floor": -1.0})
+    with pytest.raises(LoptError, match="invalid value for distance_power of 'mlp'"):
+        build_architecture({"kind": "mlp", "distance_power": -0.5})
+    with pytest.raises(LoptError, match="invalid value for distance_max of 'mlp'"):
+        build_architecture({"kind": "mlp", "distance_max": 0.5})
+
+
+def test_distance_estimate_is_prodigys():
+    """Along any trajectory (here plain Adam's), the estimate equals optax's Prodigy's."""
+    from optax.contrib import prodigy
+
+    from lopt.learned.distance import init_distance, update_distance
+
+    params, adam, reference = _params(), optax.adam(0.05), prodigy(1.0)
+    a, r, d = adam.init(params), reference.init(params), init_distance(params)
+    for i in range(40):
+        grads = jax.tree.map(lambda p, i=i: p - 2.0 + 0.3 * jnp.cos(p * i), params)
+        _, r = reference.update(grads, r, params)
+        d = update_distance(d, grads, params)
+        np.testing.assert_allclose(d.d, r.estim_lr, rtol=1e-5)
+        updates, a = adam.update(grads, a, params)
+        params = optax.apply_updates(params, updates)
+    assert float(d.d) > 0.1  # far from the minimum at 2: the estimate grew from 1e-6
+
+
+@pytest.mark.parametrize(("ref", "factor"), [(1e-9, 3.0), (1e9, 1.0)])
+def test_distance_scaling_multiplies_the_step_within_its_bounds(ref, factor):
+    """A fresh ``mlp`` with distance scaling is Adam times ``(d/ref)^power`` clipped to
+    ``[1, distance_max]``: the largest factor for a tiny ``ref``, none for a huge one."""
+    arch = build_architecture(
+        {"kind": "mlp", "hidden": [4], "distance_power": 0.5, "distance_ref": ref}
+    )
+    opt, adam, params = (
+        arch.optimizer(arch.init_theta(jax.random.key(1))),
+        optax.adam(1e-3),
+        _params(),
+    )
+    s, a = opt.init(params), adam.init(params)
+    for i in range(3):
+        u, s = opt.update(_grads(params, i), s, params, loss=jnp.float32(1.0))
+        v, a = adam.update(_grads(params, i), a, params)
+        for x, y in zip(jax.tree.leaves(u), jax.tree.leaves(v), strict=True):
+            np.testing.assert_allclose(x, factor * y, rtol=2e-5, atol=1e-9)
+        params = optax.apply_updates(params, u)
 
 
 def test_trust_region_caps_the_update_rms_and_keeps_its_direction():

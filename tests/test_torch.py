@@ -37,6 +37,14 @@ ARCHITECTURES = {
         "trust_ratio": 5e-4,
         "with_loss_features": True,
     },
+    "mlp-distance": {  # the step multiplier moves within (1, 3) over the 100 steps
+        "kind": "mlp",
+        "hidden": [8],
+        "trust_ratio": 5e-4,
+        "with_loss_features": True,
+        "distance_power": 0.5,
+        "distance_ref": 2e-3,
+    },
 }
 # Scalar, vector, matrix and rank-5 tensors (the rank-4 shape features keep the last 4 dims).
 SHAPES = [(5, 3), (3,), (), (3, 2), (2, 1, 2, 3, 2)]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -21,6 +22,7 @@ import lopt
 from lopt.baselines import ADAM_LRS, BASELINES, DEFAULT_LR, NADAMW_TRIALS, make
 from lopt.baselines.tuning import NAdamWTrial, nadamw_trial
 from lopt.errors import LoptError, check_range, did_you_mean
+from lopt.files import read_metadata
 from lopt.pretrained import SHIPPED, resolve_stem
 
 
@@ -36,8 +38,9 @@ class OptimizerSpec:
         describe: trial index -> readable hyperparameters (``"lr=1e-03"``).
         select: ``"fixed"`` (trial 0), ``"task"`` (best trial per task on inner_valid) or
             ``"global"`` (the one trial best over all tasks of the run).
-        weights_sha256: for a learned optimizer, the SHA-256 of its weights file, so that an
-            evaluation records which weights it ran (``None`` for hand-designed optimizers).
+        weights_sha256: for a learned optimizer, the SHA-256 of its weights file and
+            architecture (``weights_digest``), so that an evaluation records which optimizer
+            it ran (``None`` for hand-designed optimizers).
     """
 
     label: str
@@ -91,10 +94,15 @@ def fixed_optimizer(
 
 
 def weights_digest(name_or_path: str) -> str:
-    """SHA-256 of the weights file of a saved or shipped learned optimizer."""
+    """SHA-256 of a saved or shipped learned optimizer: its weights file, then its architecture
+    (the JSON's ``"architecture"``, canonical): the same weights under other settings (a
+    reconfigured trust region or distance scaling) are a different optimizer."""
     stem = resolve_stem(name_or_path)
     with open(f"{stem}.safetensors", "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
+        digest = hashlib.file_digest(f, "sha256")
+    architecture = read_metadata(stem).get("architecture")
+    digest.update(json.dumps(architecture, sort_keys=True).encode())
+    return digest.hexdigest()
 
 
 # Named specs -> factory. Add an entry here to make a new name valid everywhere.

@@ -149,7 +149,7 @@ def markdown(data: dict, figures: dict[str, str] | None = None) -> str:
         f"{cfg['seeds']} seeds · evaluation every {cfg['eval_every']} steps.",
         *(
             [
-                "Learned optimizers' weights (SHA-256 of the file): "
+                "Learned optimizers (SHA-256 of the weights file and architecture): "
                 + ", ".join(f"{label} `{digest[:16]}`" for label, digest in weights.items())
                 + "."
             ]

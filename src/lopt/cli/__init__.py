@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from lopt.cli.evaluation import add_bench, add_demo, add_eval
 from lopt.cli.hub import add_hub
 from lopt.cli.stepsize import add_stepsize
-from lopt.cli.training import add_average, add_meta_train, add_self_train
+from lopt.cli.training import add_average, add_meta_train, add_reconfigure, add_self_train
 from lopt.errors import LoptError
 
 
@@ -35,6 +35,7 @@ SUBCOMMANDS: tuple[Callable, ...] = (
     add_meta_train,
     add_self_train,
     add_average,
+    add_reconfigure,
     add_stepsize,
     add_hub,
 )

@@ -48,6 +48,49 @@ def run_average(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_reconfigure(subparsers) -> None:
+    p = subparsers.add_parser(
+        "reconfigure",
+        help="save a learned optimizer again with other settings outside its weights",
+        description="Write a saved learned optimizer's weights θ under its architecture with "
+        "some settings changed that θ does not hold (trust_ratio, distance_power, ...), as a "
+        "new saved optimizer (STEM.safetensors and STEM.json). θ must fit the new settings.",
+    )
+    p.add_argument(
+        "--optimizer", required=True, help="a saved optimizer: shipped name, file, stem or run"
+    )
+    p.add_argument(
+        "--set",
+        action="append",
+        required=True,
+        metavar="KEY=VALUE",
+        help="a setting to change (VALUE read as JSON: 0.5, true, [8]); repeatable",
+    )
+    p.add_argument("--out", required=True, help="stem of the saved optimizer to write")
+    p.set_defaults(run=run_reconfigure)
+
+
+def run_reconfigure(args: argparse.Namespace) -> int:
+    setup()
+    import json
+
+    from lopt.learned.io import reconfigure_optimizer, save_optimizer
+
+    changes = {}
+    for item in args.set:
+        key, eq, text = item.partition("=")
+        if not eq or not key.strip():
+            raise LoptError(f"invalid --set {item!r} (expected KEY=VALUE, e.g. trust_ratio=0.1)")
+        try:
+            changes[key.strip()] = json.loads(text)
+        except json.JSONDecodeError:
+            changes[key.strip()] = text
+    arch, theta = reconfigure_optimizer(args.optimizer, changes)
+    save_optimizer(args.out, arch, theta, {"reconfigured": args.optimizer, "changes": changes})
+    print(f"wrote {args.out}.safetensors and {args.out}.json")
+    return 0
+
+
 def add_meta_train(subparsers) -> None:
     p = subparsers.add_parser(
         "meta-train",

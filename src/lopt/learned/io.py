@@ -14,7 +14,7 @@ from typing import Any
 import jax
 
 from lopt import checkpoint
-from lopt.errors import CheckpointError, LoptError, unknown_name
+from lopt.errors import CheckpointError, LoptError, did_you_mean, unknown_name
 from lopt.files import read_metadata
 from lopt.learned.adam import LearnedAdam
 from lopt.learned.base import Architecture
@@ -107,6 +107,22 @@ def average_optimizers(paths, weights=None) -> tuple[Architecture, Any]:
         lambda *xs: sum(w / total * x for w, x in zip(weights, xs, strict=True)), *thetas
     )
     return arch, mean
+
+
+def reconfigure_optimizer(path, changes: dict) -> tuple[Architecture, Any]:
+    """``(architecture, θ)``: a saved optimizer's θ under its architecture with ``changes`` to
+    settings outside θ (``trust_ratio``, ``distance_power``, …; the kind stays). θ must fit the
+    new architecture as it is, or be widened by it (``warm_start_theta``); a setting that
+    changes θ's shapes is refused with one clear error."""
+    saved, _, _ = load_theta(path)
+    if "kind" in changes:
+        raise LoptError("reconfiguring cannot change an optimizer's kind")
+    unknown = sorted(set(changes) - set(saved.config()))
+    if unknown:
+        hint = did_you_mean(unknown[0], list(saved.config()))
+        raise LoptError(f"unknown setting {unknown[0]!r} of {saved.kind!r}{hint}")
+    arch = build_architecture({**saved.config(), **changes})
+    return arch, warm_start_theta(path, arch)
 
 
 def load_theta(path, expected_kind: str | None = None) -> tuple[Architecture, Any, dict]:

@@ -23,6 +23,13 @@ import jax.numpy as jnp
 import optax
 
 from lopt.learned.base import Architecture, check_config, zero_last_layer
+from lopt.learned.distance import (
+    DistanceStats,
+    check_distance_scaling,
+    init_distance,
+    log_distance_scale,
+    update_distance,
+)
 from lopt.learned.features import (
     LOSS_FEATURE_NAMES,
     Accumulators,
@@ -45,6 +52,7 @@ from lopt.learned.trust_region import check_trust_region, trust_region
 class MLPOptState(NamedTuple):
     acc: Accumulators
     loss: LossStats | None = None  # with ``with_loss_features`` only
+    distance: DistanceStats | None = None  # with ``distance_power > 0`` only
 
 
 @dataclass(frozen=True)
@@ -64,6 +72,11 @@ class MLPOptimizer(Architecture):
         with_loss_features: also feed the network the per-run loss features
             (``LOSS_FEATURE_NAMES``: from ``update``'s ``loss=`` and ``valid_loss=`` arguments),
             folded into the first layer's bias like the time features.
+        distance_power: scale every step by ``(d / distance_ref)^distance_power`` within
+            ``[1, distance_max]``, ``d`` being Prodigy's distance estimate along this
+            optimizer's run (``lopt.learned.distance``; 0: off). Not learned, like the trust
+            region; it gives the network a per-task step scale that its inputs cannot see.
+        distance_ref, distance_max: see ``distance_power``.
     """
 
     kind = "mlp"
@@ -76,10 +89,14 @@ class MLPOptimizer(Architecture):
     trust_ratio: float | None = None
     trust_floor: float = 1e-3
     with_loss_features: bool = False
+    distance_power: float = 0.0
+    distance_ref: float = 0.05
+    distance_max: float = 3.0
 
     def __post_init__(self):
         check_config(self.kind, self.hidden, self.decays, (0.9, 0.999) if self.nominal else ())
         check_trust_region(self.kind, self.trust_ratio, self.trust_floor)
+        check_distance_scaling(self.kind, self.distance_power, self.distance_ref, self.distance_max)
 
     @property
     def feature_names(self) -> tuple[str, ...]:
@@ -115,7 +132,8 @@ class MLPOptimizer(Architecture):
     def optimizer(self, theta) -> optax.GradientTransformationExtraArgs:
         def init(params):
             stats = init_loss_stats() if self.with_loss_features else None
-            return MLPOptState(init_accumulators(params, len(self.decays)), stats)
+            distance = init_distance(params) if self.distance_power > 0 else None
+            return MLPOptState(init_accumulators(params, len(self.decays)), stats, distance)
 
         def update(grads, state, params=None, *, loss=None, valid_loss=None, **extra):
             del extra
@@ -125,6 +143,12 @@ class MLPOptimizer(Architecture):
             if self.with_loss_features:
                 stats, losses = step_loss_features(state.loss, loss, valid_loss)
                 t = jnp.concatenate([t, losses])
+            distance, log_lr = None, theta["log_lr"]
+            if self.distance_power > 0:
+                distance = update_distance(state.distance, grads, params)
+                log_lr = log_lr + log_distance_scale(
+                    distance, self.distance_power, self.distance_ref, self.distance_max
+                )
 
             def per_tensor(p, g, ms, vs):
                 (direction, magnitude), _ = per_param_mlp(
@@ -134,7 +158,7 @@ class MLPOptimizer(Architecture):
                     direction = direction + nominal_direction(
                         ms, vs, acc.count, self.decays, 0.9, 0.999
                     )
-                scale = self.step_mult * jnp.exp(self.exp_mult * magnitude + theta["log_lr"])
+                scale = self.step_mult * jnp.exp(self.exp_mult * magnitude + log_lr)
                 update = trust_region(-scale * direction, p, self.trust_ratio, self.trust_floor)
                 return update.astype(p.dtype)
 
@@ -143,6 +167,6 @@ class MLPOptimizer(Architecture):
             p_leaves = jax.tree.leaves(params)
             updates = [per_tensor(*args) for args in zip(p_leaves, g_leaves, ms, vs, strict=True)]
             updates = jax.tree.unflatten(treedef, updates)
-            return updates, MLPOptState(acc, stats)
+            return updates, MLPOptState(acc, stats, distance)
 
         return optax.GradientTransformationExtraArgs(init, update)

@@ -45,6 +45,9 @@ class MLPConfig:
     trust_ratio: float | None = None
     trust_floor: float = 1e-3
     with_loss_features: bool = False
+    distance_power: float = 0.0
+    distance_ref: float = 0.05
+    distance_max: float = 3.0
 
     kind = "mlp"
 
@@ -246,6 +249,44 @@ def trust_region(update: torch.Tensor, param: torch.Tensor, ratio, floor: float)
     rms = lambda x: x.square().mean().sqrt()
     limit = rms(param).clamp(min=floor).mul(ratio)
     return update.mul_(limit.div_(rms(update).clamp(min=1e-30)).clamp(max=1.0))
+
+
+# --- Prodigy's distance estimate (lopt.learned.distance) ---
+
+DISTANCE_B1, DISTANCE_B2, DISTANCE_D0 = 0.9, 0.999, 1e-6
+
+
+def update_distance(stats: dict, tensors: list, device) -> dict:
+    """One step of the distance estimate over all tensors taking part in it.
+
+    Args:
+        stats: float32 scalars ``numerator`` and ``d`` and an int ``count``.
+        tensors: ``(g, p, initial, grad_sum)`` per tensor, float32; each ``grad_sum`` is updated
+            in place.
+
+    Returns:
+        The new ``stats``.
+    """
+    count = stats["count"] + 1
+    k = torch.tensor(float(count), dtype=torch.float32, device=device)
+    d = stats["d"]
+    weight = d * d * torch.sqrt(1 - DISTANCE_B2**k) / (1 - DISTANCE_B1**k) / DISTANCE_D0
+    decay = DISTANCE_B2**0.5
+    moved = torch.zeros((), dtype=torch.float32, device=device)
+    denominator = torch.zeros((), dtype=torch.float32, device=device)
+    for g, p, initial, grad_sum in tensors:
+        moved = moved + torch.dot(g.reshape(-1), (initial - p).reshape(-1)).to(device)
+        grad_sum.mul_(decay).add_(weight.to(g.device) * g)
+        denominator = denominator + grad_sum.abs().sum().to(device)
+    numerator = decay * stats["numerator"] + weight * moved
+    estimate = numerator / denominator.clamp(min=1e-30)
+    d = torch.where(torch.isfinite(estimate), torch.maximum(d, estimate), d)
+    return {"numerator": numerator, "d": d, "count": count}
+
+
+def log_distance_scale(d: torch.Tensor, power: float, ref: float, most: float) -> torch.Tensor:
+    """``log`` of the step multiplier ``(d / ref)^power`` within ``[1, most]``."""
+    return torch.clamp(power * torch.log(d / ref), 0.0, math.log(most))
 
 
 # --- the hierarchical optimizer's tensor-level parts (lopt.learned.hierarchical) ---

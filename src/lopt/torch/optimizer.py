@@ -66,6 +66,7 @@ class LearnedOptimizer(torch.optim.Optimizer):
         self._theta_by_device: dict[torch.device, dict[str, torch.Tensor]] = {}
         self._decays_by_shape: dict = {}
         self._loss_stats: dict | None = None  # statistics of the losses (when read)
+        self._distance: dict | None = None  # the distance estimate (with distance scaling)
         super().__init__(params, {"lr_multiplier": _check_multiplier(lr_multiplier)})
 
     def add_param_group(self, param_group: dict) -> None:
@@ -175,21 +176,49 @@ class LearnedOptimizer(torch.optim.Optimizer):
         losses = None
         if cfg.with_loss_features:
             losses = self._loss_features(active[0][0].device, loss, valid_loss)
+        log_scale = None
+        if cfg.distance_power > 0:
+            log_scale = self._log_distance_scale(active)
         for p, multiplier in active:
             theta = self._theta(p.device)
             state = self._param_state(p)
             g = p.grad.to(torch.float32)
             self._accumulate(p, g, state)
             count = state["step"]
+            log_lr = theta["['log_lr']"]
+            if log_scale is not None:
+                log_lr = log_lr + log_scale.to(p.device)
             if (count, p.device) not in constants:
                 shared = [nets.time_features(count, cfg.timescales, p.device)]
                 if losses is not None:
                     shared.append(losses.to(p.device))
                 constants[count, p.device] = torch.cat(shared)
             update, _ = self._tensor_update(
-                p.to(torch.float32), g, state, constants[count, p.device], theta["['log_lr']"]
+                p.to(torch.float32), g, state, constants[count, p.device], log_lr
             )
             _apply(p, update, multiplier)
+
+    def _log_distance_scale(self, active: list) -> torch.Tensor:
+        """Fold this step's gradients into the distance estimate (at the parameters before
+        the step, as the JAX optimizer does); ``log`` of the step multiplier."""
+        cfg, device = self.config, active[0][0].device
+        if self._distance is None:
+            zero = torch.zeros((), dtype=torch.float32, device=device)
+            d0 = torch.full((), nets.DISTANCE_D0, dtype=torch.float32, device=device)
+            self._distance = {"numerator": zero, "d": d0, "count": 0}
+        tensors = []
+        for p, _ in active:
+            state = self._param_state(p)
+            p32 = p.detach().to(torch.float32)
+            if "initial" not in state:
+                state["initial"] = p32.clone()
+                state["grad_sum"] = torch.zeros_like(p32)
+            tensors.append((p.grad.to(torch.float32), p32, state["initial"], state["grad_sum"]))
+        stats = {k: v.to(device) if torch.is_tensor(v) else v for k, v in self._distance.items()}
+        self._distance = nets.update_distance(stats, tensors, device)
+        return nets.log_distance_scale(
+            self._distance["d"], cfg.distance_power, cfg.distance_ref, cfg.distance_max
+        )
 
     def _step_rnn_mlp(self, active: list, loss, valid_loss) -> None:
         cfg = self.config
@@ -293,12 +322,13 @@ class LearnedOptimizer(torch.optim.Optimizer):
 
     def state_dict(self) -> dict:
         """As ``torch.optim.Optimizer.state_dict``, plus ``"lopt"``: the architecture and, for
-        optimizers with loss features, the loss statistics."""
+        optimizers with loss features or distance scaling, their run statistics."""
         state_dict = super().state_dict()
-        stats = None
-        if self._loss_stats is not None:
-            stats = {k: v.clone() if torch.is_tensor(v) else v for k, v in self._loss_stats.items()}
-        state_dict["lopt"] = {"architecture": self.config.kind, "loss_stats": stats}
+        state_dict["lopt"] = {
+            "architecture": self.config.kind,
+            "loss_stats": _copy(self._loss_stats),
+            "distance": _copy(self._distance),
+        }
         return state_dict
 
     def load_state_dict(self, state_dict: dict) -> None:
@@ -322,10 +352,15 @@ class LearnedOptimizer(torch.optim.Optimizer):
             for key, value in state_dict["state"].get(saved_id, {}).items():
                 if torch.is_tensor(value):
                     self.state[p][key] = value.to(device=p.device, dtype=torch.float32)
-        stats = extra.get("loss_stats")
-        if stats is not None:
-            stats = {k: v.clone() if torch.is_tensor(v) else v for k, v in stats.items()}
-        self._loss_stats = stats
+        self._loss_stats = _copy(extra.get("loss_stats"))
+        self._distance = _copy(extra.get("distance"))
+
+
+def _copy(stats: dict | None) -> dict | None:
+    """A copy of run statistics (scalar tensors cloned), or ``None``."""
+    if stats is None:
+        return None
+    return {k: v.clone() if torch.is_tensor(v) else v for k, v in stats.items()}
 
 
 def _check_multiplier(value) -> float:
