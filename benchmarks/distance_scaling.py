@@ -1,0 +1,43 @@
+"""What distance scaling costs: the shipped ``small`` against the same network without it.
+
+    python benchmarks/distance_scaling.py          # as in BENCHMARKS.md
+
+``small`` (since v7) multiplies its steps by a function of Prodigy's distance estimate
+(``lopt.learned.distance``), which keeps two more parameter-sized arrays and makes one more pass
+over them per update. Both variants are timed with ``update_time`` of ``lopt.bench_learned`` on
+MLP-shaped parameters of about 10k, 100k and 1M entries, interleaved in one process with
+``optax.adam`` (the denominator), best of 3 rounds.
+"""
+
+from __future__ import annotations
+
+import jax
+import optax
+
+from lopt.bench_learned import SIZES, mlp_params, update_time
+from lopt.learned import build_architecture
+from lopt.pretrained import shipped_architecture
+
+
+def main() -> None:
+    shipped = shipped_architecture("small")
+    variants = {"small": shipped, "without distance scaling": {**shipped, "distance_power": 0.0}}
+    print("| params | Adam update (ms) | " + " | ".join(f"{v} ÷ Adam" for v in variants) + " |")
+    print("|---:|---:|" + "---:|" * len(variants))
+    adam = optax.with_extra_args_support(optax.adam(1e-3))
+    for size in SIZES:
+        params = mlp_params(size)
+        archs = {name: build_architecture(config) for name, config in variants.items()}
+        optimizers = {n: a.optimizer(a.init_theta(jax.random.key(0))) for n, a in archs.items()}
+        best = dict.fromkeys(["adam", *optimizers], float("inf"))
+        for _ in range(3):
+            best["adam"] = min(best["adam"], update_time(adam, params, 30, 5))
+            for name, optimizer in optimizers.items():
+                best[name] = min(best[name], update_time(optimizer, params, 30, 5))
+        num_params = sum(p.size for p in jax.tree.leaves(params))
+        ratios = " | ".join(f"{best[name] / best['adam']:.1f}×" for name in optimizers)
+        print(f"| {num_params:,} | {1e3 * best['adam']:.3f} | {ratios} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
