@@ -40,6 +40,7 @@ class DistanceStats(NamedTuple):
 
 
 def init_distance(params) -> DistanceStats:
+    """The estimator before the first step: ``d = D0``, the initial parameters kept in float32."""
     f32 = lambda p: p.astype(jnp.float32)
     return DistanceStats(
         jax.tree.map(f32, params),
