@@ -151,6 +151,14 @@ def run_config(
     eval_every: int | None = None,
 ) -> dict:
     """The JSON config of an evaluation (validated); equal configs give equal results."""
+    return _resolved_config(task_names, optimizer_specs, num_steps, num_seeds, key, eval_every)[0]
+
+
+def _resolved_config(
+    task_names, optimizer_specs, num_steps, num_seeds, key, eval_every
+) -> tuple[dict, list[OptimizerSpec]]:
+    """``run_config`` and the resolved spec of each of its ``"optimizers"``, in order (each
+    learned optimizer is loaded and hashed once per evaluation)."""
     for name in task_names:
         if name not in TASKS:
             raise unknown_name("task", name, TASKS)
@@ -174,7 +182,9 @@ def run_config(
     weights = {r.label: r.weights_sha256 for r in resolved if r.weights_sha256}
     if weights:
         config["learned_sha256"] = weights
-    return config
+    by_label = {r.label: r for r in resolved}
+    specs = [by_label.get(label) or resolve_optimizer(label) for label in config["optimizers"]]
+    return config, specs
 
 
 def task_key(key: jax.Array, name: str) -> jax.Array:
@@ -199,10 +209,17 @@ def evaluate(
     ``baseline_cache``, the runs of the reference grids (Adam's learning rates, NAdamW's
     trials) are reused from it when the same code made them, and stored there otherwise.
     """
+    config, specs = _resolved_config(
+        task_names, optimizer_specs, num_steps, num_seeds, key, eval_every
+    )
+    return _evaluate_resolved(config, specs, key, progress, baseline_cache)
+
+
+def _evaluate_resolved(config, specs, key, progress, baseline_cache) -> EvalResult:
+    """``evaluate`` of a config from ``_resolved_config``."""
     from lopt.report import progress_bar
 
-    config = run_config(task_names, optimizer_specs, num_steps, num_seeds, key, eval_every)
-    specs = [resolve_optimizer(s) for s in config["optimizers"]]
+    task_names, num_steps, num_seeds = config["tasks"], config["steps"], config["seeds"]
     grids: dict[str, OptimizerSpec] = {}  # one run per grid (its first spec builds it)
     for spec in specs:
         grids.setdefault(spec.grid, spec)
@@ -343,7 +360,9 @@ def evaluate_into(
     """
     from lopt.report import read_results
 
-    config = run_config(task_names, optimizer_specs, num_steps, num_seeds, key, eval_every)
+    config, specs = _resolved_config(
+        task_names, optimizer_specs, num_steps, num_seeds, key, eval_every
+    )
     previous = read_results(out_dir)
     if previous is not None:
         if previous.get("config") == config:
@@ -357,8 +376,6 @@ def evaluate_into(
             )
         # results.json marks a finished evaluation: gone until the new one is written.
         (pathlib.Path(out_dir) / "results.json").unlink()
-    result = evaluate(
-        task_names, optimizer_specs, num_steps, num_seeds, key, eval_every, progress, baseline_cache
-    )
+    result = _evaluate_resolved(config, specs, key, progress, baseline_cache)
     write_run(result, out_dir)
     return result.to_json(), False

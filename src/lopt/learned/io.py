@@ -61,6 +61,11 @@ def warm_start_theta(path, arch: Architecture) -> Any:
     clear error naming the file and both architectures.
     """
     saved_arch, theta, _ = load_theta(path)
+    return _fit_theta(path, saved_arch, theta, arch)
+
+
+def _fit_theta(path, saved_arch: Architecture, theta, arch: Architecture) -> Any:
+    """``warm_start_theta`` of an optimizer already loaded from ``path``."""
     shapes = lambda tree: jax.tree.map(lambda x: (x.shape, x.dtype), tree)
     template = shapes(jax.eval_shape(arch.init_theta, jax.random.key(0)))
     if saved_arch.kind == arch.kind and shapes(theta) == template:
@@ -114,7 +119,7 @@ def reconfigure_optimizer(path, changes: dict) -> tuple[Architecture, Any]:
     settings outside θ (``trust_ratio``, ``distance_power``, …; the kind stays). θ must fit the
     new architecture as it is, or be widened by it (``warm_start_theta``); a setting that
     changes θ's shapes is refused with one clear error."""
-    saved, _, _ = load_theta(path)
+    saved, theta, _ = load_theta(path)
     if "kind" in changes:
         raise LoptError("reconfiguring cannot change an optimizer's kind")
     unknown = sorted(set(changes) - set(saved.config()))
@@ -122,7 +127,7 @@ def reconfigure_optimizer(path, changes: dict) -> tuple[Architecture, Any]:
         hint = did_you_mean(unknown[0], list(saved.config()))
         raise LoptError(f"unknown setting {unknown[0]!r} of {saved.kind!r}{hint}")
     arch = build_architecture({**saved.config(), **changes})
-    return arch, warm_start_theta(path, arch)
+    return arch, _fit_theta(path, saved, theta, arch)
 
 
 def load_theta(path, expected_kind: str | None = None) -> tuple[Architecture, Any, dict]:

@@ -276,7 +276,7 @@ def update_distance(stats: dict, tensors: list, device) -> dict:
     denominator = torch.zeros((), dtype=torch.float32, device=device)
     for g, p, initial, grad_sum in tensors:
         moved = moved + torch.dot(g.reshape(-1), (initial - p).reshape(-1)).to(device)
-        grad_sum.mul_(decay).add_(weight.to(g.device) * g)
+        grad_sum.mul_(decay).addcmul_(weight.to(g.device), g)
         denominator = denominator + grad_sum.abs().sum().to(device)
     numerator = decay * stats["numerator"] + weight * moved
     estimate = numerator / denominator.clamp(min=1e-30)
