@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import pathlib
+
 import jax
 import numpy as np
 import pytest
 
+import lopt
 from lopt import report
 from lopt.baselines import ADAM_LRS
 from lopt.errors import LoptError
@@ -140,6 +143,20 @@ def test_baseline_cache_reuses_reference_grids_of_the_same_code(tmp_path, monkey
     again = evaluate(*args, baseline_cache=cache)
     assert _without_timings(again) == _without_timings(first)
     assert not list((tmp_path / "cache").glob("*.tmp"))
+
+
+def test_baseline_cache_key_covers_the_grids_code_and_not_the_learned_optimizers():
+    """The digest keying cached Adam grids follows the evaluation code's lopt imports: inner
+    training, the tasks (every module of the package) and the baselines are in it, a learned
+    optimizer's or meta-training's source is not, so editing those keeps the cache."""
+    from lopt.baseline_cache import grid_source_files
+
+    root = pathlib.Path(lopt.__file__).parent
+    files = {str(p.relative_to(root)) for p in grid_source_files()}
+    tasks = {f"tasks/{p.name}" for p in (root / "tasks").glob("*.py")}
+    assert {"train.py", "evaluate.py", "baselines/tuning.py", "baselines/optimizers.py"} <= files
+    assert tasks <= files
+    assert not {f for f in files if f.startswith(("learned/", "meta/", "torch/", "population/"))}
 
 
 def _metrics(curve: float) -> Metrics:

@@ -2,6 +2,7 @@
 
 import json
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -11,20 +12,26 @@ import pytest
 import lopt
 from lopt.errors import CheckpointError, LoptError
 from lopt.learned import ARCHITECTURES, build_architecture, load_theta, save_optimizer
+from lopt.learned.base import with_horizon
+from lopt.learned.features import horizon_features
 from lopt.learned.hierarchical import RNNMLPOptimizer
 from lopt.learned.io import warm_start_theta
 from lopt.learned.mlp import MLPOptimizer
 from lopt.learned.trust_region import trust_region
+from lopt.meta.truncation import TruncationConfig, init_particle, unroll
+from lopt.tasks import get_task
+from lopt.train import train
 
-# "mlp" runs with the trust region, loss features and distance scaling on (its reference so large
-# that the scale stays 1: a fresh "mlp" is still Adam) and "rnn-mlp" without a trust region, so
-# every path passes conformance (the shipped "small" is tested below).
+# "mlp" runs with the trust region, loss and horizon features and distance scaling on (its
+# reference so large that the scale stays 1: a fresh "mlp" is still Adam) and "rnn-mlp" without a
+# trust region, so every path passes conformance (the shipped "small" is tested below).
 TINY = {
     "mlp": {
         "kind": "mlp",
         "hidden": [4],
         "trust_ratio": 0.1,
         "with_loss_features": True,
+        "with_horizon_feature": True,
         "distance_power": 0.5,
         "distance_ref": 1e9,
     },
@@ -107,6 +114,63 @@ def test_feature_counts_are_derived_from_config():
     rnn = RNNMLPOptimizer(mlp_hidden=(4,), lstm_hidden=3, to_mlp=2, deepsets=2)
     theta = rnn.init_theta(jax.random.key(0))
     assert theta["lstm"].weight_ih.shape[1] == len(rnn.tensor_feature_names)
+
+
+def test_horizon_feature_is_the_fraction_of_the_run_done():
+    count = jnp.asarray(30, jnp.int32)
+    np.testing.assert_allclose(horizon_features(count, 120), [0.25])
+    np.testing.assert_allclose(horizon_features(count, jnp.asarray(20)), [1.0])  # clipped
+    for unknown in (None, 0):
+        np.testing.assert_array_equal(horizon_features(count, unknown), [0.0])
+
+
+def _with_horizon_weight(arch):
+    """θ of a fresh ``arch`` whose network reads the horizon feature (and has an output)."""
+    theta = jax.tree.map(lambda x: x + 0.1, arch.init_theta(jax.random.key(0)))
+    first = theta["mlp"][0]
+    column = arch.feature_names.index("fraction_of_horizon")
+    weight = first.weight.at[:, column].set(3.0)
+    return {**theta, "mlp": [eqx.tree_at(lambda la: la.weight, first, weight), *theta["mlp"][1:]]}
+
+
+def test_the_horizon_reaches_the_network_from_update_and_from_total_steps():
+    arch = build_architecture({"kind": "mlp", "hidden": [4], "with_horizon_feature": True})
+    theta, params = _with_horizon_weight(arch), _params()
+
+    def first_update(opt, **extra):
+        updates, _ = opt.update(_grads(params, 0), opt.init(params), params, **extra)
+        return updates["w"]
+
+    opt = arch.optimizer(theta)
+    short, long = first_update(opt, horizon=2), first_update(opt, horizon=1000)
+    assert not np.allclose(short, long)
+    np.testing.assert_array_equal(first_update(opt), first_update(opt, horizon=0))
+    # lopt.load's total_steps is a default for the update's horizon argument.
+    np.testing.assert_array_equal(first_update(with_horizon(opt, 2)), short)
+    np.testing.assert_array_equal(first_update(with_horizon(opt, 2), horizon=1000), long)
+    with pytest.raises(LoptError, match="total_steps"):
+        with_horizon(opt, 0)
+
+
+def test_training_passes_its_length_as_the_horizon():
+    """``lopt.train.train`` tells the optimizer the run's length; a particle of meta-training its
+    sampled horizon."""
+    seen = []
+
+    def update(grads, state, params=None, *, horizon=None, **extra):
+        jax.debug.callback(lambda h: seen.append(int(h)), horizon)
+        return jax.tree.map(jnp.zeros_like, grads), state
+
+    spy = optax.GradientTransformationExtraArgs(lambda p: optax.EmptyState(), update)
+    task = get_task("quadratic-16")
+    train(task, spy, jax.random.key(0), 20, eval_every=10)
+    assert seen and set(seen) == {20}
+    cfg = TruncationConfig(length=10, min_horizon=30, max_horizon=60, valid_every=10)
+    particle = init_particle(task, spy, cfg, jax.random.key(1))
+    seen.clear()
+    unroll(task, spy, cfg, particle.inner)
+    assert set(seen) == {int(particle.inner.horizon)}
+    assert 10 <= int(particle.inner.horizon) <= 60
 
 
 @pytest.mark.parametrize("name", sorted(TINY))

@@ -8,10 +8,10 @@ vmapped program::
     curves = jax.jit(jax.vmap(lambda lr: train(task, optax.adam(lr), key, 1000)[1]))(lrs)
 
 Every step passes ``loss=`` (the minibatch training loss), ``valid_loss=`` (the most recent
-inner-validation minibatch loss, refreshed every ``valid_every`` steps) and ``batch=`` (the
-minibatch itself) as optax extra arguments; hand-designed optimizers ignore them, learned
-optimizers use the losses as features, and HUB's selection mode evaluates candidates on
-``batch``.
+inner-validation minibatch loss, refreshed every ``valid_every`` steps), ``horizon=`` (the run's
+total number of steps; 0 if unknown) and ``batch=`` (the minibatch itself) as optax extra
+arguments; hand-designed optimizers ignore them, learned optimizers use the losses and the
+horizon as features, and HUB's selection mode evaluates candidates on ``batch``.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ class InnerState(NamedTuple):
     key: jax.Array
     valid_loss: jax.Array  # latest inner-validation minibatch loss (scalar)
     step: jax.Array  # int32 scalar
+    horizon: jax.Array  # int32 scalar: the run's total number of steps (0: unknown)
 
 
 class Curves(NamedTuple):
@@ -59,12 +60,14 @@ def as_extra_args(optimizer: optax.GradientTransformation) -> optax.GradientTran
     return optax.with_extra_args_support(optimizer)
 
 
-def init_state(task: Task, optimizer, key: jax.Array) -> InnerState:
-    """Initialize params and optimizer state; ``key`` seeds params and all minibatches."""
+def init_state(task: Task, optimizer, key: jax.Array, horizon=0) -> InnerState:
+    """Initialize params and optimizer state; ``key`` seeds params and all minibatches.
+    ``horizon``: the run's total number of steps, passed to every update (0: unknown)."""
     init_key, data_key = jax.random.split(key)
     params = task.init(init_key)
     valid = task.loss(params, task.batch(jax.random.fold_in(data_key, 2**31), "inner_valid"))
-    return InnerState(params, optimizer.init(params), data_key, valid, jnp.zeros((), jnp.int32))
+    step, horizon = jnp.zeros((), jnp.int32), jnp.asarray(horizon, jnp.int32)
+    return InnerState(params, optimizer.init(params), data_key, valid, step, horizon)
 
 
 def inner_step(task: Task, optimizer, state: InnerState) -> tuple[InnerState, jax.Array]:
@@ -73,7 +76,13 @@ def inner_step(task: Task, optimizer, state: InnerState) -> tuple[InnerState, ja
     batch = task.batch(key, "train")
     loss, grads = jax.value_and_grad(task.loss)(state.params, batch)
     updates, opt_state = optimizer.update(
-        grads, state.opt_state, state.params, loss=loss, valid_loss=state.valid_loss, batch=batch
+        grads,
+        state.opt_state,
+        state.params,
+        loss=loss,
+        valid_loss=state.valid_loss,
+        horizon=state.horizon,
+        batch=batch,
     )
     params = optax.apply_updates(state.params, updates)
     return state._replace(params=params, opt_state=opt_state, step=state.step + 1), loss
@@ -138,7 +147,8 @@ def train(
 
     Args:
         task: the problem.
-        optimizer: any optax transformation (learned ones receive ``loss=``/``valid_loss=``).
+        optimizer: any optax transformation (learned ones receive ``loss=``/``valid_loss=``
+            and ``horizon=num_steps``).
         key: PRNG key for initialization and every minibatch.
         num_steps: number of optimizer steps (static).
         eval_every: steps between evaluation points (static; default ``num_steps // 20``).
@@ -152,7 +162,7 @@ def train(
         if isinstance(optimizer, optax.GradientTransformationExtraArgs)
         else as_extra_args(optimizer)
     )
-    state = init_state(task, optimizer, key)
+    state = init_state(task, optimizer, key, num_steps)
 
     def segment(state, _):
         state, losses = run_steps(task, optimizer, state, eval_every, valid_every)

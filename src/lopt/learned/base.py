@@ -74,3 +74,20 @@ def zero_last_layer(layers: list) -> list:
         lambda layer: (layer.weight, layer.bias), last, (last.weight * 0, last.bias * 0)
     )
     return [*layers[:-1], last]
+
+
+def with_horizon(
+    optimizer: optax.GradientTransformationExtraArgs, total_steps: int | None
+) -> optax.GradientTransformationExtraArgs:
+    """``optimizer`` with ``horizon=total_steps`` passed to every update that does not pass
+    its own (optimizers with the horizon feature read it; others ignore it)."""
+    if total_steps is None:
+        return optimizer
+    if int(total_steps) < 1:
+        raise LoptError(f"invalid value for total_steps: {total_steps} (allowed: >= 1)")
+
+    def update(grads, state, params=None, **extra):
+        extra.setdefault("horizon", int(total_steps))
+        return optimizer.update(grads, state, params, **extra)
+
+    return optax.GradientTransformationExtraArgs(optimizer.init, update)

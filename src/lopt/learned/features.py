@@ -145,6 +145,21 @@ def time_features(step: jax.Array, timescales: tuple[float, ...]) -> jax.Array:
     return jnp.tanh(step.astype(jnp.float32) / jnp.asarray(timescales, jnp.float32))
 
 
+# The run's progress towards its announced length (VeLO, Metz et al. 2022, conditions on it too):
+# ``count / horizon`` clipped to [0, 1], where ``horizon`` is the run's total number of steps as
+# passed by ``update``'s ``horizon=`` argument; 0 when the horizon is unknown (``None`` or 0).
+HORIZON_FEATURE_NAMES = ("fraction_of_horizon",)
+
+
+def horizon_features(count: jax.Array, horizon) -> jax.Array:
+    """The ``HORIZON_FEATURE_NAMES`` features after ``count`` updates: ``(1,)``."""
+    if horizon is None:
+        return jnp.zeros((1,), jnp.float32)
+    horizon = jnp.asarray(horizon, jnp.float32)
+    fraction = count.astype(jnp.float32) / jnp.maximum(horizon, 1.0)
+    return jnp.where(horizon > 0, jnp.clip(fraction, 0.0, 1.0), 0.0)[None]
+
+
 def nominal_direction(
     ms: list, vs: list, count: jax.Array, decays: tuple[float, ...], b1: float, b2: float
 ):

@@ -31,9 +31,11 @@ from lopt.learned.distance import (
     update_distance,
 )
 from lopt.learned.features import (
+    HORIZON_FEATURE_NAMES,
     LOSS_FEATURE_NAMES,
     Accumulators,
     LossStats,
+    horizon_features,
     init_accumulators,
     init_loss_stats,
     leaves_per_decay,
@@ -77,6 +79,9 @@ class MLPOptimizer(Architecture):
             optimizer's run (``lopt.learned.distance``; 0: off). Not learned, like the trust
             region; it gives the network a per-task step scale that its inputs cannot see.
         distance_ref, distance_max: see ``distance_power``.
+        with_horizon_feature: also feed the network the run's progress towards its length
+            (``HORIZON_FEATURE_NAMES``: from ``update``'s ``horizon=`` argument, the run's total
+            number of steps; 0 when it is not given), folded into the first layer's bias.
     """
 
     kind = "mlp"
@@ -92,6 +97,7 @@ class MLPOptimizer(Architecture):
     distance_power: float = 0.0
     distance_ref: float = 0.05
     distance_max: float = 3.0
+    with_horizon_feature: bool = False
 
     def __post_init__(self):
         check_config(self.kind, self.hidden, self.decays, (0.9, 0.999) if self.nominal else ())
@@ -101,7 +107,10 @@ class MLPOptimizer(Architecture):
     @property
     def feature_names(self) -> tuple[str, ...]:
         loss = LOSS_FEATURE_NAMES if self.with_loss_features else ()
-        return param_feature_names(self.decays) + time_feature_names(self.timescales) + loss
+        horizon = HORIZON_FEATURE_NAMES if self.with_horizon_feature else ()
+        return (
+            param_feature_names(self.decays) + time_feature_names(self.timescales) + loss + horizon
+        )
 
     def init_theta(self, key):
         sizes = (len(self.feature_names), *self.hidden, 2)
@@ -135,7 +144,7 @@ class MLPOptimizer(Architecture):
             distance = init_distance(params) if self.distance_power > 0 else None
             return MLPOptState(init_accumulators(params, len(self.decays)), stats, distance)
 
-        def update(grads, state, params=None, *, loss=None, valid_loss=None, **extra):
+        def update(grads, state, params=None, *, loss=None, valid_loss=None, horizon=None, **extra):
             del extra
             acc = update_accumulators(state.acc, grads, self.decays)
             t = time_features(acc.count, self.timescales)
@@ -143,6 +152,8 @@ class MLPOptimizer(Architecture):
             if self.with_loss_features:
                 stats, losses = step_loss_features(state.loss, loss, valid_loss)
                 t = jnp.concatenate([t, losses])
+            if self.with_horizon_feature:
+                t = jnp.concatenate([t, horizon_features(acc.count, horizon)])
             distance, log_lr = None, theta["log_lr"]
             if self.distance_power > 0:
                 distance = update_distance(state.distance, grads, params)

@@ -71,10 +71,9 @@ class TruncationConfig:
 
 
 class Particle(NamedTuple):
-    """One inner run: its state, the horizon it stops at, and how many runs came before."""
+    """One inner run (its state holds the horizon it stops at) and how many runs came before."""
 
     inner: InnerState
-    horizon: jax.Array  # int32
     run: jax.Array  # int32
     key: jax.Array  # this particle's own PRNG key (runs fold in ``run``)
 
@@ -96,9 +95,9 @@ def _sample_horizon(cfg: TruncationConfig, key, low: int, progress=1.0) -> jax.A
 def init_particle(task: Task, optimizer, cfg: TruncationConfig, key: jax.Array) -> Particle:
     """A fresh particle (its first horizon from [length, max_horizon] when staggering)."""
     k_run, k_h = jax.random.split(jax.random.fold_in(key, 0))
-    inner = init_state(task, optimizer, k_run)
     horizon = _sample_horizon(cfg, k_h, cfg.length if cfg.stagger else cfg.min_horizon)
-    return Particle(inner, horizon, jnp.zeros((), jnp.int32), key)
+    inner = init_state(task, optimizer, k_run, horizon)
+    return Particle(inner, jnp.zeros((), jnp.int32), key)
 
 
 def all_finite(tree) -> jax.Array:
@@ -114,15 +113,11 @@ def restart_if_done(
 
     Returns ``(particle, restarted)``.
     """
-    done = (p.inner.step >= p.horizon) | ~all_finite(p.inner.params) | extra_done
+    done = (p.inner.step >= p.inner.horizon) | ~all_finite(p.inner.params) | extra_done
     run = p.run + 1
     k_run, k_h = jax.random.split(jax.random.fold_in(p.key, run))
-    fresh = Particle(
-        init_state(task, optimizer, k_run),
-        _sample_horizon(cfg, k_h, cfg.min_horizon, progress),
-        run,
-        p.key,
-    )
+    horizon = _sample_horizon(cfg, k_h, cfg.min_horizon, progress)
+    fresh = Particle(init_state(task, optimizer, k_run, horizon), run, p.key)
     return jax.tree.map(lambda a, b: jnp.where(done, a, b), fresh, p), done
 
 

@@ -65,20 +65,28 @@ def resolve_stem(name_or_path) -> pathlib.Path:
     raise CheckpointError(f"no saved optimizer at {path} (no .safetensors/.json file)")
 
 
-def load(path) -> optax.GradientTransformationExtraArgs:
-    """Any saved learned optimizer (file, stem or run directory) as an optax transformation."""
+def load(path, total_steps: int | None = None) -> optax.GradientTransformationExtraArgs:
+    """Any saved learned optimizer (file, stem or run directory) as an optax transformation.
+
+    ``total_steps``: the length of the training run, for optimizers that condition on it (the
+    horizon feature); the same as passing ``horizon=total_steps`` to every ``update``.
+    """
+    from lopt.learned.base import with_horizon
     from lopt.learned.io import load_theta
 
     arch, theta, _ = load_theta(path)
-    return arch.optimizer(theta)
+    return with_horizon(arch.optimizer(theta), total_steps)
 
 
-def pretrained(name: str = "small") -> optax.GradientTransformationExtraArgs:
-    """A shipped learned optimizer by name (``small`` or ``rnn-mlp``), loaded offline."""
+def pretrained(
+    name: str = "small", total_steps: int | None = None
+) -> optax.GradientTransformationExtraArgs:
+    """A shipped learned optimizer by name (``small`` or ``rnn-mlp``), loaded offline;
+    ``total_steps`` as for ``load``."""
     path = pretrained_path(name)
     if not path.with_suffix(".safetensors").exists():
         raise CheckpointError(
             f"the shipped optimizer {name!r} is not installed ({path}.safetensors is missing); "
             "reinstall lopt"
         )
-    return load(path)
+    return load(path, total_steps)
