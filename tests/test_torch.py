@@ -21,7 +21,7 @@ torch = pytest.importorskip("torch")
 
 import lopt  # noqa: E402
 from lopt.errors import LoptError  # noqa: E402
-from lopt.learned import build_architecture, load_theta, save_optimizer  # noqa: E402
+from lopt.learned import build_architecture, save_optimizer  # noqa: E402
 from lopt.torch import LearnedOptimizer, MLPConfig, RNNMLPConfig  # noqa: E402
 from lopt.torch import optimizer as optimizer_module  # noqa: E402
 from lopt.torch.networks import CONFIGS  # noqa: E402
@@ -42,6 +42,7 @@ ARCHITECTURES = {
         "hidden": [8],
         "trust_ratio": 5e-4,
         "with_loss_features": True,
+        "with_horizon_feature": True,
         "distance_power": 0.5,
         "distance_ref": 2e-3,
     },
@@ -49,6 +50,7 @@ ARCHITECTURES = {
 # Scalar, vector, matrix and rank-5 tensors (the rank-4 shape features keep the last 4 dims).
 SHAPES = [(5, 3), (3,), (), (3, 2), (2, 1, 2, 3, 2)]
 STEPS = 100
+HORIZON = 80  # the run's announced length: the horizon feature reaches its cap of 1 at step 80
 RTOL, ATOL = 1e-5, 1e-5
 
 
@@ -92,10 +94,10 @@ def problem(seed: int = 0):
     return params, grads, losses, valid
 
 
-def jax_run(stem, params, grads, losses, valid, multipliers):
-    """Per-step updates and final parameters of the JAX optimizer (updates × multipliers)."""
-    arch, theta, _ = load_theta(stem)
-    opt = arch.optimizer(theta)
+def jax_run(stem, params, grads, losses, valid, multipliers, total_steps=None):
+    """Per-step updates and final parameters of the JAX optimizer (updates × multipliers),
+    told the run's length when ``total_steps`` is given."""
+    opt = lopt.load(stem, total_steps=total_steps)
     params = [jnp.asarray(p) for p in params]
     state = opt.init(params)
     update = jax.jit(opt.update)
@@ -161,9 +163,10 @@ def test_parity_with_jax(saved, compile):
     the eager update and the ``torch.compile`` one."""
     kind, stem = saved
     arrays, grads, losses, valid = problem()
-    ref_updates, ref_params = jax_run(stem, arrays, grads, losses, valid, [1.0] * len(SHAPES))
+    ones = [1.0] * len(SHAPES)
+    ref_updates, ref_params = jax_run(stem, arrays, grads, losses, valid, ones, HORIZON)
     params = torch_params(arrays)
-    optimizer = LearnedOptimizer(params, stem, compile=compile)
+    optimizer = LearnedOptimizer(params, stem, compile=compile, total_steps=HORIZON)
     assert optimizer.config.kind == ARCHITECTURES[kind]["kind"]
     updates = torch_run(optimizer, params, grads, losses, valid)
     assert np.abs(ref_updates[-1][0]).max() > 0
@@ -184,12 +187,12 @@ def test_parity_with_jax(saved, compile):
 def test_shipped_optimizers_match_jax(name):
     """The very files ``lopt.pretrained`` loads give the JAX updates in torch too (30 steps)."""
     arrays, grads, losses, valid = problem()
-    steps = slice(0, 30)
+    steps, total = slice(0, 30), 40  # a run of 40 steps, for optimizers that ask
     ref_updates, _ = jax_run(
-        name, arrays, grads[steps], losses[steps], valid[steps], [1.0] * len(SHAPES)
+        name, arrays, grads[steps], losses[steps], valid[steps], [1.0] * len(SHAPES), total
     )
     params = torch_params(arrays)
-    optimizer = LearnedOptimizer(params, name)
+    optimizer = LearnedOptimizer(params, name, total_steps=total)
     updates = torch_run(optimizer, params, grads[steps], losses[steps], valid[steps])
     for u, ref in zip(updates, ref_updates, strict=True):
         assert_close(u, ref)
@@ -378,6 +381,12 @@ def test_non_float_parameter_rejected(saved):
     _, stem = saved
     with pytest.raises(LoptError, match="floating-point parameters; got a torch.int64"):
         LearnedOptimizer([torch.zeros(3, dtype=torch.int64)], stem)
+
+
+def test_invalid_total_steps_rejected(saved):
+    _, stem = saved
+    with pytest.raises(LoptError, match="total_steps: 0"):
+        LearnedOptimizer([torch.zeros(3)], stem, total_steps=0)
 
 
 def test_corrupt_file_rejected(saved, tmp_path):

@@ -24,6 +24,7 @@ TRAIN_LOSS_DECAY, VALID_LOSS_DECAY = 0.9, 0.95
 GRAD_RMS_DECAY = 0.99
 MAX_RANK = 4
 NUM_LOSS_FEATURES = 3
+NUM_HORIZON_FEATURES = 1
 NOMINAL_B1, NOMINAL_B2 = 0.9, 0.999
 
 
@@ -48,12 +49,17 @@ class MLPConfig:
     distance_power: float = 0.0
     distance_ref: float = 0.05
     distance_max: float = 3.0
+    with_horizon_feature: bool = False
 
     kind = "mlp"
 
     def theta_shapes(self) -> dict[str, tuple[int, ...]]:
         """Leaf name -> shape of every tensor in θ."""
-        shared = len(self.timescales) + (NUM_LOSS_FEATURES if self.with_loss_features else 0)
+        shared = (
+            len(self.timescales)
+            + (NUM_LOSS_FEATURES if self.with_loss_features else 0)
+            + (NUM_HORIZON_FEATURES if self.with_horizon_feature else 0)
+        )
         sizes = (num_param_features(self.decays) + shared, *self.hidden, 2)
         return {"['log_lr']": (), **_linear_shapes("['mlp']", sizes)}
 
@@ -232,6 +238,15 @@ def time_features(count: int, timescales: tuple[float, ...], device) -> torch.Te
     """``tanh(count / τ)`` for every timescale τ, float32: ``(len(timescales),)``."""
     step = torch.tensor(float(count), dtype=torch.float32, device=device)
     return torch.tanh(step / torch.tensor(timescales, dtype=torch.float32, device=device))
+
+
+def horizon_features(count: int, horizon: int | None, device) -> torch.Tensor:
+    """The fraction of the run done, ``count / horizon`` within [0, 1] (0 when the horizon is
+    unknown), float32: ``(1,)``."""
+    if not horizon:
+        return torch.zeros(1, dtype=torch.float32, device=device)
+    fraction = torch.tensor(float(count), dtype=torch.float32, device=device) / float(horizon)
+    return fraction.clamp(0.0, 1.0).reshape(1)
 
 
 def nominal_direction(m, v, count: int, decays: tuple[float, ...]) -> torch.Tensor:

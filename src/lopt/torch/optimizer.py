@@ -33,6 +33,9 @@ class LearnedOptimizer(torch.optim.Optimizer):
             (TorchInductor; needs a C++ compiler on CPU): the same update, up to about twice as
             fast on large models, at the price of a compilation (seconds) at the first step
             (``lopt.torch.compiled``).
+        total_steps: the length of the training run, for optimizers that condition on it (an
+            "mlp" with ``with_horizon_feature``), as ``lopt.load(..., total_steps=...)``;
+            ``None``: unknown (others ignore it).
 
     Example::
 
@@ -54,7 +57,11 @@ class LearnedOptimizer(torch.optim.Optimizer):
         *,
         lr_multiplier: float = 1.0,
         compile: bool = False,
+        total_steps: int | None = None,
     ):
+        if total_steps is not None and int(total_steps) < 1:
+            raise LoptError(f"invalid value for total_steps: {total_steps} (allowed: >= 1)")
+        self.total_steps = None if total_steps is None else int(total_steps)
         self.config, self._theta_cpu = load(name_or_path)
         cfg, rnn = self.config, self.config.kind == "rnn-mlp"
         self._nominal = rnn or cfg.nominal  # "rnn-mlp" always adds Adam's direction
@@ -172,7 +179,7 @@ class LearnedOptimizer(torch.optim.Optimizer):
 
     def _step_mlp(self, active: list, loss, valid_loss) -> None:
         cfg = self.config
-        constants = {}  # per (step count, device): time features, then any loss features
+        constants = {}  # per (step count, device): time, then any loss and horizon features
         losses = None
         if cfg.with_loss_features:
             losses = self._loss_features(active[0][0].device, loss, valid_loss)
@@ -192,6 +199,8 @@ class LearnedOptimizer(torch.optim.Optimizer):
                 shared = [nets.time_features(count, cfg.timescales, p.device)]
                 if losses is not None:
                     shared.append(losses.to(p.device))
+                if cfg.with_horizon_feature:
+                    shared.append(nets.horizon_features(count, self.total_steps, p.device))
                 constants[count, p.device] = torch.cat(shared)
             update, _ = self._tensor_update(
                 p.to(torch.float32), g, state, constants[count, p.device], log_lr
