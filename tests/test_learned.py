@@ -32,6 +32,7 @@ TINY = {
         "trust_ratio": 0.1,
         "with_loss_features": True,
         "with_horizon_feature": True,
+        "horizon_thresholds": [0.5],
         "distance_power": 0.5,
         "distance_ref": 1e9,
     },
@@ -116,12 +117,21 @@ def test_feature_counts_are_derived_from_config():
     assert theta["lstm"].weight_ih.shape[1] == len(rnn.tensor_feature_names)
 
 
-def test_horizon_feature_is_the_fraction_of_the_run_done():
+def test_horizon_features_are_the_fraction_of_the_run_done_and_its_steps():
     count = jnp.asarray(30, jnp.int32)
     np.testing.assert_allclose(horizon_features(count, 120), [0.25])
     np.testing.assert_allclose(horizon_features(count, jnp.asarray(20)), [1.0])  # clipped
-    for unknown in (None, 0):
+    np.testing.assert_allclose(
+        horizon_features(count, 120, (0.2, 0.25, 0.9)),
+        [0.25, np.tanh(0.5), 0.0, np.tanh(-6.5)],
+        rtol=1e-6,
+        atol=1e-7,
+    )
+    for unknown in (None, 0):  # unknown: as at the start of a run
         np.testing.assert_array_equal(horizon_features(count, unknown), [0.0])
+        np.testing.assert_allclose(horizon_features(count, unknown, (0.5,)), [0.0, np.tanh(-5)])
+    with pytest.raises(LoptError, match="need with_horizon_feature"):
+        build_architecture({"kind": "mlp", "horizon_thresholds": [0.5]})
 
 
 def _with_horizon_weight(arch):

@@ -43,6 +43,7 @@ ARCHITECTURES = {
         "trust_ratio": 5e-4,
         "with_loss_features": True,
         "with_horizon_feature": True,
+        "horizon_thresholds": [0.4, 0.9],
         "distance_power": 0.5,
         "distance_ref": 2e-3,
     },

@@ -146,18 +146,27 @@ def time_features(step: jax.Array, timescales: tuple[float, ...]) -> jax.Array:
 
 
 # The run's progress towards its announced length (VeLO, Metz et al. 2022, conditions on it too):
-# ``count / horizon`` clipped to [0, 1], where ``horizon`` is the run's total number of steps as
-# passed by ``update``'s ``horizon=`` argument; 0 when the horizon is unknown (``None`` or 0).
-HORIZON_FEATURE_NAMES = ("fraction_of_horizon",)
+# ``f = count / horizon`` clipped to [0, 1], where ``horizon`` is the run's total number of steps
+# as passed by ``update``'s ``horizon=`` argument, and 0 when the horizon is unknown (``None`` or
+# 0); optionally also ``tanh(10·(f − c))`` for thresholds ``c``, steps that a linear first layer
+# can combine into a schedule (VeLO embeds its fraction of training the same way).
+HORIZON_SHARPNESS = 10.0
 
 
-def horizon_features(count: jax.Array, horizon) -> jax.Array:
-    """The ``HORIZON_FEATURE_NAMES`` features after ``count`` updates: ``(1,)``."""
+def horizon_feature_names(thresholds: tuple[float, ...]) -> tuple[str, ...]:
+    return ("fraction_of_horizon", *(f"fraction_of_horizon_past_{c:g}" for c in thresholds))
+
+
+def horizon_features(count: jax.Array, horizon, thresholds: tuple[float, ...] = ()) -> jax.Array:
+    """The ``horizon_feature_names(thresholds)`` features after ``count`` updates."""
     if horizon is None:
-        return jnp.zeros((1,), jnp.float32)
-    horizon = jnp.asarray(horizon, jnp.float32)
-    fraction = count.astype(jnp.float32) / jnp.maximum(horizon, 1.0)
-    return jnp.where(horizon > 0, jnp.clip(fraction, 0.0, 1.0), 0.0)[None]
+        fraction = jnp.zeros((), jnp.float32)
+    else:
+        horizon = jnp.asarray(horizon, jnp.float32)
+        fraction = count.astype(jnp.float32) / jnp.maximum(horizon, 1.0)
+        fraction = jnp.where(horizon > 0, jnp.clip(fraction, 0.0, 1.0), 0.0)
+    steps = jnp.tanh(HORIZON_SHARPNESS * (fraction - jnp.asarray(thresholds, jnp.float32)))
+    return jnp.concatenate([fraction[None], steps])
 
 
 def nominal_direction(

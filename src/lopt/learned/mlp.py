@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from lopt.errors import LoptError
 from lopt.learned.base import Architecture, check_config, zero_last_layer
 from lopt.learned.distance import (
     DistanceStats,
@@ -31,10 +32,10 @@ from lopt.learned.distance import (
     update_distance,
 )
 from lopt.learned.features import (
-    HORIZON_FEATURE_NAMES,
     LOSS_FEATURE_NAMES,
     Accumulators,
     LossStats,
+    horizon_feature_names,
     horizon_features,
     init_accumulators,
     init_loss_stats,
@@ -80,8 +81,10 @@ class MLPOptimizer(Architecture):
             region; it gives the network a per-task step scale that its inputs cannot see.
         distance_ref, distance_max: see ``distance_power``.
         with_horizon_feature: also feed the network the run's progress towards its length
-            (``HORIZON_FEATURE_NAMES``: from ``update``'s ``horizon=`` argument, the run's total
+            (``horizon_feature_names``: from ``update``'s ``horizon=`` argument, the run's total
             number of steps; 0 when it is not given), folded into the first layer's bias.
+        horizon_thresholds: with the horizon feature, also ``tanh(10·(fraction − c))`` for
+            each threshold ``c`` (``lopt.learned.features.horizon_features``).
     """
 
     kind = "mlp"
@@ -98,16 +101,24 @@ class MLPOptimizer(Architecture):
     distance_ref: float = 0.05
     distance_max: float = 3.0
     with_horizon_feature: bool = False
+    horizon_thresholds: tuple[float, ...] = ()
 
     def __post_init__(self):
         check_config(self.kind, self.hidden, self.decays, (0.9, 0.999) if self.nominal else ())
         check_trust_region(self.kind, self.trust_ratio, self.trust_floor)
         check_distance_scaling(self.kind, self.distance_power, self.distance_ref, self.distance_max)
+        if self.horizon_thresholds and not self.with_horizon_feature:
+            raise LoptError(
+                f"invalid config for {self.kind!r}: horizon_thresholds "
+                f"{list(self.horizon_thresholds)} need with_horizon_feature: true"
+            )
 
     @property
     def feature_names(self) -> tuple[str, ...]:
         loss = LOSS_FEATURE_NAMES if self.with_loss_features else ()
-        horizon = HORIZON_FEATURE_NAMES if self.with_horizon_feature else ()
+        horizon = (
+            horizon_feature_names(self.horizon_thresholds) if self.with_horizon_feature else ()
+        )
         return (
             param_feature_names(self.decays) + time_feature_names(self.timescales) + loss + horizon
         )
@@ -153,7 +164,8 @@ class MLPOptimizer(Architecture):
                 stats, losses = step_loss_features(state.loss, loss, valid_loss)
                 t = jnp.concatenate([t, losses])
             if self.with_horizon_feature:
-                t = jnp.concatenate([t, horizon_features(acc.count, horizon)])
+                fraction = horizon_features(acc.count, horizon, self.horizon_thresholds)
+                t = jnp.concatenate([t, fraction])
             distance, log_lr = None, theta["log_lr"]
             if self.distance_power > 0:
                 distance = update_distance(state.distance, grads, params)

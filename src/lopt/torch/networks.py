@@ -24,7 +24,7 @@ TRAIN_LOSS_DECAY, VALID_LOSS_DECAY = 0.9, 0.95
 GRAD_RMS_DECAY = 0.99
 MAX_RANK = 4
 NUM_LOSS_FEATURES = 3
-NUM_HORIZON_FEATURES = 1
+HORIZON_SHARPNESS = 10.0
 NOMINAL_B1, NOMINAL_B2 = 0.9, 0.999
 
 
@@ -50,6 +50,7 @@ class MLPConfig:
     distance_ref: float = 0.05
     distance_max: float = 3.0
     with_horizon_feature: bool = False
+    horizon_thresholds: tuple[float, ...] = ()
 
     kind = "mlp"
 
@@ -58,7 +59,7 @@ class MLPConfig:
         shared = (
             len(self.timescales)
             + (NUM_LOSS_FEATURES if self.with_loss_features else 0)
-            + (NUM_HORIZON_FEATURES if self.with_horizon_feature else 0)
+            + (1 + len(self.horizon_thresholds) if self.with_horizon_feature else 0)
         )
         sizes = (num_param_features(self.decays) + shared, *self.hidden, 2)
         return {"['log_lr']": (), **_linear_shapes("['mlp']", sizes)}
@@ -240,13 +241,17 @@ def time_features(count: int, timescales: tuple[float, ...], device) -> torch.Te
     return torch.tanh(step / torch.tensor(timescales, dtype=torch.float32, device=device))
 
 
-def horizon_features(count: int, horizon: int | None, device) -> torch.Tensor:
+def horizon_features(
+    count: int, horizon: int | None, thresholds: tuple[float, ...], device
+) -> torch.Tensor:
     """The fraction of the run done, ``count / horizon`` within [0, 1] (0 when the horizon is
-    unknown), float32: ``(1,)``."""
-    if not horizon:
-        return torch.zeros(1, dtype=torch.float32, device=device)
-    fraction = torch.tensor(float(count), dtype=torch.float32, device=device) / float(horizon)
-    return fraction.clamp(0.0, 1.0).reshape(1)
+    unknown), then ``tanh(10·(fraction − c))`` per threshold, float32."""
+    fraction = torch.zeros((), dtype=torch.float32, device=device)
+    if horizon:
+        step = torch.tensor(float(count), dtype=torch.float32, device=device)
+        fraction = (step / float(horizon)).clamp(0.0, 1.0)
+    cuts = torch.tensor(thresholds, dtype=torch.float32, device=device)
+    return torch.cat([fraction.reshape(1), torch.tanh(HORIZON_SHARPNESS * (fraction - cuts))])
 
 
 def nominal_direction(m, v, count: int, decays: tuple[float, ...]) -> torch.Tensor:

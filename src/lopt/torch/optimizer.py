@@ -200,7 +200,10 @@ class LearnedOptimizer(torch.optim.Optimizer):
                 if losses is not None:
                     shared.append(losses.to(p.device))
                 if cfg.with_horizon_feature:
-                    shared.append(nets.horizon_features(count, self.total_steps, p.device))
+                    horizon = nets.horizon_features(
+                        count, self.total_steps, cfg.horizon_thresholds, p.device
+                    )
+                    shared.append(horizon)
                 constants[count, p.device] = torch.cat(shared)
             update, _ = self._tensor_update(
                 p.to(torch.float32), g, state, constants[count, p.device], log_lr
