@@ -112,6 +112,34 @@ def test_corrupt_checkpoint_falls_back_to_previous(tmp_path):
         assert np.array_equal(np.asarray(a), np.asarray(b))
 
 
+def test_trainable_features_move_only_their_first_layer_weights(tmp_path):
+    """With ``trainable_features``, ES perturbs and updates only the first-layer weights that
+    read those inputs: every other weight of θ stays bit for bit where it started."""
+    arch = {"kind": "mlp", "hidden": [2], "timescales": [10.0], "with_horizon_feature": True}
+    base = {**TINY, "architecture": arch, "outer_lr": 0.01}
+    meta_train(tmp_path / "all", MetaTrainConfig(outer_steps=3, **base))
+    start = _theta(tmp_path / "all")
+    names = ("fraction_of_horizon", "tanh_step_over_10")
+    cfg = MetaTrainConfig(
+        outer_steps=3, init_from=str(tmp_path / "all"), trainable_features=names, **base
+    )
+    meta_train(tmp_path / "some", cfg)
+    theta = _theta(tmp_path / "some")
+    features = build_architecture(arch).feature_names
+    columns = [features.index(n) for n in names]
+    others = [i for i in range(len(features)) if i not in columns]
+    w, w0 = np.asarray(theta["mlp"][0].weight), np.asarray(start["mlp"][0].weight)
+    assert np.array_equal(w[:, others], w0[:, others])
+    assert np.all(w[:, columns] != w0[:, columns])
+    rest = lambda th: jax.tree.leaves({**th, "mlp": [th["mlp"][0].bias, *th["mlp"][1:]]})
+    for a, b in zip(rest(theta), rest(start), strict=True):
+        assert np.array_equal(np.asarray(a), np.asarray(b))
+    with pytest.raises(LoptError, match=r"unknown input feature\(s\) \['gradient'\]"):
+        MetaTrainConfig(**{**base, "trainable_features": ("gradient",)})
+    with pytest.raises(LoptError, match="only 'mlp' can"):
+        MetaTrainConfig(**{**TINY, "trainable_features": ("grad",)})
+
+
 def test_config_errors_name_the_field(tmp_path):
     with pytest.raises(LoptError, match="invalid config field 'outer_step'"):
         MetaTrainConfig.from_dict({"outer_step": 3})

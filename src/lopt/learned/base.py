@@ -39,6 +39,15 @@ class Architecture(abc.ABC):
         del saved, theta
         return None
 
+    def input_mask(self, theta: Theta, features: tuple[str, ...]) -> Theta:
+        """A θ-shaped pytree of 0/1: 1 on the first-layer weights that read ``features``
+        (meta-training only those; ``MetaTrainConfig.trainable_features``)."""
+        del theta
+        raise LoptError(
+            f"architecture {self.kind!r} cannot meta-train the weights of single input "
+            f"features (asked for {list(features)}); only 'mlp' can"
+        )
+
     def config(self) -> dict:
         """JSON-serializable description; ``build_architecture(**config)`` rebuilds it."""
         fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}

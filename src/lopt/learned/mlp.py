@@ -149,6 +149,20 @@ class MLPOptimizer(Architecture):
         first = eqx.tree_at(lambda la: (la.weight, la.bias), first, (weight, saved_first.bias))
         return {**theta, "mlp": [first, *theta["mlp"][1:]]}
 
+    def input_mask(self, theta, features: tuple[str, ...]):
+        unknown = sorted(set(features) - set(self.feature_names))
+        if unknown:
+            raise LoptError(
+                f"unknown input feature(s) {unknown} of this {self.kind!r} "
+                f"(its features: {list(self.feature_names)})"
+            )
+        mask = jax.tree.map(jnp.zeros_like, theta)
+        columns = jnp.asarray([n in features for n in self.feature_names], jnp.float32)
+        first = mask["mlp"][0]
+        weight = jnp.broadcast_to(columns, first.weight.shape)
+        first = eqx.tree_at(lambda la: la.weight, first, weight)
+        return {**mask, "mlp": [first, *mask["mlp"][1:]]}
+
     def optimizer(self, theta) -> optax.GradientTransformationExtraArgs:
         def init(params):
             stats = init_loss_stats() if self.with_loss_features else None

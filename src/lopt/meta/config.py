@@ -8,6 +8,8 @@ import pathlib
 from dataclasses import dataclass, field
 from typing import Any, Self
 
+import jax
+
 from lopt.errors import LoptError, check_choice, check_range, unknown_name
 from lopt.learned.io import build_architecture
 from lopt.meta.estimators import ESTIMATORS
@@ -80,6 +82,9 @@ class MetaTrainConfig(JsonConfig):
         checkpoint_every, log_every: in outer steps.
         validate_every: outer steps between validations (0: never); validation_tasks are fixed
             meta-training-family tasks scored on their outer_valid split.
+        trainable_features: meta-train only the first-layer weights that read these input
+            features (an ``mlp``'s ``feature_names``), every other weight frozen: e.g. teach a
+            trained optimizer a new input without moving what it knew (empty: train all).
     """
 
     architecture: dict[str, Any] = field(default_factory=lambda: {"kind": "mlp"})
@@ -102,9 +107,12 @@ class MetaTrainConfig(JsonConfig):
     validation_tasks: tuple[str, ...] = ("mlp-digits-32", "conv-digits-8-16", "teacher-student-16")
     validation_steps: int = 500
     validation_seeds: int = 2
+    trainable_features: tuple[str, ...] = ()
 
     def __post_init__(self):
-        build_architecture(self.architecture)
+        arch = build_architecture(self.architecture)
+        if self.trainable_features:
+            arch.input_mask(arch.init_theta(jax.random.key(0)), self.trainable_features)
         check_choice("estimator", self.estimator, ESTIMATORS)
         check_range("num_particles", self.num_particles, 1)
         check_range("sigma", self.sigma, 1e-8)

@@ -116,6 +116,7 @@ def make_estimator(
     sigma: float = 0.01,
     num_particles: int = 8,
     devices: int = 1,
+    mask=None,
 ) -> Estimator:
     """Build the estimator ``kind`` for meta-training ``arch`` on ``task``.
 
@@ -123,6 +124,8 @@ def make_estimator(
         sigma: ES perturbation scale (θ ± σ·ε).
         num_particles: antithetic pairs (ES/PES) or independent runs (tbptt) per estimate.
         devices: local devices to shard particles over (must divide ``num_particles``).
+        mask: a θ-shaped pytree of 0/1 (``None``: all 1): only the entries at 1 are perturbed
+            and get a meta-gradient, so ES searches their subspace alone.
     """
     if kind not in ESTIMATORS:
         raise unknown_name("estimator", kind, ESTIMATORS)
@@ -132,6 +135,10 @@ def make_estimator(
         raise LoptError(f"num_particles={num_particles} must be a multiple of devices={devices}")
     task.normalizer  # noqa: B018  (computed eagerly: it must not be traced)
     template_opt = arch.optimizer(arch.init_theta(jax.random.key(0)))
+
+    def noise(key, theta):
+        z = tree_normal(key, theta)
+        return z if mask is None else jax.tree.map(jnp.multiply, z, mask)
 
     def finish(init, per_particle, inner_steps):
         run = jax.jit(_batched(per_particle, devices))
@@ -152,7 +159,7 @@ def make_estimator(
 
         def per_particle(theta, p: Particle, key, progress):
             p, _ = restart_if_done(task, template_opt, trunc, p, progress=progress)
-            z = tree_normal(key, theta)
+            z = noise(key, theta)
             thetas = jax.tree.map(
                 lambda a, b: jnp.stack([a, b]), _shift(theta, z, sigma), _shift(theta, z, -sigma)
             )
@@ -175,9 +182,9 @@ def make_estimator(
                 task, template_opt, trunc, s.pos, ~all_finite_particle(s.neg), progress
             )
             neg = jax.tree.map(lambda a, b: jnp.where(restarted, a, b), pos, s.neg)
-            noise = jax.tree.map(lambda n: jnp.where(restarted, 0.0, n), s.noise)
-            z = tree_normal(key, theta)
-            noise = jax.tree.map(jnp.add, noise, z)
+            total = jax.tree.map(lambda n: jnp.where(restarted, 0.0, n), s.noise)
+            z = noise(key, theta)
+            total = jax.tree.map(jnp.add, total, z)
             inner_p, chunks_p = unroll(
                 task, arch.optimizer(_shift(theta, z, sigma)), trunc, pos.inner
             )
@@ -186,8 +193,8 @@ def make_estimator(
             )
             lp, dp = meta_loss(task, trunc, chunks_p)
             ln, dn = meta_loss(task, trunc, chunks_n)
-            grad = _scaled(noise, (lp - ln) / (2 * sigma))
-            new = PESParticle(pos._replace(inner=inner_p), neg._replace(inner=inner_n), noise)
+            grad = _scaled(total, (lp - ln) / (2 * sigma))
+            new = PESParticle(pos._replace(inner=inner_p), neg._replace(inner=inner_n), total)
             return grad, new, {"meta_loss": (lp + ln) / 2, "diverged": dp | dn}
 
         def init(key):
@@ -218,7 +225,7 @@ def make_estimator(
             del progress
             k_run, k_z = jax.random.split(key)
             p = init_particle(task, template_opt, full, k_run)
-            z = tree_normal(k_z, theta)
+            z = noise(k_z, theta)
             lp, dp = meta_loss(
                 task, full, unroll(task, arch.optimizer(_shift(theta, z, sigma)), full, p.inner)[1]
             )
@@ -244,6 +251,8 @@ def make_estimator(
 
         (value, (new_inner, diverged)), grad = jax.value_and_grad(loss_fn, has_aux=True)(theta)
         grad = jax.tree.map(lambda g: jnp.where(jnp.isfinite(g), g, 0.0), grad)
+        if mask is not None:
+            grad = jax.tree.map(jnp.multiply, grad, mask)
         return grad, p._replace(inner=new_inner), {"meta_loss": value, "diverged": diverged}
 
     init = lambda key: jax.vmap(lambda k: init_particle(task, template_opt, trunc, k))(
