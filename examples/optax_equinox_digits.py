@@ -73,7 +73,7 @@ def main() -> None:
     parser.add_argument("--weights", help="a saved optimizer (default: the shipped 'small')")
     parser.add_argument("--adam-lr", type=float, default=1e-3)
     args = parser.parse_args()
-    learned = lopt.load(args.weights) if args.weights else lopt.pretrained("small")
+    learned = lopt.load(args.weights or "small", total_steps=STEPS)
     splits = data()
     runs = {
         f"learned ({args.weights or 'small'})": learned,

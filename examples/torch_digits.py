@@ -76,7 +76,9 @@ def main() -> None:
     torch.set_num_threads(1)
     splits = data()
     runs = {
-        f"learned ({args.optimizer})": lambda p: LearnedOptimizer(p, args.optimizer),
+        f"learned ({args.optimizer})": lambda p: LearnedOptimizer(
+            p, args.optimizer, total_steps=STEPS
+        ),
         f"Adam (lr={args.adam_lr:g})": lambda p: torch.optim.Adam(p, lr=args.adam_lr),
     }
     logs = {}
