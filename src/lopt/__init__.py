@@ -1,7 +1,7 @@
 """lopt: learned optimizers — meta-train, self-train, study and use them.
 
 >>> import lopt, optax
->>> opt = lopt.pretrained("small")          # an optax.GradientTransformationExtraArgs
+>>> opt = lopt.pretrained("small", total_steps=1000)  # an optax.GradientTransformationExtraArgs
 >>> state = opt.init(params)
 >>> updates, state = opt.update(grads, state, params, loss=loss)
 >>> params = optax.apply_updates(params, updates)
