@@ -39,10 +39,9 @@ class Architecture(abc.ABC):
         del saved, theta
         return None
 
-    def input_mask(self, theta: Theta, features: tuple[str, ...]) -> Theta:
+    def input_mask(self, features: tuple[str, ...]) -> Theta:
         """A θ-shaped pytree of 0/1: 1 on the first-layer weights that read ``features``
         (meta-training only those; ``MetaTrainConfig.trainable_features``)."""
-        del theta
         raise LoptError(
             f"architecture {self.kind!r} cannot meta-train the weights of single input "
             f"features (asked for {list(features)}); only 'mlp' can"
@@ -92,11 +91,11 @@ def with_horizon(
     its own (optimizers with the horizon feature read it; others ignore it)."""
     if total_steps is None:
         return optimizer
-    if int(total_steps) < 1:
-        raise LoptError(f"invalid value for total_steps: {total_steps} (allowed: >= 1)")
+    check_range("total_steps", total_steps, 1)
+    horizon = int(total_steps)
 
     def update(grads, state, params=None, **extra):
-        extra.setdefault("horizon", int(total_steps))
+        extra.setdefault("horizon", horizon)
         return optimizer.update(grads, state, params, **extra)
 
     return optax.GradientTransformationExtraArgs(optimizer.init, update)

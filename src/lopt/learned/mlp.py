@@ -149,14 +149,14 @@ class MLPOptimizer(Architecture):
         first = eqx.tree_at(lambda la: (la.weight, la.bias), first, (weight, saved_first.bias))
         return {**theta, "mlp": [first, *theta["mlp"][1:]]}
 
-    def input_mask(self, theta, features: tuple[str, ...]):
+    def input_mask(self, features: tuple[str, ...]):
         unknown = sorted(set(features) - set(self.feature_names))
         if unknown:
             raise LoptError(
                 f"unknown input feature(s) {unknown} of this {self.kind!r} "
                 f"(its features: {list(self.feature_names)})"
             )
-        mask = jax.tree.map(jnp.zeros_like, theta)
+        mask = jax.tree.map(jnp.zeros_like, self.init_theta(jax.random.key(0)))
         columns = jnp.asarray([n in features for n in self.feature_names], jnp.float32)
         first = mask["mlp"][0]
         weight = jnp.broadcast_to(columns, first.weight.shape)

@@ -8,8 +8,6 @@ import pathlib
 from dataclasses import dataclass, field
 from typing import Any, Self
 
-import jax
-
 from lopt.errors import LoptError, check_choice, check_range, unknown_name
 from lopt.learned.io import build_architecture
 from lopt.meta.estimators import ESTIMATORS
@@ -110,9 +108,7 @@ class MetaTrainConfig(JsonConfig):
     trainable_features: tuple[str, ...] = ()
 
     def __post_init__(self):
-        arch = build_architecture(self.architecture)
-        if self.trainable_features:
-            arch.input_mask(arch.init_theta(jax.random.key(0)), self.trainable_features)
+        self.trainable_mask()  # validates the architecture and the feature names
         check_choice("estimator", self.estimator, ESTIMATORS)
         check_range("num_particles", self.num_particles, 1)
         check_range("sigma", self.sigma, 1e-8)
@@ -130,6 +126,11 @@ class MetaTrainConfig(JsonConfig):
         check_range("validate_every", self.validate_every, 0)
         for name in self.validation_tasks:
             check_choice("validation_tasks", name, TASKS)
+
+    def trainable_mask(self):
+        """θ-shaped 0/1 pytree of the weights meta-training may move (``None``: all of them)."""
+        arch = build_architecture(self.architecture)
+        return arch.input_mask(self.trainable_features) if self.trainable_features else None
 
     @property
     def truncation_config(self) -> TruncationConfig:

@@ -53,19 +53,11 @@ def bank_tasks(cfg: MetaTrainConfig) -> list:
 def bank_estimators(cfg: MetaTrainConfig, devices: int) -> list[Estimator]:
     """One estimator per task of the bank, sharding particles over ``devices`` local devices."""
     arch, trunc = build_architecture(cfg.architecture), cfg.truncation_config
-    mask = trainable_mask(cfg)
+    mask = cfg.trainable_mask()
     return [
         make_estimator(cfg.estimator, arch, t, trunc, cfg.sigma, cfg.num_particles, devices, mask)
         for t in bank_tasks(cfg)
     ]
-
-
-def trainable_mask(cfg: MetaTrainConfig):
-    """θ-shaped 0/1 pytree of the weights meta-training may move (``None``: all of them)."""
-    if not cfg.trainable_features:
-        return None
-    arch = build_architecture(cfg.architecture)
-    return arch.input_mask(arch.init_theta(jax.random.key(0)), cfg.trainable_features)
 
 
 def make_outer_optimizer(cfg: MetaTrainConfig) -> optax.GradientTransformation:

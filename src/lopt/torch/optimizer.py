@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 
 import torch
 
-from lopt.errors import LoptError
+from lopt.errors import LoptError, check_range
 from lopt.torch import networks as nets
 from lopt.torch.compiled import compiled_tensor_update
 from lopt.torch.files import load
@@ -59,8 +59,8 @@ class LearnedOptimizer(torch.optim.Optimizer):
         compile: bool = False,
         total_steps: int | None = None,
     ):
-        if total_steps is not None and int(total_steps) < 1:
-            raise LoptError(f"invalid value for total_steps: {total_steps} (allowed: >= 1)")
+        if total_steps is not None:
+            check_range("total_steps", total_steps, 1)
         self.total_steps = None if total_steps is None else int(total_steps)
         self.config, self._theta_cpu = load(name_or_path)
         cfg, rnn = self.config, self.config.kind == "rnn-mlp"
