@@ -24,7 +24,8 @@ from lopt.train import train
 
 # "mlp" runs with the trust region, loss and horizon features and distance scaling on (its
 # reference so large that the scale stays 1: a fresh "mlp" is still Adam) and "rnn-mlp" without a
-# trust region, so every path passes conformance (the shipped "small" is tested below).
+# trust region but with distance scaling, so every path passes conformance (the shipped "small"
+# is tested below).
 TINY = {
     "mlp": {
         "kind": "mlp",
@@ -42,6 +43,8 @@ TINY = {
         "lstm_hidden": 4,
         "to_mlp": 2,
         "deepsets": 2,
+        "distance_power": 0.5,
+        "distance_ref": 1e9,
     },
     "learned-adam": {"kind": "learned-adam"},
 }

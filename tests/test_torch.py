@@ -47,6 +47,13 @@ ARCHITECTURES = {
         "distance_power": 0.5,
         "distance_ref": 2e-3,
     },
+    "rnn-mlp-distance": {  # likewise: the multiplier moves within (1, 3)
+        "kind": "rnn-mlp",
+        "mlp_hidden": [8, 8],
+        "trust_ratio": 3e-4,
+        "distance_power": 0.5,
+        "distance_ref": 2e-3,
+    },
 }
 # Scalar, vector, matrix and rank-5 tensors (the rank-4 shape features keep the last 4 dims).
 SHAPES = [(5, 3), (3,), (), (3, 2), (2, 1, 2, 3, 2)]

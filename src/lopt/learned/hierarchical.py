@@ -9,7 +9,9 @@ dynamic clipping (an EMA of the gradient RMS, clipped at ``clip_mult·exp(θ)`` 
 
 Update: ``Δp = −λ₂ · exp(λ₁·m + log_lr + s_tensor) · (nominal + d)`` with ``d, m`` from the MLP,
 ``s_tensor`` a per-tensor log step from the LSTM, and ``nominal`` Adam's direction (zeroed
-output layers make a fresh optimizer exactly Adam at learning rate λ₂).
+output layers make a fresh optimizer exactly Adam at learning rate λ₂). With
+``distance_power > 0`` every step is also scaled by Prodigy's distance estimate, as ``small``'s
+(``lopt.learned.distance``).
 """
 
 from __future__ import annotations
@@ -24,6 +26,13 @@ import numpy as np
 import optax
 
 from lopt.learned.base import Architecture, check_config, dense, zero_last_layer
+from lopt.learned.distance import (
+    DistanceStats,
+    check_distance_scaling,
+    init_distance,
+    log_distance_scale,
+    update_distance,
+)
 from lopt.learned.features import (
     EPS,
     LOSS_FEATURE_NAMES,
@@ -54,6 +63,7 @@ class RNNMLPState(NamedTuple):
     pooled: jax.Array  # (n_tensors, mlp_hidden[-1]) MLP hidden layer mean-pooled per tensor
     grad_rms: jax.Array  # (n_tensors,) EMA of each tensor's gradient RMS
     loss: LossStats
+    distance: DistanceStats | None = None  # with ``distance_power > 0`` only
 
 
 @dataclass(frozen=True)
@@ -68,6 +78,8 @@ class RNNMLPOptimizer(Architecture):
         decays, timescales, step_mult, exp_mult: as in ``MLPOptimizer``.
         clip_mult: gradient clip threshold in units of the gradient-RMS EMA (times exp(θ)).
         trust_ratio, trust_floor: the per-tensor trust region, as in ``MLPOptimizer``.
+        distance_power, distance_ref, distance_max: distance scaling, as in ``MLPOptimizer``
+            (Prodigy's estimate is fed the gradients before the learned clipping).
     """
 
     kind = "rnn-mlp"
@@ -82,10 +94,14 @@ class RNNMLPOptimizer(Architecture):
     clip_mult: float = 10.0
     trust_ratio: float | None = None
     trust_floor: float = 1e-3
+    distance_power: float = 0.0
+    distance_ref: float = 0.05
+    distance_max: float = 3.0
 
     def __post_init__(self):
         check_config(self.kind, self.mlp_hidden, self.decays, (0.9, 0.999))
         check_trust_region(self.kind, self.trust_ratio, self.trust_floor)
+        check_distance_scaling(self.kind, self.distance_power, self.distance_ref, self.distance_max)
 
     @property
     def param_feature_names(self) -> tuple[str, ...]:
@@ -144,6 +160,7 @@ class RNNMLPOptimizer(Architecture):
                 pooled=jnp.zeros((n, self.mlp_hidden[-1])),
                 grad_rms=jnp.zeros((n,)),
                 loss=init_loss_stats(),
+                distance=init_distance(params) if self.distance_power > 0 else None,
             )
 
         def update(grads, state, params=None, *, loss=None, valid_loss=None, **extra):
@@ -151,6 +168,12 @@ class RNNMLPOptimizer(Architecture):
             g_leaves, treedef = jax.tree.flatten(grads)
             p_leaves = jax.tree.leaves(params)
             rms = lambda x: jnp.sqrt(jnp.mean(jnp.square(x)) + EPS)
+            distance, log_lr = None, theta["log_lr"]
+            if self.distance_power > 0:
+                distance = update_distance(state.distance, grads, params)
+                log_lr = log_lr + log_distance_scale(
+                    distance, self.distance_power, self.distance_ref, self.distance_max
+                )
 
             # Learned dynamic gradient clipping.
             g_rms = jnp.stack([rms(g) for g in g_leaves])
@@ -202,12 +225,12 @@ class RNNMLPOptimizer(Architecture):
                 )
                 pooled.append(pooled_i)
                 direction = direction + nominal_direction(m, v, acc.count, self.decays, 0.9, 0.999)
-                log_step = self.exp_mult * magnitude + theta["log_lr"] + tensor_log_lr[i]
+                log_step = self.exp_mult * magnitude + log_lr + tensor_log_lr[i]
                 update = -self.step_mult * jnp.exp(log_step) * direction
                 update = trust_region(update, p, self.trust_ratio, self.trust_floor)
                 updates.append(update.astype(p.dtype))
 
-            new_state = RNNMLPState(acc, h, c, jnp.stack(pooled), grad_rms, stats)
+            new_state = RNNMLPState(acc, h, c, jnp.stack(pooled), grad_rms, stats, distance)
             return jax.tree.unflatten(treedef, updates), new_state
 
         return optax.GradientTransformationExtraArgs(init, update)

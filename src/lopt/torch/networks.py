@@ -80,6 +80,9 @@ class RNNMLPConfig:
     clip_mult: float = 10.0
     trust_ratio: float | None = None
     trust_floor: float = 1e-3
+    distance_power: float = 0.0
+    distance_ref: float = 0.05
+    distance_max: float = 3.0
 
     kind = "rnn-mlp"
 

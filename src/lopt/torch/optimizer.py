@@ -237,6 +237,9 @@ class LearnedOptimizer(torch.optim.Optimizer):
         device = active[0][0].device  # the per-tensor LSTM runs here
         theta = self._theta(device)
         clip = cfg.clip_mult * torch.exp(theta["['log_clip']"])
+        log_scale = None
+        if cfg.distance_power > 0:  # from the gradients before the learned clipping
+            log_scale = self._log_distance_scale(active)
 
         states, grads = [], []
         for p, _ in active:  # learned dynamic gradient clipping, then the accumulators
@@ -294,6 +297,8 @@ class LearnedOptimizer(torch.optim.Optimizer):
         for i, ((p, multiplier), g, state) in enumerate(zip(active, grads, states, strict=True)):
             constants = torch.cat([times[state["step"]], to_mlp[i]]).to(p.device)
             log_lr = self._theta(p.device)["['log_lr']"] + tensor_log_lr[i].to(p.device)
+            if log_scale is not None:
+                log_lr = log_lr + log_scale.to(p.device)
             update, pooled = self._tensor_update(params[i], g, state, constants, log_lr)
             _apply(p, update, multiplier)
             state["h"], state["c"] = h[i].clone().to(p.device), c[i].clone().to(p.device)
