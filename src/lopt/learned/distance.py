@@ -77,6 +77,17 @@ def log_distance_scale(stats: DistanceStats, power: float, ref: float, most: flo
     return jnp.clip(power * jnp.log(stats.d / ref), 0.0, math.log(most))
 
 
+def distance_scaled_log_lr(arch, stats: DistanceStats | None, grads, params, log_lr):
+    """One step of an architecture's distance scaling (its ``distance_power``, ``distance_ref``
+    and ``distance_max``): the updated estimate (``None`` when the scaling is off) and ``log_lr``
+    plus the log step multiplier."""
+    if arch.distance_power <= 0:
+        return None, log_lr
+    stats = update_distance(stats, grads, params)
+    scale = log_distance_scale(stats, arch.distance_power, arch.distance_ref, arch.distance_max)
+    return stats, log_lr + scale
+
+
 def check_distance_scaling(kind: str, power: float, ref: float, most: float) -> None:
     check_range(f"distance_power of {kind!r}", power, 0.0)
     check_range(f"distance_ref of {kind!r}", ref, 1e-12)

@@ -29,9 +29,8 @@ from lopt.learned.base import Architecture, check_config, dense, zero_last_layer
 from lopt.learned.distance import (
     DistanceStats,
     check_distance_scaling,
+    distance_scaled_log_lr,
     init_distance,
-    log_distance_scale,
-    update_distance,
 )
 from lopt.learned.features import (
     EPS,
@@ -168,12 +167,9 @@ class RNNMLPOptimizer(Architecture):
             g_leaves, treedef = jax.tree.flatten(grads)
             p_leaves = jax.tree.leaves(params)
             rms = lambda x: jnp.sqrt(jnp.mean(jnp.square(x)) + EPS)
-            distance, log_lr = None, theta["log_lr"]
-            if self.distance_power > 0:
-                distance = update_distance(state.distance, grads, params)
-                log_lr = log_lr + log_distance_scale(
-                    distance, self.distance_power, self.distance_ref, self.distance_max
-                )
+            distance, log_lr = distance_scaled_log_lr(
+                self, state.distance, grads, params, theta["log_lr"]
+            )
 
             # Learned dynamic gradient clipping.
             g_rms = jnp.stack([rms(g) for g in g_leaves])

@@ -27,9 +27,8 @@ from lopt.learned.base import Architecture, check_config, zero_last_layer
 from lopt.learned.distance import (
     DistanceStats,
     check_distance_scaling,
+    distance_scaled_log_lr,
     init_distance,
-    log_distance_scale,
-    update_distance,
 )
 from lopt.learned.features import (
     LOSS_FEATURE_NAMES,
@@ -180,12 +179,9 @@ class MLPOptimizer(Architecture):
             if self.with_horizon_feature:
                 fraction = horizon_features(acc.count, horizon, self.horizon_thresholds)
                 t = jnp.concatenate([t, fraction])
-            distance, log_lr = None, theta["log_lr"]
-            if self.distance_power > 0:
-                distance = update_distance(state.distance, grads, params)
-                log_lr = log_lr + log_distance_scale(
-                    distance, self.distance_power, self.distance_ref, self.distance_max
-                )
+            distance, log_lr = distance_scaled_log_lr(
+                self, state.distance, grads, params, theta["log_lr"]
+            )
 
             def per_tensor(p, g, ms, vs):
                 (direction, magnitude), _ = per_param_mlp(

@@ -183,9 +183,7 @@ class LearnedOptimizer(torch.optim.Optimizer):
         losses = None
         if cfg.with_loss_features:
             losses = self._loss_features(active[0][0].device, loss, valid_loss)
-        log_scale = None
-        if cfg.distance_power > 0:
-            log_scale = self._log_distance_scale(active)
+        log_scale = self._log_distance_scale(active)
         for p, multiplier in active:
             theta = self._theta(p.device)
             state = self._param_state(p)
@@ -210,10 +208,13 @@ class LearnedOptimizer(torch.optim.Optimizer):
             )
             _apply(p, update, multiplier)
 
-    def _log_distance_scale(self, active: list) -> torch.Tensor:
+    def _log_distance_scale(self, active: list) -> torch.Tensor | None:
         """Fold this step's gradients into the distance estimate (at the parameters before
-        the step, as the JAX optimizer does); ``log`` of the step multiplier."""
+        the step, as the JAX optimizer does); ``log`` of the step multiplier (``None`` without
+        distance scaling)."""
         cfg, device = self.config, active[0][0].device
+        if cfg.distance_power <= 0:
+            return None
         if self._distance is None:
             zero = torch.zeros((), dtype=torch.float32, device=device)
             d0 = torch.full((), nets.DISTANCE_D0, dtype=torch.float32, device=device)
@@ -237,9 +238,7 @@ class LearnedOptimizer(torch.optim.Optimizer):
         device = active[0][0].device  # the per-tensor LSTM runs here
         theta = self._theta(device)
         clip = cfg.clip_mult * torch.exp(theta["['log_clip']"])
-        log_scale = None
-        if cfg.distance_power > 0:  # from the gradients before the learned clipping
-            log_scale = self._log_distance_scale(active)
+        log_scale = self._log_distance_scale(active)  # gradients before the learned clipping
 
         states, grads = [], []
         for p, _ in active:  # learned dynamic gradient clipping, then the accumulators
