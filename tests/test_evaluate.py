@@ -256,3 +256,16 @@ def test_digest_covers_the_architecture(tmp_path):
         )
     a, b = (tmp_path / "a.safetensors").read_bytes(), (tmp_path / "b.safetensors").read_bytes()
     assert a == b and weights_digest(str(tmp_path / "a")) != weights_digest(str(tmp_path / "b"))
+
+
+def test_progress_is_one_plain_line_per_unit_where_stderr_is_no_terminal(capsys):
+    with report.progress_bar(2) as start:
+        start("quadratic-16 / adam-tuned")
+        start("quadratic-16 / small")
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0].startswith("[1/2] quadratic-16 / adam-tuned (elapsed 0:00:0")
+    assert lines[1].startswith("[2/2] quadratic-16 / small (elapsed 0:00:0")
+    assert len(lines) == 2
+    with report.progress_bar(2, enabled=False) as start:
+        start("quadratic-16 / adam-tuned")
+    assert capsys.readouterr().err == ""

@@ -7,8 +7,10 @@ Everything here reads the JSON form of a result (``EvalResult.to_json()`` or a r
 from __future__ import annotations
 
 import contextlib
+import datetime
 import json
 import pathlib
+import time
 from collections.abc import Callable, Iterator
 
 import numpy as np
@@ -29,17 +31,35 @@ NORMALIZED_NOTE = (
 
 @contextlib.contextmanager
 def progress_bar(total: int, enabled: bool = True) -> Iterator[Callable[[str], None]]:
-    """A rich progress bar on stderr over ``total`` units of work.
+    """A rich progress bar on stderr over ``total`` units of work; where stderr is not a
+    terminal (a log file, a pipe), one plain line per unit instead, which a live bar cannot give.
 
     Yields ``start(description)``: marks the previous unit done and names the next one.
     """
+    console = Console(stderr=True)
+    if enabled and not console.is_terminal:
+        began, count = time.perf_counter(), 0
+
+        def start_line(description: str) -> None:
+            nonlocal count
+            count += 1
+            elapsed = datetime.timedelta(seconds=round(time.perf_counter() - began))
+            console.print(
+                f"[{count}/{total}] {description} (elapsed {elapsed})",
+                markup=False,
+                highlight=False,
+                soft_wrap=True,
+            )
+
+        yield start_line
+        return
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
     )
-    with Progress(*columns, console=Console(stderr=True), disable=not enabled) as progress:
+    with Progress(*columns, console=console, disable=not enabled) as progress:
         bar = progress.add_task("starting", total=total)
         started = False
 
