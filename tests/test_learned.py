@@ -334,13 +334,13 @@ def test_distance_estimate_is_prodigys():
     assert float(d.d) > 0.1  # far from the minimum at 2: the estimate grew from 1e-6
 
 
+@pytest.mark.parametrize("kind", ["mlp", "rnn-mlp"])
 @pytest.mark.parametrize(("ref", "factor"), [(1e-9, 3.0), (1e9, 1.0)])
-def test_distance_scaling_multiplies_the_step_within_its_bounds(ref, factor):
-    """A fresh ``mlp`` with distance scaling is Adam times ``(d/ref)^power`` clipped to
-    ``[1, distance_max]``: the largest factor for a tiny ``ref``, none for a huge one."""
-    arch = build_architecture(
-        {"kind": "mlp", "hidden": [4], "distance_power": 0.5, "distance_ref": ref}
-    )
+def test_distance_scaling_multiplies_the_step_within_its_bounds(kind, ref, factor):
+    """A fresh ``mlp`` or ``rnn-mlp`` with distance scaling is Adam times ``(d/ref)^power``
+    clipped to ``[1, distance_max]``: the largest factor for a tiny ``ref``, none for a huge one."""
+    base = {"mlp": {"kind": "mlp", "hidden": [4]}, "rnn-mlp": TINY["rnn-mlp"]}[kind]
+    arch = build_architecture({**base, "distance_power": 0.5, "distance_ref": ref})
     opt, adam, params = (
         arch.optimizer(arch.init_theta(jax.random.key(1))),
         optax.adam(1e-3),
