@@ -198,6 +198,28 @@ def test_save_load_round_trip_bit_for_bit(tmp_path, name):
     assert isinstance(lopt.load(tmp_path / "opt"), optax.GradientTransformationExtraArgs)
 
 
+def test_a_dot_in_the_stem_is_part_of_the_name(tmp_path):
+    """``lr-0.5`` and ``lr-0.3`` are two files, not both ``lr-0.*`` (Path.with_suffix's reading)."""
+    arch = build_architecture(TINY["mlp"])
+    thetas = {
+        stem: jax.tree.map(lambda x, c=c: x + c, arch.init_theta(jax.random.key(5)))
+        for stem, c in (("lr-0.5", 0.5), ("lr-0.3", 0.3))
+    }
+    for stem, theta in thetas.items():
+        save_optimizer(tmp_path / stem, arch, theta)
+    assert sorted(f.name for f in tmp_path.iterdir()) == [
+        "lr-0.3.json",
+        "lr-0.3.safetensors",
+        "lr-0.5.json",
+        "lr-0.5.safetensors",
+    ]
+    for stem, theta in thetas.items():
+        for path in (tmp_path / stem, tmp_path / f"{stem}.safetensors", str(tmp_path / stem)):
+            loaded = load_theta(path)[1]
+            for a, b in zip(jax.tree.leaves(theta), jax.tree.leaves(loaded), strict=True):
+                assert np.array_equal(np.asarray(a), np.asarray(b))
+
+
 def test_load_errors_name_the_file(tmp_path):
     with pytest.raises(CheckpointError, match="no saved optimizer"):
         lopt.load(tmp_path / "missing")

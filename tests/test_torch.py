@@ -408,6 +408,16 @@ def test_corrupt_file_rejected(saved, tmp_path):
         LearnedOptimizer([torch.zeros(2)], corrupt)
 
 
+def test_a_dot_in_the_stem_is_part_of_the_name(tmp_path):
+    arch = build_architecture(ARCHITECTURES["mlp"])
+    save_optimizer(tmp_path / "lr-0.5", arch, perturbed_theta(arch))
+    assert (tmp_path / "lr-0.5.safetensors").exists()
+    param = torch.zeros(3, requires_grad=True)
+    param.grad = torch.ones(3)
+    LearnedOptimizer([param], tmp_path / "lr-0.5").step()
+    assert torch.all(param < 0)
+
+
 def test_weights_of_another_architecture_rejected(tmp_path):
     """JSON says "rnn-mlp", the weights are an "mlp" optimizer's: one clear error."""
     mlp = build_architecture(ARCHITECTURES["mlp"])

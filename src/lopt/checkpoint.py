@@ -20,7 +20,7 @@ import numpy as np
 from safetensors.numpy import save as st_save
 
 from lopt.errors import CheckpointError
-from lopt.files import read_arrays, read_metadata
+from lopt.files import read_arrays, read_metadata, stem_file
 
 
 def leaf_names(tree: Any) -> list[str]:
@@ -49,8 +49,8 @@ def save(stem: str | os.PathLike, tree: Any, metadata: dict | None = None) -> No
     blob = st_save(arrays)
     meta = dict(metadata or {})
     meta["sha256"] = hashlib.sha256(blob).hexdigest()
-    _atomic_write(stem.with_suffix(".safetensors"), blob)
-    _atomic_write(stem.with_suffix(".json"), json.dumps(meta, indent=2, sort_keys=True).encode())
+    _atomic_write(stem_file(stem, ".safetensors"), blob)
+    _atomic_write(stem_file(stem, ".json"), json.dumps(meta, indent=2, sort_keys=True).encode())
 
 
 def _is_key(leaf) -> bool:
@@ -63,8 +63,7 @@ def load(stem: str | os.PathLike, template: Any) -> tuple[Any, dict]:
     Returns:
         ``(tree, metadata)``.
     """
-    stem = pathlib.Path(stem)
-    path = stem.with_suffix(".safetensors")
+    path = stem_file(stem, ".safetensors")
     meta = read_metadata(stem)
     names = leaf_names(template)
     arrays = read_arrays(stem, meta, names, "match the expected checkpoint structure")

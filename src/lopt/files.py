@@ -21,9 +21,15 @@ from safetensors.numpy import load as load_safetensors
 from lopt.errors import CheckpointError
 
 
+def stem_file(stem: str | os.PathLike, extension: str) -> pathlib.Path:
+    """``stem`` + ``extension``: the pair's file. Unlike ``Path.with_suffix``, a dot in the stem
+    (``runs/lr-0.5``) stays part of the name."""
+    return pathlib.Path(f"{os.fspath(stem)}{extension}")
+
+
 def read_metadata(stem: str | os.PathLike) -> dict:
     """The JSON sidecar ``stem.json`` (raises ``CheckpointError`` if missing or unreadable)."""
-    path = pathlib.Path(stem).with_suffix(".json")
+    path = stem_file(stem, ".json")
     if not path.exists():
         raise CheckpointError(f"metadata {path} does not exist")
     try:
@@ -44,8 +50,7 @@ def read_arrays(
         mismatch: how a wrong set of names reads in the error, completing
             "FILE does not ...", e.g. ``"match the expected checkpoint structure"``.
     """
-    stem = pathlib.Path(stem)
-    path = stem.with_suffix(".safetensors")
+    path = stem_file(stem, ".safetensors")
     if not path.exists():
         raise CheckpointError(f"weights {path} do not exist")
     blob = path.read_bytes()

@@ -19,6 +19,7 @@ from typing import Any, Protocol, TypeVar
 
 from lopt import checkpoint
 from lopt.errors import CheckpointError, LoptError
+from lopt.files import stem_file
 
 CHECKPOINT, PREVIOUS = "checkpoint", "checkpoint-prev"
 
@@ -118,9 +119,9 @@ def has_checkpoint(run_dir: pathlib.Path) -> bool:
 def save_checkpoint(run_dir: pathlib.Path, tree: Any, meta: dict) -> None:
     """Save ``tree`` as the run's checkpoint, keeping the previous one as a fallback."""
     cur = run_dir / CHECKPOINT
-    if cur.with_suffix(".json").exists():
-        for suffix in (".safetensors", ".json"):
-            cur.with_suffix(suffix).replace((run_dir / PREVIOUS).with_suffix(suffix))
+    if stem_file(cur, ".json").exists():
+        for extension in (".safetensors", ".json"):
+            stem_file(cur, extension).replace(stem_file(run_dir / PREVIOUS, extension))
     checkpoint.save(cur, tree, meta)
 
 

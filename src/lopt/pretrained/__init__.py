@@ -13,6 +13,7 @@ import pathlib
 from typing import TYPE_CHECKING
 
 from lopt.errors import CheckpointError, unknown_name
+from lopt.files import stem_file
 
 if TYPE_CHECKING:
     import optax
@@ -54,7 +55,7 @@ def resolve_stem(name_or_path) -> pathlib.Path:
         )
     if path.suffix in (".safetensors", ".json"):
         path = path.with_suffix("")
-    if path.with_suffix(".json").exists() or path.with_suffix(".safetensors").exists():
+    if stem_file(path, ".json").exists() or stem_file(path, ".safetensors").exists():
         return path
     if isinstance(name_or_path, str) and "/" not in name_or_path and not path.suffix:
         raise CheckpointError(
@@ -84,7 +85,7 @@ def pretrained(
     """A shipped learned optimizer by name (``small`` or ``rnn-mlp``), loaded offline;
     ``total_steps`` as for ``load``."""
     path = pretrained_path(name)
-    if not path.with_suffix(".safetensors").exists():
+    if not stem_file(path, ".safetensors").exists():
         raise CheckpointError(
             f"the shipped optimizer {name!r} is not installed ({path}.safetensors is missing); "
             "reinstall lopt"

@@ -22,6 +22,7 @@ import time
 import torch
 from safetensors.torch import save as save_safetensors
 
+from lopt.files import stem_file
 from lopt.pretrained import SHIPPED, shipped_architecture
 from lopt.torch.networks import build_config
 from lopt.torch.optimizer import LearnedOptimizer
@@ -45,8 +46,8 @@ def write_random_optimizer(stem: pathlib.Path, architecture: dict, seed: int = 0
         "architecture": {"kind": config.kind, **fields},
         "sha256": hashlib.sha256(blob).hexdigest(),
     }
-    stem.with_suffix(".safetensors").write_bytes(blob)
-    stem.with_suffix(".json").write_text(json.dumps(meta))
+    stem_file(stem, ".safetensors").write_bytes(blob)
+    stem_file(stem, ".json").write_text(json.dumps(meta))
 
 
 def mlp_params(num_params: int, device: str = "cpu") -> list[torch.Tensor]:

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from lopt.errors import LoptError
-from lopt.files import read_arrays, read_metadata
+from lopt.files import read_arrays, read_metadata, stem_file
 from lopt.pretrained import SHIPPED, resolve_stem
 from lopt.torch.networks import CONFIGS, MLPConfig, RNNMLPConfig, build_config
 
@@ -28,7 +28,7 @@ def load(name_or_path) -> tuple[MLPConfig | RNNMLPConfig, dict[str, torch.Tensor
             or a run directory (``best.*`` is preferred to ``optimizer.*``).
     """
     stem = resolve_stem(name_or_path)
-    meta_path, weights_path = stem.with_suffix(".json"), stem.with_suffix(".safetensors")
+    meta_path, weights_path = stem_file(stem, ".json"), stem_file(stem, ".safetensors")
     if isinstance(name_or_path, str) and name_or_path in SHIPPED and not weights_path.exists():
         raise LoptError(
             f"the shipped optimizer {name_or_path!r} is not installed ({weights_path} does not "
