@@ -1,6 +1,7 @@
 """Conformance of every learned-optimizer architecture, and saving/loading them."""
 
 import json
+import re
 
 import equinox as eqx
 import jax
@@ -336,6 +337,41 @@ def test_invalid_network_settings_are_named():
         build_architecture({"kind": "mlp", "distance_power": -0.5})
     with pytest.raises(LoptError, match="invalid value for distance_max of 'mlp'"):
         build_architecture({"kind": "mlp", "distance_max": 0.5})
+
+
+@pytest.mark.parametrize(
+    ("setting", "expected"),
+    [
+        ({"kind": "mlp", "hidden": ["a"]}, "hidden of 'mlp': ['a'] (expected a list of integers)"),
+        ({"kind": "mlp", "hidden": [8.0]}, "hidden of 'mlp': [8.0] (expected a list of integers)"),
+        ({"kind": "mlp", "decays": 0.5}, "decays of 'mlp': 0.5 (expected a list of numbers)"),
+        ({"kind": "mlp", "nominal": 1}, "nominal of 'mlp': 1 (expected true or false)"),
+        (
+            {"kind": "mlp", "distance_power": "x"},
+            "distance_power of 'mlp': 'x' (expected a number)",
+        ),
+        (
+            {"kind": "mlp", "trust_ratio": "x"},
+            "trust_ratio of 'mlp': 'x' (expected a number or null)",
+        ),
+        (
+            {"kind": "rnn-mlp", "lstm_hidden": 3.5},
+            "lstm_hidden of 'rnn-mlp': 3.5 (expected an integer)",
+        ),
+    ],
+)
+def test_settings_of_the_wrong_type_are_named(setting, expected):
+    """Values from a JSON config or ``lopt reconfigure --set`` of the wrong type: one clear error,
+    not a TypeError from deep inside the architecture."""
+    with pytest.raises(LoptError, match=re.escape(f"invalid value for {expected}")):
+        build_architecture(setting)
+
+
+def test_settings_of_the_right_type_build():
+    arch = build_architecture(
+        {"kind": "mlp", "trust_ratio": None, "distance_max": 4, "hidden": [4]}
+    )
+    assert arch.distance_max == 4 and arch.hidden == (4,) and arch.trust_ratio is None
 
 
 def test_distance_estimate_is_prodigys():

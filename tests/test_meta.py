@@ -1,6 +1,7 @@
 """The outer loop: it learns, checkpoints atomically, and resumes to the identical θ."""
 
 import json
+import re
 
 import jax
 import numpy as np
@@ -149,6 +150,18 @@ def test_config_errors_name_the_field(tmp_path):
         MetaTrainConfig(families=("imagenet",))
     with pytest.raises(LoptError, match="truncation.size"):
         MetaTrainConfig(truncation={"size": 3})
+    for field, value, expected in [
+        ("families", "quadratic", "'quadratic' (expected a list of strings)"),
+        ("num_particles", 2.5, "2.5 (expected an integer)"),
+        ("seed", 1.5, "1.5 (expected an integer)"),
+        ("outer_lr", "abc", "'abc' (expected a number)"),
+        ("truncation", 50, "50 (expected an object)"),
+        ("init_from", 3, "3 (expected a string or null)"),
+    ]:
+        with pytest.raises(LoptError, match=re.escape(f"invalid value for {field}: {expected}")):
+            MetaTrainConfig.from_dict({**TINY, field: value})
+    with pytest.raises(LoptError, match=re.escape("truncation length: 'a' (expected a number)")):
+        MetaTrainConfig.from_dict({**TINY, "truncation": {"length": "a"}})
     meta_train(tmp_path / "run", MetaTrainConfig(outer_steps=2, **TINY))
     with pytest.raises(LoptError, match="different config"):
         meta_train(tmp_path / "run", MetaTrainConfig(outer_steps=2, **{**TINY, "sigma": 0.1}))

@@ -14,7 +14,7 @@ from typing import Any
 import jax
 
 from lopt import checkpoint
-from lopt.errors import CheckpointError, LoptError, did_you_mean, unknown_name
+from lopt.errors import CheckpointError, LoptError, check_type, did_you_mean, unknown_name
 from lopt.files import read_metadata
 from lopt.learned.adam import LearnedAdam
 from lopt.learned.base import Architecture
@@ -42,6 +42,8 @@ def build_architecture(config: dict[str, Any]) -> Architecture:
                 f"invalid field {name!r} for architecture {kind!r} (allowed: {sorted(fields)})"
             )
     values = {k: tuple(v) if isinstance(v, list) else v for k, v in config.items()}
+    for name, value in values.items():
+        check_type(f"{name} of {kind!r}", fields[name].type, value)
     return cls(**values)
 
 

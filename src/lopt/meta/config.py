@@ -8,7 +8,7 @@ import pathlib
 from dataclasses import dataclass, field
 from typing import Any, Self
 
-from lopt.errors import LoptError, check_choice, check_range, unknown_name
+from lopt.errors import LoptError, check_choice, check_range, check_type, unknown_name
 from lopt.learned.io import build_architecture
 from lopt.meta.estimators import ESTIMATORS
 from lopt.meta.truncation import TruncationConfig
@@ -33,11 +33,13 @@ class JsonConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Self:
-        names = {f.name for f in dataclasses.fields(cls)}
+        annotations = {f.name: f.type for f in dataclasses.fields(cls)}
         for key in data:
-            if key not in names:
-                raise LoptError(f"invalid config field {key!r} (allowed: {sorted(names)})")
+            if key not in annotations:
+                raise LoptError(f"invalid config field {key!r} (allowed: {sorted(annotations)})")
         values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+        for key, value in values.items():
+            check_type(key, annotations[key], value)
         return cls(**values)
 
     @classmethod
