@@ -306,6 +306,29 @@ def test_bad_architecture_config():
         build_architecture({"kind": "mlp", "width": 3})
 
 
+@pytest.mark.parametrize("name", ["small", "rnn-mlp"])
+def test_optax_guard_skips_a_non_finite_gradient(name):
+    """docs/learned.md's advice: optax.apply_if_finite around a shipped optimizer skips a step
+    whose gradient holds a NaN (zero update, inner state unchanged) and passes loss= through."""
+    params = {"w": jnp.ones((3, 2)), "b": jnp.zeros(2)}
+    grads = {"w": jnp.full((3, 2), 0.5), "b": jnp.ones(2)}
+    bare = lopt.pretrained(name, total_steps=100)
+    guarded = optax.apply_if_finite(bare, max_consecutive_errors=3)
+    state = guarded.init(params)
+    poisoned = {**grads, "w": grads["w"].at[0, 0].set(jnp.nan)}
+    updates, after = guarded.update(poisoned, state, params, loss=jnp.float32(1.0))
+    assert all(float(jnp.abs(u).max()) == 0.0 for u in jax.tree.leaves(updates))
+    assert int(after.notfinite_count) == 1
+    inner = zip(jax.tree.leaves(after.inner_state), jax.tree.leaves(state.inner_state), strict=True)
+    for a, b in inner:
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    updates, _ = guarded.update(grads, after, params, loss=jnp.float32(1.0))
+    expected, _ = bare.update(grads, bare.init(params), params, loss=jnp.float32(1.0))
+    for a, b in zip(jax.tree.leaves(updates), jax.tree.leaves(expected), strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6)
+        assert float(jnp.abs(a).max()) > 0
+
+
 def test_shipped_optimizers_load_with_their_trust_region():
     from lopt.pretrained import SHIPPED, shipped_architecture
 

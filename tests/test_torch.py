@@ -141,6 +141,17 @@ def torch_run(optimizer, params, grads, losses, valid):
     return history
 
 
+def same(a, b) -> bool:
+    """Nested state (dicts, lists, tensors, numbers) equal bit for bit."""
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and torch.equal(a, b)
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+    if isinstance(a, list | tuple):
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
+    return a == b
+
+
 def torch_params(arrays, device="cpu"):
     return [torch.tensor(a, device=device, requires_grad=True) for a in arrays]
 
@@ -325,6 +336,33 @@ def test_missing_gradients_freeze_state(saved):
         np.array_equal(p.detach().numpy(), a) for p, a in zip(params[3:], arrays[3:], strict=True)
     )
     assert all(len(optimizer.state[p]) == 0 for p in params[3:])
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")], ids=["nan", "inf"])
+def test_non_finite_gradient_raises_and_changes_nothing(saved, bad):
+    """One clear error; parameters and state stay as they were, so the run continues exactly as
+    if the bad step had never been attempted."""
+    _, stem = saved
+    arrays, grads, losses, valid = problem()
+    params = torch_params(arrays)
+    optimizer = LearnedOptimizer([{"params": params[:2]}, {"params": params[2:]}], stem)
+    torch_run(optimizer, params, grads[:5], losses[:5], valid[:5])
+    state, before = copy.deepcopy(optimizer.state_dict()), [p.detach().clone() for p in params]
+    poisoned = [g.copy() for g in grads[5]]
+    poisoned[3].flat[0] = bad
+    with pytest.raises(LoptError, match=r"parameter 1 of param group 1 .* holds NaN or inf"):
+        torch_run(optimizer, params, [poisoned], losses[5:6], valid[5:6])
+    assert all(torch.equal(p, q) for p, q in zip(params, before, strict=True))
+    assert same(optimizer.state_dict(), state)
+    actual = torch_run(optimizer, params, grads[5:10], losses[5:10], valid[5:10])
+
+    restored = [p.clone().requires_grad_(True) for p in before]
+    fresh = LearnedOptimizer([{"params": restored[:2]}, {"params": restored[2:]}], stem)
+    fresh.load_state_dict(state)
+    expected = torch_run(fresh, restored, grads[5:10], losses[5:10], valid[5:10])
+    for a, b in zip(actual, expected, strict=True):
+        for x, y in zip(a, b, strict=True):
+            np.testing.assert_array_equal(x, y)
 
 
 @pytest.mark.parametrize("compile", [False, True], ids=["eager", "compiled"])

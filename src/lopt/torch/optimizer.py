@@ -48,6 +48,11 @@ class LearnedOptimizer(torch.optim.Optimizer):
     A parameter whose ``.grad`` is ``None`` takes no part in a step: its accumulators, step
     count and LSTM state stay frozen, and the step is the JAX update of the pytree of the
     parameters that do have gradients (each with its own step count).
+
+    A gradient with a NaN or an infinity raises ``LoptError`` before anything changes (one
+    non-finite entry would otherwise turn its whole tensor and the optimizer's state to NaN,
+    through the per-tensor statistics); the check costs one pass over the gradients and one
+    device-to-host sync per step.
     """
 
     def __init__(
@@ -126,11 +131,28 @@ class LearnedOptimizer(torch.optim.Optimizer):
                 active.append((p, group["lr_multiplier"]))
         if not active:
             return loss
+        self._check_finite(active)
         if self.config.kind == "mlp":
             self._step_mlp(active, loss, valid_loss)
         else:
             self._step_rnn_mlp(active, loss, valid_loss)
         return loss
+
+    def _check_finite(self, active: list) -> None:
+        """Raise, naming the first offending parameter, if a gradient holds a NaN or an inf."""
+        device = active[0][0].device
+        finite = torch.stack([torch.isfinite(p.grad).all().to(device) for p, _ in active])
+        if bool(finite.all()):  # the one sync
+            return
+        bad = active[int((~finite).nonzero()[0])][0]
+        for g, group in enumerate(self.param_groups):
+            for i, p in enumerate(group["params"]):
+                if p is bad:
+                    raise LoptError(
+                        f"the gradient of parameter {i} of param group {g} (shape "
+                        f"{tuple(p.shape)}) holds NaN or inf; the step was not taken: parameters "
+                        "and optimizer state are unchanged"
+                    )
 
     # --- state ---
 
