@@ -164,6 +164,8 @@ def test_the_horizon_reaches_the_network_from_update_and_from_total_steps():
     np.testing.assert_array_equal(first_update(with_horizon(opt, 2), horizon=1000), long)
     with pytest.raises(LoptError, match="total_steps"):
         with_horizon(opt, 0)
+    with pytest.raises(LoptError, match=re.escape("total_steps: 2.5 (expected an integer)")):
+        with_horizon(opt, 2.5)
 
 
 def test_training_passes_its_length_as_the_horizon():

@@ -433,6 +433,35 @@ def test_invalid_total_steps_rejected(saved):
     _, stem = saved
     with pytest.raises(LoptError, match="total_steps: 0"):
         LearnedOptimizer([torch.zeros(3)], stem, total_steps=0)
+    with pytest.raises(LoptError, match=r"total_steps: 10.5 \(expected an integer\)"):
+        LearnedOptimizer([torch.zeros(3)], stem, total_steps=10.5)
+
+
+def test_invalid_loss_rejected(saved):
+    _, stem = saved
+    p = torch.zeros(3, requires_grad=True)
+    p.grad = torch.ones(3)
+    optimizer = LearnedOptimizer([p], stem)
+    with pytest.raises(LoptError, match="loss must be a number or a scalar tensor; got 'abc'"):
+        optimizer.step(loss="abc")
+
+
+def test_state_of_other_shapes_rejected_before_loading(saved):
+    """torch checks only the number of parameters; a state that does not fit a parameter's
+    shape is one clear error, and the optimizer keeps its own state."""
+    _, stem = saved
+    a, b = torch.zeros(3, requires_grad=True), torch.zeros(2, 2, requires_grad=True)
+    source = LearnedOptimizer([a, b], stem)
+    a.grad, b.grad = torch.ones(3), torch.ones(2, 2)
+    source.step(loss=1.0)
+    c, d = torch.zeros(3, requires_grad=True), torch.zeros(4, requires_grad=True)
+    target = LearnedOptimizer([c, d], stem)
+    c.grad, d.grad = torch.ones(3), torch.ones(4)
+    target.step(loss=1.0)
+    before = copy.deepcopy(target.state_dict())
+    with pytest.raises(LoptError, match=r"parameter 1 of param group 0 \(momentum of shape"):
+        target.load_state_dict(source.state_dict())
+    assert same(target.state_dict(), before)
 
 
 def test_corrupt_file_rejected(saved, tmp_path):

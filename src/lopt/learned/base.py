@@ -15,7 +15,7 @@ import equinox as eqx
 import jax
 import optax
 
-from lopt.errors import LoptError, check_range
+from lopt.errors import LoptError, check_range, check_type
 
 Theta = Any
 
@@ -91,6 +91,7 @@ def with_horizon(
     its own (optimizers with the horizon feature read it; others ignore it)."""
     if total_steps is None:
         return optimizer
+    check_type("total_steps", "int", total_steps)
     check_range("total_steps", total_steps, 1)
     horizon = int(total_steps)
 

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import functools
 import itertools
+import math
+import numbers
 import os
 from collections.abc import Callable, Iterable
 
 import torch
 
-from lopt.errors import LoptError, check_range
+from lopt.errors import LoptError, check_range, check_type
 from lopt.torch import networks as nets
 from lopt.torch.compiled import compiled_tensor_update
 from lopt.torch.files import load
@@ -65,6 +67,7 @@ class LearnedOptimizer(torch.optim.Optimizer):
         total_steps: int | None = None,
     ):
         if total_steps is not None:
+            check_type("total_steps", "int", total_steps)
             check_range("total_steps", total_steps, 1)
         self.total_steps = None if total_steps is None else int(total_steps)
         self.config, self._theta_cpu = load(name_or_path)
@@ -121,6 +124,8 @@ class LearnedOptimizer(torch.optim.Optimizer):
                 raise LoptError("pass the loss either through closure or as loss=, not both")
             with torch.enable_grad():
                 loss = closure()
+        _check_loss(loss, "loss")
+        _check_loss(valid_loss, "valid_loss")
         active = []
         for group in self.param_groups:
             for p in group["params"]:
@@ -191,8 +196,8 @@ class LearnedOptimizer(torch.optim.Optimizer):
 
     def _loss_features(self, device: torch.device, loss, valid_loss) -> torch.Tensor:
         """Fold this step's losses into the loss statistics; the loss features, ``(3,)``."""
-        loss = _scalar(loss, device, "loss")
-        valid_loss = loss if valid_loss is None else _scalar(valid_loss, device, "valid_loss")
+        loss = _scalar(loss, device)
+        valid_loss = loss if valid_loss is None else _scalar(valid_loss, device)
         if self._loss_stats is None:
             self._loss_stats = _initial_loss_stats(device)
         stats = {k: v.to(device) if torch.is_tensor(v) else v for k, v in self._loss_stats.items()}
@@ -383,6 +388,7 @@ class LearnedOptimizer(torch.optim.Optimizer):
                 f"this state_dict is not from a {self.config.kind!r} LearnedOptimizer "
                 f"(its architecture: {found!r})"
             )
+        self._check_shapes(state_dict)
         super().load_state_dict(state_dict)
         saved_ids = itertools.chain.from_iterable(g["params"] for g in state_dict["param_groups"])
         params = itertools.chain.from_iterable(g["params"] for g in self.param_groups)
@@ -392,6 +398,30 @@ class LearnedOptimizer(torch.optim.Optimizer):
                     self.state[p][key] = value.to(device=p.device, dtype=torch.float32)
         self._loss_stats = _copy(extra.get("loss_stats"))
         self._distance = _copy(extra.get("distance"))
+
+    def _check_shapes(self, state_dict: dict) -> None:
+        """Raise, before anything is loaded, if a saved parameter's state does not fit the
+        parameter in its place (torch checks only the number of parameters per group)."""
+        saved = [g["params"] for g in state_dict.get("param_groups", [])]
+        decays = len(self.config.decays)
+        for g, (ids, group) in enumerate(zip(saved, self.param_groups, strict=False)):
+            for i, (saved_id, p) in enumerate(zip(ids, group["params"], strict=False)):
+                shape = tuple(p.shape)
+                expected = {
+                    "momentum": (decays, *shape),
+                    "second_moment": (decays, *shape),
+                    "initial": shape,
+                    "grad_sum": shape,
+                }
+                state = state_dict.get("state", {}).get(saved_id, {})
+                for key, want in expected.items():
+                    value = state.get(key)
+                    if torch.is_tensor(value) and tuple(value.shape) != want:
+                        raise LoptError(
+                            f"this state_dict's state for parameter {i} of param group {g} "
+                            f"({key} of shape {tuple(value.shape)}) does not fit that parameter "
+                            f"(shape {tuple(p.shape)}); nothing was loaded"
+                        )
 
 
 def _copy(stats: dict | None) -> dict | None:
@@ -424,14 +454,23 @@ def _nominal_bias_corrections(count: int, device: torch.device) -> torch.Tensor:
     return torch.tensor(corrections, dtype=torch.float32, device=device)
 
 
-def _scalar(value, device: torch.device, name: str) -> torch.Tensor:
+def _scalar(value, device: torch.device) -> torch.Tensor:
     """A loss (tensor or number; ``None`` reads as 0) as a float32 scalar on ``device``."""
     if value is None:
         return torch.zeros((), dtype=torch.float32, device=device)
     value = torch.as_tensor(value).detach()
-    if value.numel() != 1:
-        raise LoptError(f"{name} must be a scalar; got a tensor of shape {tuple(value.shape)}")
     return value.to(device=device, dtype=torch.float32).reshape(())
+
+
+def _check_loss(value, name: str) -> None:
+    """A loss argument must be ``None``, a real number or a one-element tensor."""
+    if value is None:
+        return
+    if hasattr(value, "shape"):  # a tensor or an array
+        if math.prod(value.shape) != 1:
+            raise LoptError(f"{name} must be a scalar; got a tensor of shape {tuple(value.shape)}")
+    elif isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise LoptError(f"{name} must be a number or a scalar tensor; got {value!r}")
 
 
 def _initial_loss_stats(device: torch.device) -> dict:
