@@ -103,6 +103,15 @@ def test_meta_train_backend_mistakes_are_one_line(args, message, capsys, tmp_pat
     assert err.count("\n") == 1 and "Traceback" not in err
 
 
+def test_an_unwritable_output_is_one_line(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    args = ["eval", "--optimizer", "sgd@0.1", "--tasks", "quadratic-16", "--steps", "20"]
+    assert main([*args, "--out", str(blocker / "run")]) == 1
+    err = capsys.readouterr().err
+    assert err == f"error: Not a directory: {blocker / 'run'}\n", err
+
+
 def test_script_reports_one_line(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "lopt.cli", "eval", "--optimizer", "sgd@0.1,nope"]
@@ -159,6 +168,7 @@ def test_reconfigure_keeps_theta_and_changes_the_settings(tmp_path, capsys):
         "distance_power=-1": "invalid value for distance_power",
         'kind="rnn-mlp"': "cannot change an optimizer's kind",
         "trust_ratio": "invalid --set 'trust_ratio'",
+        "distance_power=abc": "distance_power of 'mlp': 'abc' (expected a number)",
     }
     for item, message in bad.items():
         args = ["reconfigure", "--optimizer", "small", "--set", item, "--out", str(tmp_path / "x")]

@@ -363,6 +363,7 @@ def evaluate_into(
     config, specs = _resolved_config(
         task_names, optimizer_specs, num_steps, num_seeds, key, eval_every
     )
+    pathlib.Path(out_dir).mkdir(parents=True, exist_ok=True)  # an unusable path fails now
     previous = read_results(out_dir)
     if previous is not None:
         if previous.get("config") == config:

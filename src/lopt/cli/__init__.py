@@ -60,6 +60,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except LoptError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:  # an output path that cannot be written, a full disk, ...
+        where = f": {err.filename}" if err.filename else ""
+        print(f"error: {err.strerror or err}{where}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted (runs resume from their last checkpoint when re-run)", file=sys.stderr)
         return 130
