@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+from tiny_configs import TINY_META_TRAIN
 
 from lopt.cli import main
 from lopt.cli.training import load_run_config
@@ -101,6 +102,14 @@ def test_meta_train_backend_mistakes_are_one_line(args, message, capsys, tmp_pat
     err = capsys.readouterr().err
     assert err.startswith(message), err
     assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_meta_train_reports_how_it_ended(tmp_path, capsys):
+    config = tmp_path / "tiny.json"
+    config.write_text(json.dumps({**TINY_META_TRAIN, "outer_steps": 2}))
+    out = tmp_path / "run"
+    assert main(["meta-train", "--config", str(config), "--out", str(out)]) == 0
+    assert capsys.readouterr().out.endswith(f"{out}: finished; no validation yet\n")
 
 
 def test_an_unwritable_output_is_one_line(tmp_path, capsys):

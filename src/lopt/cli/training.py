@@ -188,7 +188,13 @@ def run_meta_train(args: argparse.Namespace) -> int:
     finally:
         backend.close()
     state = "finished" if summary["finished"] else "stopped (re-run to resume)"
-    print(f"{args.out}: {state}; best validation {summary['best']}")
+    best = summary["best"]
+    if best["step"] < 0:
+        print(f"{args.out}: {state}; no validation yet")
+    else:
+        print(
+            f"{args.out}: {state}; best validation score {best['score']:.4f} at step {best['step']}"
+        )
     return 0
 
 
