@@ -4,6 +4,7 @@ passes, the fine-tuning tasks' pretrained start, and ``lopt hub`` end to end."""
 from __future__ import annotations
 
 import json
+import re
 
 import jax
 import jax.numpy as jnp
@@ -216,11 +217,13 @@ def test_select_through_train_gets_the_minibatch():
         ({"mode": "select"}, "mode='select' needs loss_fn"),
         ({"weight": 1.5}, "invalid value for weight: 1.5"),
         ({"temperature": 0.0}, "invalid value for temperature"),
+        ({"temperature": "0.25"}, "invalid value for temperature: '0.25' (expected a number)"),
+        ({"weight": "1"}, "invalid value for weight: '1' (expected a number)"),
         ({"mode": "select", "loss_fn": _loss, "weight": 1.0}, "weight= pins"),
     ],
 )
 def test_bad_settings_are_one_clear_error(kwargs, message):
-    with pytest.raises(LoptError, match=message.replace("(", r"\(")):
+    with pytest.raises(LoptError, match=re.escape(message)):
         hub(optax.sgd(0.1), optax.adam(1e-3), **kwargs)
 
 

@@ -115,9 +115,9 @@ def hub(
         An ``optax.GradientTransformationExtraArgs`` whose state is a ``HubState``.
     """
     check_choice("mode", mode, MODES)
-    if isinstance(temperature, int | float):
+    if not isinstance(temperature, jax.Array):  # a traced value is checked by its caller
         check_range("temperature", temperature, 1e-6)
-    if isinstance(weight, int | float):
+    if weight is not None and not isinstance(weight, jax.Array):
         check_range("weight", weight, 0.0, 1.0)
     if mode == "select" and loss_fn is None:
         raise LoptError("mode='select' needs loss_fn=(params, batch) -> loss")
