@@ -132,6 +132,8 @@ def test_x64_is_not_left_enabled(problem):
         ({"eta": float("nan")}, "eta"),
         ({"eigenvalues": np.array([1.0, -1.0, 2.0, 3.0, 4.0])}, "eigenvalues"),
         ({"w0_coords": np.ones(3)}, "w0_coords"),
+        ({"eta": "0.1"}, r"eta: '0.1' \(expected real numbers\)"),
+        ({"eigenvalues": ["a", "b", "c", "d", "e"]}, r"eigenvalues: .*\(expected real numbers\)"),
     ],
 )
 def test_bad_input_raises_lopt_error(problem, kwargs, field):

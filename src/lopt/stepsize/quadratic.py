@@ -188,6 +188,17 @@ def _is_concrete(x: object) -> bool:
     return not isinstance(x, jax.core.Tracer)
 
 
+def _numbers(name: str, x: object) -> np.ndarray:
+    """``x`` as a float64 array, or one clear error if it holds anything but real numbers."""
+    try:
+        values = np.asarray(x)
+        if values.dtype.kind not in "biuf":
+            raise TypeError
+        return values.astype(np.float64)
+    except (TypeError, ValueError):
+        raise LoptError(f"invalid value for {name}: {x!r} (expected real numbers)") from None
+
+
 def _validate(eta, eigenvalues, w0_coords, t, objective, method, dtype) -> None:
     check_choice("objective", objective, OBJECTIVES)
     check_choice("method", method, METHODS)
@@ -196,7 +207,7 @@ def _validate(eta, eigenvalues, w0_coords, t, objective, method, dtype) -> None:
         raise LoptError(f"invalid value for t: {t!r} (allowed: an integer >= 1)")
     check_range("t", int(t), 1)
     if _is_concrete(eigenvalues) and _is_concrete(w0_coords):
-        lam, c = np.asarray(eigenvalues), np.asarray(w0_coords)
+        lam, c = _numbers("eigenvalues", eigenvalues), _numbers("w0_coords", w0_coords)
         if lam.ndim != 1 or lam.shape != c.shape:
             raise LoptError(
                 f"eigenvalues and w0_coords must be 1-D of the same shape; got {lam.shape} "
@@ -207,7 +218,7 @@ def _validate(eta, eigenvalues, w0_coords, t, objective, method, dtype) -> None:
         if not np.all(np.isfinite(c)) or not np.any(c != 0):
             raise LoptError("invalid value for w0_coords: must be finite and not all zero")
     if _is_concrete(eta):
-        e = np.asarray(eta, np.float64)
+        e = _numbers("eta", eta)
         if not np.all(np.isfinite(e)) or np.any(e < 0):
             raise LoptError(f"invalid value for eta: {eta!r} (allowed: finite and >= 0)")
 
