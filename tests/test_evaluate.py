@@ -83,6 +83,23 @@ def test_bad_evaluate_arguments():
         evaluate(["quadratic-16"], ["adam"], 20, 0, key)
     with pytest.raises(LoptError, match="eval_every"):
         evaluate(["quadratic-16"], ["adam"], 20, 1, key, eval_every=15)
+    with pytest.raises(LoptError, match=r"steps: '20' \(expected an integer\)"):
+        evaluate(["quadratic-16"], ["adam"], "20", 1, key)
+    with pytest.raises(LoptError, match=r"seeds: 1.5 \(expected an integer\)"):
+        evaluate(["quadratic-16"], ["adam"], 20, 1.5, key)
+
+
+def test_bad_training_schedule_is_one_clear_error():
+    import optax
+
+    from lopt.tasks.registry import get_task
+    from lopt.train import train
+
+    task, key = get_task("quadratic-16"), jax.random.key(0)
+    with pytest.raises(LoptError, match=r"num_steps: '100' \(expected an integer\)"):
+        train(task, optax.sgd(0.1), key, "100", 10)
+    with pytest.raises(LoptError, match=r"eval_every: 0 \(allowed: >= 1\)"):
+        train(task, optax.sgd(0.1), key, 100, 0)
 
 
 def test_evaluate_tiny_run():
