@@ -162,6 +162,10 @@ def test_config_errors_name_the_field(tmp_path):
             MetaTrainConfig.from_dict({**TINY, field: value})
     with pytest.raises(LoptError, match=re.escape("truncation length: 'a' (expected a number)")):
         MetaTrainConfig.from_dict({**TINY, "truncation": {"length": "a"}})
+    # built in Python rather than read from JSON: the same checks (a list passes for a tuple)
+    with pytest.raises(LoptError, match=re.escape("num_particles: 2.5 (expected an integer)")):
+        MetaTrainConfig(**{**TINY, "num_particles": 2.5})
+    assert MetaTrainConfig(**{**TINY, "families": ["quadratic"]}).families == ["quadratic"]
     meta_train(tmp_path / "run", MetaTrainConfig(outer_steps=2, **TINY))
     with pytest.raises(LoptError, match="different config"):
         meta_train(tmp_path / "run", MetaTrainConfig(outer_steps=2, **{**TINY, "sigma": 0.1}))

@@ -33,14 +33,19 @@ class JsonConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Self:
-        annotations = {f.name: f.type for f in dataclasses.fields(cls)}
+        names = {f.name for f in dataclasses.fields(cls)}
         for key in data:
-            if key not in annotations:
-                raise LoptError(f"invalid config field {key!r} (allowed: {sorted(annotations)})")
+            if key not in names:
+                raise LoptError(f"invalid config field {key!r} (allowed: {sorted(names)})")
         values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
-        for key, value in values.items():
-            check_type(key, annotations[key], value)
         return cls(**values)
+
+    def check_types(self) -> None:
+        """One clear error for a field whose value does not have the type its annotation names
+        (a list passes for a tuple); ``__post_init__`` calls it first."""
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            check_type(f.name, f.type, tuple(value) if isinstance(value, list) else value)
 
     @classmethod
     def from_file(cls, path: str | pathlib.Path) -> Self:
@@ -110,6 +115,7 @@ class MetaTrainConfig(JsonConfig):
     trainable_features: tuple[str, ...] = ()
 
     def __post_init__(self):
+        self.check_types()
         self.trainable_mask()  # validates the architecture and the feature names
         check_choice("estimator", self.estimator, ESTIMATORS)
         check_range("num_particles", self.num_particles, 1)

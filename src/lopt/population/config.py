@@ -90,6 +90,7 @@ class PopulationConfig(JsonConfig):
     validation_seeds: int = 2
 
     def __post_init__(self):
+        self.check_types()
         self.member_config  # noqa: B018  (validates the fields shared with MetaTrainConfig)
         check_range("population", self.population, 1)
         check_choice("outer", self.outer, OUTER_OPTIMIZERS)
