@@ -349,6 +349,12 @@ def test_unknown_pretrained_name_lists_valid_ones():
         lopt.pretrained("huge")
 
 
+@pytest.mark.parametrize("source", [3, None, b"small"])
+def test_load_of_neither_name_nor_path_is_one_clear_error(source):
+    with pytest.raises(LoptError, match=r"expected the name of a shipped optimizer .* got "):
+        lopt.load(source)
+
+
 def test_invalid_network_settings_are_named():
     with pytest.raises(LoptError, match="invalid hidden sizes for 'mlp'"):
         build_architecture({"kind": "mlp", "hidden": []})

@@ -9,10 +9,11 @@ is loaded, so ``import lopt`` stays light (and ``lopt.torch`` never needs JAX).
 from __future__ import annotations
 
 import importlib.resources
+import os
 import pathlib
 from typing import TYPE_CHECKING
 
-from lopt.errors import CheckpointError, unknown_name
+from lopt.errors import CheckpointError, LoptError, unknown_name
 from lopt.files import stem_file
 
 if TYPE_CHECKING:
@@ -44,6 +45,11 @@ def resolve_stem(name_or_path) -> pathlib.Path:
     uses it too)."""
     if isinstance(name_or_path, str) and name_or_path in SHIPPED:
         return pretrained_path(name_or_path)
+    if not isinstance(name_or_path, str | os.PathLike):
+        raise LoptError(
+            f"expected the name of a shipped optimizer ({', '.join(SHIPPED)}) or the path of a "
+            f"saved one; got {name_or_path!r}"
+        )
     path = pathlib.Path(name_or_path)
     if path.is_dir():
         for stem in RUN_DIR_STEMS:
