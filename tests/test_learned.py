@@ -349,6 +349,23 @@ def test_unknown_pretrained_name_lists_valid_ones():
         lopt.pretrained("huge")
 
 
+@pytest.mark.parametrize("name", ["mlp", "rnn-mlp"])
+def test_update_without_matching_parameters_is_one_clear_error(name):
+    arch = build_architecture(TINY[name])
+    opt = arch.optimizer(arch.init_theta(jax.random.key(0)))
+    params = {"w": jnp.ones((3, 2)), "b": [jnp.zeros(2)]}
+    state = opt.init(params)
+    update = jax.jit(opt.update)
+    with pytest.raises(LoptError, match=r"reads the parameters: call update\(grads, state, params"):
+        update(params, state)
+    with pytest.raises(
+        LoptError, match=r"the gradient at \['b'\]\[0\] has shape \(4,\), its parameter \(2,\)"
+    ):
+        update({"w": jnp.ones((3, 2)), "b": [jnp.ones(4)]}, state, params)
+    with pytest.raises(LoptError, match="structure"):
+        update({"w": jnp.ones((3, 2))}, state, params)
+
+
 @pytest.mark.parametrize("source", [3, None, b"small"])
 def test_load_of_neither_name_nor_path_is_one_clear_error(source):
     with pytest.raises(LoptError, match=r"expected the name of a shipped optimizer .* got "):

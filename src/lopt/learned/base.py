@@ -70,6 +70,28 @@ def check_config(kind: str, hidden, decays, required_decays) -> None:
         )
 
 
+def check_update_args(kind: str, grads, params) -> None:
+    """One clear error where ``update`` gets no parameters, or gradients that do not match them
+    (shapes are static, so this runs once per trace, under jit and vmap alike)."""
+    if params is None:
+        raise LoptError(
+            f"the {kind!r} learned optimizer reads the parameters: call "
+            "update(grads, state, params, ...)"
+        )
+    if jax.tree.structure(grads) != jax.tree.structure(params):
+        raise LoptError(
+            f"the gradients' structure {jax.tree.structure(grads)} is not the parameters' "
+            f"{jax.tree.structure(params)}"
+        )
+    named = jax.tree_util.tree_flatten_with_path(grads)[0]
+    for (path, g), p in zip(named, jax.tree.leaves(params), strict=True):
+        if g.shape != p.shape:
+            raise LoptError(
+                f"the gradient at {jax.tree_util.keystr(path) or 'the root'} has shape "
+                f"{tuple(g.shape)}, its parameter {tuple(p.shape)}"
+            )
+
+
 def dense(layer, x: jax.Array) -> jax.Array:
     """Apply an ``eqx.nn.Linear`` to a batch ``x (..., in)`` -> ``(..., out)``."""
     return x @ layer.weight.T + layer.bias

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from lopt.learned.base import Architecture, check_config, dense, zero_last_layer
+from lopt.learned.base import Architecture, check_config, check_update_args, dense, zero_last_layer
 from lopt.learned.distance import (
     DistanceStats,
     check_distance_scaling,
@@ -164,6 +164,7 @@ class RNNMLPOptimizer(Architecture):
 
         def update(grads, state, params=None, *, loss=None, valid_loss=None, **extra):
             del extra
+            check_update_args(self.kind, grads, params)
             g_leaves, treedef = jax.tree.flatten(grads)
             p_leaves = jax.tree.leaves(params)
             rms = lambda x: jnp.sqrt(jnp.mean(jnp.square(x)) + EPS)

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import optax
 
 from lopt.errors import LoptError
-from lopt.learned.base import Architecture, check_config, zero_last_layer
+from lopt.learned.base import Architecture, check_config, check_update_args, zero_last_layer
 from lopt.learned.distance import (
     DistanceStats,
     check_distance_scaling,
@@ -170,6 +170,7 @@ class MLPOptimizer(Architecture):
 
         def update(grads, state, params=None, *, loss=None, valid_loss=None, horizon=None, **extra):
             del extra
+            check_update_args(self.kind, grads, params)
             acc = update_accumulators(state.acc, grads, self.decays)
             t = time_features(acc.count, self.timescales)
             stats = None
