@@ -242,6 +242,14 @@ def test_load_errors_name_the_file(tmp_path):
     (tmp_path / "opt.json").write_text(json.dumps(meta))
     with pytest.raises(CheckpointError, match="shape"):
         lopt.load(tmp_path / "opt")
+    meta["architecture"]["hidden"] = ["4"]
+    (tmp_path / "opt.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match=r"opt.json: invalid value for hidden of 'mlp'"):
+        lopt.load(tmp_path / "opt")
+    del meta["architecture"]
+    (tmp_path / "opt.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="opt.json: unknown architecture"):
+        lopt.load(tmp_path / "opt")
 
 
 def test_warm_start_widens_an_mlp_to_more_features(tmp_path):

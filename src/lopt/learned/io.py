@@ -138,7 +138,10 @@ def load_theta(path, expected_kind: str | None = None) -> tuple[Architecture, An
     meta = read_metadata(stem)
     if meta.get("format") != FORMAT:
         raise CheckpointError(f"{stem}.json is not a saved lopt optimizer (format {FORMAT!r})")
-    arch = build_architecture(meta["architecture"])
+    try:
+        arch = build_architecture(meta.get("architecture") or {})
+    except LoptError as e:
+        raise CheckpointError(f"{stem}.json: {e}") from None
     if expected_kind is not None and arch.kind != expected_kind:
         raise CheckpointError(
             f"{stem}.safetensors holds a {arch.kind!r} optimizer, expected {expected_kind!r}"
