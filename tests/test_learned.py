@@ -250,6 +250,9 @@ def test_load_errors_name_the_file(tmp_path):
     (tmp_path / "opt.json").write_text(json.dumps(meta))
     with pytest.raises(CheckpointError, match="opt.json: unknown architecture"):
         lopt.load(tmp_path / "opt")
+    (tmp_path / "opt.json").write_text("[1, 2]")
+    with pytest.raises(CheckpointError, match="opt.json is not a JSON object"):
+        lopt.load(tmp_path / "opt")
 
 
 def test_warm_start_widens_an_mlp_to_more_features(tmp_path):

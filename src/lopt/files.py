@@ -33,9 +33,12 @@ def read_metadata(stem: str | os.PathLike) -> dict:
     if not path.exists():
         raise CheckpointError(f"metadata {path} does not exist")
     try:
-        return json.loads(path.read_text())
+        meta = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise CheckpointError(f"metadata {path} is not valid JSON ({e})") from None
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"metadata {path} is not a JSON object")
+    return meta
 
 
 def read_arrays(

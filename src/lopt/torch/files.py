@@ -35,7 +35,7 @@ def load(name_or_path) -> tuple[MLPConfig | RNNMLPConfig, dict[str, torch.Tensor
             "exist)"
         )
     meta = read_metadata(stem)
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+    if meta.get("format") != FORMAT:
         raise LoptError(f"{meta_path} is not a saved lopt optimizer (format {FORMAT!r})")
     architecture = meta.get("architecture") or {}
     kind = architecture.get("kind")
