@@ -160,6 +160,9 @@ def test_config_errors_name_the_field(tmp_path):
     ]:
         with pytest.raises(LoptError, match=re.escape(f"invalid value for {field}: {expected}")):
             MetaTrainConfig.from_dict({**TINY, field: value})
+    (tmp_path / "list.json").write_text("[1, 2]")
+    with pytest.raises(LoptError, match="list.json holds list, not a JSON object"):
+        MetaTrainConfig.from_file(tmp_path / "list.json")
     with pytest.raises(LoptError, match=re.escape("truncation length: 'a' (expected a number)")):
         MetaTrainConfig.from_dict({**TINY, "truncation": {"length": "a"}})
     # built in Python rather than read from JSON: the same checks (a list passes for a tuple)

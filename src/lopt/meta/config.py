@@ -53,9 +53,12 @@ class JsonConfig:
         if not path.exists():
             raise LoptError(f"config file {path} does not exist")
         try:
-            return cls.from_dict(json.loads(path.read_text()))
+            data = json.loads(path.read_text())
         except json.JSONDecodeError as e:
             raise LoptError(f"config file {path} is not valid JSON ({e})") from None
+        if not isinstance(data, dict):
+            raise LoptError(f"config file {path} holds {type(data).__name__}, not a JSON object")
+        return cls.from_dict(data)
 
     def to_dict(self) -> dict[str, Any]:
         return {
