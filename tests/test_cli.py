@@ -62,6 +62,12 @@ def test_eval_writes_run_and_resumes(tmp_path, capsys):
     other[other.index("--seeds") + 1] = "2"
     assert main(other) == 2
     assert "different evaluation (differs in: seeds)" in capsys.readouterr().err
+    # an unreadable results.json is never overwritten unread
+    (out / "results.json").write_text('{"tasks": ')
+    assert main(argv) == 2
+    assert "results.json is not the results of an evaluation" in capsys.readouterr().err
+    assert (out / "results.json").read_text() == '{"tasks": '
+    assert not list(out.glob(".*tmp*"))  # the atomic writes left no temporary file
 
 
 @pytest.mark.parametrize(

@@ -20,21 +20,12 @@ import numpy as np
 from safetensors.numpy import save as st_save
 
 from lopt.errors import CheckpointError
-from lopt.files import read_arrays, read_metadata, stem_file
+from lopt.files import read_arrays, read_metadata, stem_file, write_atomically
 
 
 def leaf_names(tree: Any) -> list[str]:
     """Stable names of a pytree's leaves, e.g. ``['mlp'][0].weight``."""
     return [jax.tree_util.keystr(path) for path, _ in jax.tree_util.tree_flatten_with_path(tree)[0]]
-
-
-def _atomic_write(path: pathlib.Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def save(stem: str | os.PathLike, tree: Any, metadata: dict | None = None) -> None:
@@ -49,8 +40,8 @@ def save(stem: str | os.PathLike, tree: Any, metadata: dict | None = None) -> No
     blob = st_save(arrays)
     meta = dict(metadata or {})
     meta["sha256"] = hashlib.sha256(blob).hexdigest()
-    _atomic_write(stem_file(stem, ".safetensors"), blob)
-    _atomic_write(stem_file(stem, ".json"), json.dumps(meta, indent=2, sort_keys=True).encode())
+    write_atomically(stem_file(stem, ".safetensors"), blob)
+    write_atomically(stem_file(stem, ".json"), json.dumps(meta, indent=2, sort_keys=True).encode())
 
 
 def _is_key(leaf) -> bool:

@@ -35,6 +35,7 @@ import lopt
 from lopt.baseline_cache import BaselineCache, entry_key
 from lopt.baselines import global_best_index, run_trials, selection_score
 from lopt.errors import LoptError, check_range, check_type, unknown_name
+from lopt.files import write_atomically
 from lopt.optimizer_specs import OptimizerSpec, resolve_optimizer
 from lopt.tasks import SPLITS, TASKS, get_task
 from lopt.train import check_schedule, default_eval_every
@@ -336,7 +337,8 @@ def write_run(result: EvalResult, out_dir: str | pathlib.Path) -> pathlib.Path:
         figures[name] = path.name
     plots.plot_summary(data["summary"], out / "summary.png")
     (out / "results.md").write_text(report.markdown(data, figures))
-    (out / "results.json").write_text(json.dumps(data, indent=2) + "\n")  # last: marks done
+    # last, and atomically: a complete results.json marks the evaluation done
+    write_atomically(out / "results.json", (json.dumps(data, indent=2) + "\n").encode())
     return out
 
 

@@ -21,6 +21,18 @@ from safetensors.numpy import load as load_safetensors
 from lopt.errors import CheckpointError
 
 
+def write_atomically(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a synced temporary file and a rename: a crash leaves the
+    old file or the new one, never a partial one."""
+    path = pathlib.Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
 def stem_file(stem: str | os.PathLike, extension: str) -> pathlib.Path:
     """``stem`` + ``extension``: the pair's file. Unlike ``Path.with_suffix``, a dot in the stem
     (``runs/lr-0.5``) stays part of the name."""

@@ -19,6 +19,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from lopt.errors import LoptError
 from lopt.tasks.registry import TASK_GROUPS
 
 SUMMARY_COLUMNS = ("mean_curve", "median_curve", "mean_final", "median_final")
@@ -77,9 +78,21 @@ def progress_bar(total: int, enabled: bool = True) -> Iterator[Callable[[str], N
 
 
 def read_results(out_dir: str | pathlib.Path) -> dict | None:
-    """The ``results.json`` of a finished run directory, or None."""
+    """The ``results.json`` of a finished run directory, or None (one clear error if it cannot
+    be read: it is never overwritten unread)."""
     path = pathlib.Path(out_dir) / "results.json"
-    return json.loads(path.read_text()) if path.exists() else None
+    if not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        data = e
+    if not isinstance(data, dict):
+        raise LoptError(
+            f"{path} is not the results of an evaluation ({data}); remove it, or choose "
+            "another output directory, to evaluate again"
+        )
+    return data
 
 
 def _fmt(x: float) -> str:

@@ -19,7 +19,7 @@ from typing import Any, Protocol, TypeVar
 
 from lopt import checkpoint
 from lopt.errors import CheckpointError, LoptError
-from lopt.files import stem_file
+from lopt.files import stem_file, write_atomically
 
 CHECKPOINT, PREVIOUS = "checkpoint", "checkpoint-prev"
 
@@ -34,13 +34,6 @@ class RunConfig(Protocol):
 
 
 Config = TypeVar("Config", bound=RunConfig)
-
-
-def atomic_text(path: pathlib.Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
 
 
 @contextlib.contextmanager
@@ -88,12 +81,12 @@ def load_config(run_dir: pathlib.Path, config: Config | None, cls: type[Config])
                     "config (only --outer-steps may change) or use another directory"
                 )
             saved = config
-            atomic_text(path, json.dumps(saved.to_dict(), indent=2))
+            write_atomically(path, json.dumps(saved.to_dict(), indent=2).encode())
         return saved
     if config is None:
         raise LoptError(f"{run_dir} holds no run (no config.json) and no config was given")
     run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_text(path, json.dumps(config.to_dict(), indent=2))
+    write_atomically(path, json.dumps(config.to_dict(), indent=2).encode())
     return config
 
 
@@ -132,7 +125,7 @@ def truncate_jsonl(path: pathlib.Path, step: int) -> None:
     keep = [
         line for line in path.read_text().splitlines() if line and json.loads(line)["step"] < step
     ]
-    atomic_text(path, "".join(line + "\n" for line in keep))
+    write_atomically(path, "".join(line + "\n" for line in keep).encode())
 
 
 def read_jsonl(path: pathlib.Path) -> list[dict]:
