@@ -330,6 +330,14 @@ def test_cli_writes_table_and_resumes(tmp_path, capsys):
     other[other.index("--seeds") + 1] = "2"
     assert main(other) == 2
     assert "other settings (differs in: seeds)" in capsys.readouterr().err
+    # a task file cut short (written before writes became atomic, or damaged) is recomputed
+    task_file = out / "tasks" / "quadratic-16.json"
+    task_file.write_text('{"optimizers": ')
+    assert main(argv) == 0
+    assert json.loads(task_file.read_text())["optimizers"].keys() == optimizers.keys()
+    (out / "config.json").write_text("{")
+    assert main(argv) == 2
+    assert "config.json is not the config of a HUB comparison" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

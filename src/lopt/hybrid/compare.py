@@ -33,6 +33,7 @@ import lopt
 from lopt.baselines import make, run_trials, selection_score
 from lopt.errors import LoptError, check_choice, check_range
 from lopt.evaluate import task_key
+from lopt.files import write_atomically
 from lopt.hybrid.hub import DEFAULT_TEMPERATURE, MODES, hub
 from lopt.hybrid.tasks import get_hub_task, is_finetune
 from lopt.pretrained import SHIPPED
@@ -215,7 +216,12 @@ def _task_file(out: pathlib.Path, name: str) -> pathlib.Path:
 def _check_config(out: pathlib.Path, config: dict) -> None:
     path = out / "config.json"
     if path.exists():
-        old = json.loads(path.read_text())
+        old = _read_json(path)
+        if not isinstance(old, dict):
+            raise LoptError(
+                f"{path} is not the config of a HUB comparison; remove it, or choose another "
+                "output directory"
+            )
         if old != config:
             fields = [k for k in sorted({*config, *old}) if config.get(k) != old.get(k)]
             raise LoptError(
@@ -223,7 +229,15 @@ def _check_config(out: pathlib.Path, config: dict) -> None:
                 f"{', '.join(fields)}); choose another output directory or remove it"
             )
     out.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(config, indent=2) + "\n")
+    write_atomically(path, (json.dumps(config, indent=2) + "\n").encode())
+
+
+def _read_json(path: pathlib.Path) -> object:
+    """The JSON in ``path``, or ``None`` if it cannot be read."""
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
 
 
 def compare(
@@ -245,15 +259,16 @@ def compare(
     with progress_bar(len(config.tasks) * len(config.optimizers), progress) as bar:
         for name in config.tasks:
             path = _task_file(out, name)
-            if path.exists():
-                tasks[name] = json.loads(path.read_text())
+            done = _read_json(path) if path.exists() else None
+            if isinstance(done, dict):  # an unreadable file is recomputed, like a missing one
+                tasks[name] = done
                 reused += 1
                 for label in config.optimizers:
                     bar(f"{name} · {label} (done)")
                 continue
             tasks[name] = run_task(name, config, key, bar)
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(tasks[name]) + "\n")
+            write_atomically(path, (json.dumps(tasks[name]) + "\n").encode())
     results = {"config": config.to_json(), "tasks": tasks}
     write_report(results, out)
     return results, reused

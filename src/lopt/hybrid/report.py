@@ -15,6 +15,7 @@ import pathlib
 
 import numpy as np
 
+from lopt.files import write_atomically
 from lopt.hybrid.compare import COMPETITORS, MODE_LABELS
 
 
@@ -164,4 +165,4 @@ def write_report(results: dict, out_dir: str | pathlib.Path) -> None:
         figures[name] = path.name
     data = {**results, "summary": summary(results)}
     (out / "results.md").write_text(markdown(results, figures))
-    (out / "results.json").write_text(json.dumps(data, indent=2) + "\n")
+    write_atomically(out / "results.json", (json.dumps(data, indent=2) + "\n").encode())
