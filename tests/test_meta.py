@@ -47,6 +47,8 @@ def test_interrupted_run_resumes_to_identical_theta(tmp_path):
     meta_train(tmp_path / "resumed", MetaTrainConfig(outer_steps=6, **TINY))
     ckpt = json.loads((tmp_path / "resumed" / "checkpoint.json").read_text())
     assert ckpt["step"] == 6
+    with open(tmp_path / "resumed" / "metrics.jsonl", "a") as f:
+        f.write('{"step": 6, "meta_lo')  # a kill in the middle of the next record's append
     meta_train(tmp_path / "resumed", cfg)
     for a, b in zip(
         jax.tree.leaves(_theta(tmp_path / "straight")),
@@ -59,6 +61,17 @@ def test_interrupted_run_resumes_to_identical_theta(tmp_path):
         for x in (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()
     ]
     assert steps == list(range(10))
+
+
+def test_a_damaged_record_inside_a_jsonl_file_is_one_clear_error(tmp_path):
+    from lopt.meta.rundir import read_jsonl
+
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"step": 0}\n{"step": 1\n{"step": 2}\n')
+    with pytest.raises(LoptError, match=r"metrics.jsonl, line 2, is not a JSON record"):
+        read_jsonl(path)
+    path.write_text('{"step": 0}\n{"step": 1}\n{"step": ')
+    assert read_jsonl(path) == [{"step": 0}, {"step": 1}]
 
 
 def test_init_from_continues_a_saved_optimizer(tmp_path):

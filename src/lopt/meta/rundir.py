@@ -119,17 +119,28 @@ def save_checkpoint(run_dir: pathlib.Path, tree: Any, meta: dict) -> None:
 
 
 def truncate_jsonl(path: pathlib.Path, step: int) -> None:
-    """Drop the records of ``path`` whose ``step`` is ``>= step`` (they will be recomputed)."""
+    """Drop the records of ``path`` whose ``step`` is ``>= step`` (they will be recomputed), and
+    a last line cut short by a kill during its append."""
     if not path.exists():
         return
-    keep = [
-        line for line in path.read_text().splitlines() if line and json.loads(line)["step"] < step
-    ]
+    keep = [line for line, record in _json_lines(path) if record["step"] < step]
     write_atomically(path, "".join(line + "\n" for line in keep).encode())
 
 
 def read_jsonl(path: pathlib.Path) -> list[dict]:
     """All records of a JSON-lines file (``[]`` when it does not exist)."""
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line]
+    return [record for _, record in _json_lines(path)] if path.exists() else []
+
+
+def _json_lines(path: pathlib.Path) -> list[tuple[str, dict]]:
+    """``(line, record)`` per line of ``path``. A last line that does not parse is a record cut
+    short by a kill during its append, and is left out; any other is one clear error."""
+    lines = [line for line in path.read_text().splitlines() if line]
+    parsed = []
+    for number, line in enumerate(lines, 1):
+        try:
+            parsed.append((line, json.loads(line)))
+        except json.JSONDecodeError:
+            if number < len(lines):
+                raise LoptError(f"{path}, line {number}, is not a JSON record") from None
+    return parsed

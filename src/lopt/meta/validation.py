@@ -19,6 +19,7 @@ import numpy as np
 
 from lopt.baselines.tuning import tune_adam
 from lopt.evaluate import normalized_loss
+from lopt.files import write_atomically
 from lopt.learned.base import Architecture
 from lopt.tasks.registry import get_task
 from lopt.train import train
@@ -44,8 +45,15 @@ class Validator:
 
     def _reference(self, cache):
         if cache is not None and cache.exists():
-            ref = json.loads(cache.read_text())
-            if ref.get("tasks") == list(self.task_names) and ref.get("steps") == self.steps:
+            try:
+                ref = json.loads(cache.read_text())
+            except json.JSONDecodeError:
+                ref = None  # unreadable: recomputed below, like a missing one
+            if (
+                isinstance(ref, dict)
+                and ref.get("tasks") == list(self.task_names)
+                and ref.get("steps") == self.steps
+            ):
                 return ref["per_task"]
         per_task = {}
         for name, task in self.tasks.items():
@@ -57,11 +65,8 @@ class Validator:
             scores = [normalized_loss(c, initial, best).mean() for c in seed_mean]
             per_task[name] = {"initial": initial, "best": best, "adam_tuned": float(np.min(scores))}
         if cache is not None:
-            cache.write_text(
-                json.dumps(
-                    {"tasks": list(self.task_names), "steps": self.steps, "per_task": per_task}
-                )
-            )
+            reference = {"tasks": list(self.task_names), "steps": self.steps, "per_task": per_task}
+            write_atomically(cache, json.dumps(reference).encode())
         return per_task
 
     def _run_fn(self, arch: Architecture, name: str):
