@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import functools
 import itertools
-import math
-import numbers
 import os
 from collections.abc import Callable, Iterable
 
@@ -18,6 +16,13 @@ import torch
 
 from lopt.errors import LoptError, check_range, check_type
 from lopt.torch import networks as nets
+from lopt.torch.checks import (
+    check_finite_gradients,
+    check_loss,
+    check_multiplier,
+    check_parameter,
+    check_state_shapes,
+)
 from lopt.torch.compiled import compiled_tensor_update
 from lopt.torch.files import load
 
@@ -82,19 +87,15 @@ class LearnedOptimizer(torch.optim.Optimizer):
         self._decays_by_shape: dict = {}
         self._loss_stats: dict | None = None  # statistics of the losses (when read)
         self._distance: dict | None = None  # the distance estimate (with distance scaling)
-        super().__init__(params, {"lr_multiplier": _check_multiplier(lr_multiplier)})
+        super().__init__(params, {"lr_multiplier": check_multiplier(lr_multiplier)})
 
     def add_param_group(self, param_group: dict) -> None:
         super().add_param_group(param_group)
         group = self.param_groups[-1]
         try:
-            _check_multiplier(group["lr_multiplier"])
+            check_multiplier(group["lr_multiplier"])
             for p in group["params"]:
-                if not p.is_floating_point():
-                    raise LoptError(
-                        f"LearnedOptimizer needs real floating-point parameters; got a "
-                        f"{p.dtype} parameter of shape {tuple(p.shape)}"
-                    )
+                check_parameter(p)
         except LoptError:
             self.param_groups.pop()
             raise
@@ -124,8 +125,8 @@ class LearnedOptimizer(torch.optim.Optimizer):
                 raise LoptError("pass the loss either through closure or as loss=, not both")
             with torch.enable_grad():
                 loss = closure()
-        _check_loss(loss, "loss")
-        _check_loss(valid_loss, "valid_loss")
+        check_loss(loss, "loss")
+        check_loss(valid_loss, "valid_loss")
         active = []
         for group in self.param_groups:
             for p in group["params"]:
@@ -136,28 +137,12 @@ class LearnedOptimizer(torch.optim.Optimizer):
                 active.append((p, group["lr_multiplier"]))
         if not active:
             return loss
-        self._check_finite(active)
+        check_finite_gradients(self.param_groups, active)
         if self.config.kind == "mlp":
             self._step_mlp(active, loss, valid_loss)
         else:
             self._step_rnn_mlp(active, loss, valid_loss)
         return loss
-
-    def _check_finite(self, active: list) -> None:
-        """Raise, naming the first offending parameter, if a gradient holds a NaN or an inf."""
-        device = active[0][0].device
-        finite = torch.stack([torch.isfinite(p.grad).all().to(device) for p, _ in active])
-        if bool(finite.all()):  # the one sync
-            return
-        bad = active[int((~finite).nonzero()[0])][0]
-        for g, group in enumerate(self.param_groups):
-            for i, p in enumerate(group["params"]):
-                if p is bad:
-                    raise LoptError(
-                        f"the gradient of parameter {i} of param group {g} (shape "
-                        f"{tuple(p.shape)}) holds NaN or inf; the step was not taken: parameters "
-                        "and optimizer state are unchanged"
-                    )
 
     # --- state ---
 
@@ -388,7 +373,7 @@ class LearnedOptimizer(torch.optim.Optimizer):
                 f"this state_dict is not from a {self.config.kind!r} LearnedOptimizer "
                 f"(its architecture: {found!r})"
             )
-        self._check_shapes(state_dict)
+        check_state_shapes(self.param_groups, state_dict, len(self.config.decays))
         super().load_state_dict(state_dict)
         saved_ids = itertools.chain.from_iterable(g["params"] for g in state_dict["param_groups"])
         params = itertools.chain.from_iterable(g["params"] for g in self.param_groups)
@@ -399,42 +384,12 @@ class LearnedOptimizer(torch.optim.Optimizer):
         self._loss_stats = _copy(extra.get("loss_stats"))
         self._distance = _copy(extra.get("distance"))
 
-    def _check_shapes(self, state_dict: dict) -> None:
-        """Raise, before anything is loaded, if a saved parameter's state does not fit the
-        parameter in its place (torch checks only the number of parameters per group)."""
-        saved = [g["params"] for g in state_dict.get("param_groups", [])]
-        decays = len(self.config.decays)
-        for g, (ids, group) in enumerate(zip(saved, self.param_groups, strict=False)):
-            for i, (saved_id, p) in enumerate(zip(ids, group["params"], strict=False)):
-                shape = tuple(p.shape)
-                expected = {
-                    "momentum": (decays, *shape),
-                    "second_moment": (decays, *shape),
-                    "initial": shape,
-                    "grad_sum": shape,
-                }
-                state = state_dict.get("state", {}).get(saved_id, {})
-                for key, want in expected.items():
-                    value = state.get(key)
-                    if torch.is_tensor(value) and tuple(value.shape) != want:
-                        raise LoptError(
-                            f"this state_dict's state for parameter {i} of param group {g} "
-                            f"({key} of shape {tuple(value.shape)}) does not fit that parameter "
-                            f"(shape {tuple(p.shape)}); nothing was loaded"
-                        )
-
 
 def _copy(stats: dict | None) -> dict | None:
     """A copy of run statistics (scalar tensors cloned), or ``None``."""
     if stats is None:
         return None
     return {k: v.clone() if torch.is_tensor(v) else v for k, v in stats.items()}
-
-
-def _check_multiplier(value) -> float:
-    if not isinstance(value, int | float) or not value >= 0:
-        raise LoptError(f"invalid value for lr_multiplier: {value!r} (allowed: a number >= 0)")
-    return float(value)
 
 
 def _apply(p: torch.Tensor, update: torch.Tensor, multiplier: float) -> None:
@@ -460,17 +415,6 @@ def _scalar(value, device: torch.device) -> torch.Tensor:
         return torch.zeros((), dtype=torch.float32, device=device)
     value = torch.as_tensor(value).detach()
     return value.to(device=device, dtype=torch.float32).reshape(())
-
-
-def _check_loss(value, name: str) -> None:
-    """A loss argument must be ``None``, a real number or a one-element tensor."""
-    if value is None:
-        return
-    if hasattr(value, "shape"):  # a tensor or an array
-        if math.prod(value.shape) != 1:
-            raise LoptError(f"{name} must be a scalar; got a tensor of shape {tuple(value.shape)}")
-    elif isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise LoptError(f"{name} must be a number or a scalar tensor; got {value!r}")
 
 
 def _initial_loss_stats(device: torch.device) -> dict:
