@@ -40,6 +40,12 @@ def check_range(field: str, value: float, low: float, high: float | None = None)
         raise LoptError(f"invalid value for {field}: {value!r} (allowed: {allowed})")
 
 
+def check_count(field: str, value: object, low: int = 1) -> None:
+    """Raise if ``value`` is not an integer >= ``low`` (a step, seed or run count)."""
+    check_type(field, "int", value)
+    check_range(field, value, low)
+
+
 def check_choice(field: str, value: object, choices: Iterable[object]) -> None:
     """Raise if `value` is not one of `choices`."""
     choices = list(choices)

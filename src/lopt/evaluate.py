@@ -34,7 +34,7 @@ import numpy as np
 import lopt
 from lopt.baseline_cache import BaselineCache, entry_key
 from lopt.baselines import global_best_index, run_trials, selection_score
-from lopt.errors import LoptError, check_range, check_type, unknown_name
+from lopt.errors import LoptError, check_count, unknown_name
 from lopt.files import write_atomically
 from lopt.optimizer_specs import OptimizerSpec, resolve_optimizer
 from lopt.tasks import SPLITS, TASKS, get_task
@@ -166,8 +166,7 @@ def _resolved_config(
     if not task_names:
         raise LoptError("no tasks given (expected a task set or task names)")
     for field, value in (("steps", num_steps), ("seeds", num_seeds)):
-        check_type(field, "int", value)
-        check_range(field, value, 1)
+        check_count(field, value)
     eval_every = default_eval_every(num_steps) if eval_every is None else eval_every
     check_schedule(num_steps, eval_every, 10)
     resolved = [resolve_optimizer(s) for s in optimizer_specs]

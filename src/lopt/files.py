@@ -33,6 +33,15 @@ def write_atomically(path: str | os.PathLike, data: bytes) -> None:
     os.replace(tmp, path)
 
 
+def read_json_or_none(path: str | os.PathLike) -> object:
+    """The JSON in ``path``, or ``None`` if it is missing or cannot be parsed (for files that
+    are recomputed when unreadable)."""
+    try:
+        return json.loads(pathlib.Path(path).read_text())
+    except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
+        return None
+
+
 def stem_file(stem: str | os.PathLike, extension: str) -> pathlib.Path:
     """``stem`` + ``extension``: the pair's file. Unlike ``Path.with_suffix``, a dot in the stem
     (``runs/lr-0.5``) stays part of the name."""

@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from lopt.errors import LoptError, check_range, check_type
+from lopt.errors import LoptError, check_count
 from lopt.tasks.base import Task
 from lopt.tasks.datasets import SPLITS
 
@@ -126,8 +126,7 @@ def default_eval_every(num_steps: int, valid_every: int = 10) -> int:
 def check_schedule(num_steps: int, eval_every: int, valid_every: int) -> None:
     """Validate step counts with one clear message."""
     for field, value in (("num_steps", num_steps), ("eval_every", eval_every)):
-        check_type(field, "int", value)
-        check_range(field, value, 1)
+        check_count(field, value)
     if num_steps % eval_every or eval_every % valid_every:
         raise LoptError(
             f"num_steps={num_steps} must be a multiple of eval_every={eval_every}, "

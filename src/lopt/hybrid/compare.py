@@ -33,7 +33,7 @@ import lopt
 from lopt.baselines import make, run_trials, selection_score
 from lopt.errors import LoptError, check_choice, check_range
 from lopt.evaluate import task_key
-from lopt.files import write_atomically
+from lopt.files import read_json_or_none, write_atomically
 from lopt.hybrid.hub import DEFAULT_TEMPERATURE, MODES, hub
 from lopt.hybrid.tasks import get_hub_task, is_finetune
 from lopt.pretrained import SHIPPED
@@ -216,7 +216,7 @@ def _task_file(out: pathlib.Path, name: str) -> pathlib.Path:
 def _check_config(out: pathlib.Path, config: dict) -> None:
     path = out / "config.json"
     if path.exists():
-        old = _read_json(path)
+        old = read_json_or_none(path)
         if not isinstance(old, dict):
             raise LoptError(
                 f"{path} is not the config of a HUB comparison; remove it, or choose another "
@@ -230,14 +230,6 @@ def _check_config(out: pathlib.Path, config: dict) -> None:
             )
     out.mkdir(parents=True, exist_ok=True)
     write_atomically(path, (json.dumps(config, indent=2) + "\n").encode())
-
-
-def _read_json(path: pathlib.Path) -> object:
-    """The JSON in ``path``, or ``None`` if it cannot be read."""
-    try:
-        return json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return None
 
 
 def compare(
@@ -259,7 +251,7 @@ def compare(
     with progress_bar(len(config.tasks) * len(config.optimizers), progress) as bar:
         for name in config.tasks:
             path = _task_file(out, name)
-            done = _read_json(path) if path.exists() else None
+            done = read_json_or_none(path)
             if isinstance(done, dict):  # an unreadable file is recomputed, like a missing one
                 tasks[name] = done
                 reused += 1

@@ -15,7 +15,7 @@ import equinox as eqx
 import jax
 import optax
 
-from lopt.errors import LoptError, check_range, check_type
+from lopt.errors import LoptError, check_count, check_range
 
 Theta = Any
 
@@ -113,8 +113,7 @@ def with_horizon(
     its own (optimizers with the horizon feature read it; others ignore it)."""
     if total_steps is None:
         return optimizer
-    check_type("total_steps", "int", total_steps)
-    check_range("total_steps", total_steps, 1)
+    check_count("total_steps", total_steps)
     horizon = int(total_steps)
 
     def update(grads, state, params=None, **extra):

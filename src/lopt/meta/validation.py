@@ -19,7 +19,7 @@ import numpy as np
 
 from lopt.baselines.tuning import tune_adam
 from lopt.evaluate import normalized_loss
-from lopt.files import write_atomically
+from lopt.files import read_json_or_none, write_atomically
 from lopt.learned.base import Architecture
 from lopt.tasks.registry import get_task
 from lopt.train import train
@@ -44,17 +44,13 @@ class Validator:
         return jax.random.split(self.key, self.seeds)
 
     def _reference(self, cache):
-        if cache is not None and cache.exists():
-            try:
-                ref = json.loads(cache.read_text())
-            except json.JSONDecodeError:
-                ref = None  # unreadable: recomputed below, like a missing one
-            if (
-                isinstance(ref, dict)
-                and ref.get("tasks") == list(self.task_names)
-                and ref.get("steps") == self.steps
-            ):
-                return ref["per_task"]
+        ref = read_json_or_none(cache) if cache is not None else None  # unreadable: recomputed
+        if (
+            isinstance(ref, dict)
+            and ref.get("tasks") == list(self.task_names)
+            and ref.get("steps") == self.steps
+        ):
+            return ref["per_task"]
         per_task = {}
         for name, task in self.tasks.items():
             curves, _ = tune_adam(task, self.key, self.steps, self.seeds)

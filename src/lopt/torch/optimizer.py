@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 
 import torch
 
-from lopt.errors import LoptError, check_range, check_type
+from lopt.errors import LoptError, check_count
 from lopt.torch import networks as nets
 from lopt.torch.checks import (
     check_finite_gradients,
@@ -72,8 +72,7 @@ class LearnedOptimizer(torch.optim.Optimizer):
         total_steps: int | None = None,
     ):
         if total_steps is not None:
-            check_type("total_steps", "int", total_steps)
-            check_range("total_steps", total_steps, 1)
+            check_count("total_steps", total_steps)
         self.total_steps = None if total_steps is None else int(total_steps)
         self.config, self._theta_cpu = load(name_or_path)
         cfg, rnn = self.config, self.config.kind == "rnn-mlp"
