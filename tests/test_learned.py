@@ -25,7 +25,8 @@ from lopt.train import train
 
 # "mlp" runs with the trust region, loss and horizon features and distance scaling on (its
 # reference so large that the scale stays 1: a fresh "mlp" is still Adam) and "rnn-mlp" without a
-# trust region but with distance scaling, so every path passes conformance (the shipped "small"
+# trust region but with distance scaling and the loss and horizon features in its per-parameter
+# MLP, so every path passes conformance (the shipped "small"
 # is tested below).
 TINY = {
     "mlp": {
@@ -46,6 +47,9 @@ TINY = {
         "deepsets": 2,
         "distance_power": 0.5,
         "distance_ref": 1e9,
+        "mlp_loss_features": True,
+        "with_horizon_feature": True,
+        "horizon_thresholds": [0.5],
     },
     "learned-adam": {"kind": "learned-adam"},
 }
@@ -54,6 +58,14 @@ TINY = {
 def _params(dtype=jnp.float32):
     k1, k2 = jax.random.split(jax.random.key(3))
     return {"w": jax.random.normal(k1, (3, 5), dtype), "b": jax.random.normal(k2, (5,), dtype)}
+
+
+def _perturbed(theta, scale: float):
+    """``theta`` plus N(0, scale²) noise on every leaf (every layer, the output one included)."""
+    leaves, treedef = jax.tree.flatten(theta)
+    keys = jax.random.split(jax.random.key(7), len(leaves))
+    noisy = [x + scale * jax.random.normal(k, x.shape) for x, k in zip(leaves, keys, strict=True)]
+    return jax.tree.unflatten(treedef, noisy)
 
 
 def _grads(params, i):
@@ -287,6 +299,55 @@ def test_warm_start_widens_an_mlp_to_more_features(tmp_path):
         warm_start_theta(tmp_path / "wide", plain)
     with pytest.raises(CheckpointError, match="does not fit"):
         warm_start_theta(tmp_path / "plain", build_architecture({"kind": "mlp", "hidden": [5]}))
+
+
+# Every input and setting of the shipped "small"; on the problem below (20 steps) the trust region
+# caps about half of the updates and the distance scale moves within (1, 3).
+SMALL_LIKE = {
+    "kind": "mlp",
+    "hidden": [4],
+    "trust_ratio": 5e-4,
+    "with_loss_features": True,
+    "with_horizon_feature": True,
+    "horizon_thresholds": [0.5],
+    "distance_power": 0.5,
+    "distance_ref": 3e-4,
+}
+
+
+def test_rnn_mlp_widened_from_an_mlp_makes_its_updates(tmp_path):
+    """An ``rnn-mlp`` warm-started from a saved ``mlp`` (more decays, a second hidden layer, the
+    LSTM) makes the saved optimizer's updates, through the trust region and distance scaling."""
+    small = build_architecture(SMALL_LIKE)
+    theta = _perturbed(small.init_theta(jax.random.key(0)), scale=0.5)
+    save_optimizer(tmp_path / "small", small, theta)
+    settings = {k: v for k, v in SMALL_LIKE.items() if k not in ("kind", "hidden")}
+    settings.pop("with_loss_features")
+    rnn = build_architecture(
+        {**settings, "kind": "rnn-mlp", "mlp_hidden": [4, 4], "mlp_loss_features": True}
+    )
+    widened = warm_start_theta(tmp_path / "small", rnn)
+    updates = []
+    for arch, th in ((small, theta), (rnn, widened)):
+        opt, p, steps = arch.optimizer(th), _params(), []
+        state = opt.init(p)
+        for i in range(20):
+            losses = {"loss": jnp.float32(2.0 / (i + 1)), "valid_loss": jnp.float32(3.0 / (i + 1))}
+            u, state = opt.update(_grads(p, i), state, p, horizon=16, **losses)
+            p = optax.apply_updates(p, u)
+            steps.append(u)
+        updates.append(steps)
+    for saved, mine in zip(*updates, strict=True):
+        for a, b in zip(jax.tree.leaves(mine), jax.tree.leaves(saved), strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+    assert np.abs(updates[0][-1]["w"]).max() > 0
+    # An mlp whose hidden layers do not start the rnn-mlp's, or without the nominal direction,
+    # does not fit.
+    for other in ({"hidden": [5]}, {"nominal": False}):
+        arch = build_architecture({**SMALL_LIKE, **other})
+        save_optimizer(tmp_path / "other", arch, arch.init_theta(jax.random.key(0)))
+        with pytest.raises(CheckpointError, match="does not fit"):
+            warm_start_theta(tmp_path / "other", rnn)
 
 
 def test_average_is_the_weighted_mean_of_one_architecture(tmp_path):

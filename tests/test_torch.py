@@ -54,6 +54,14 @@ ARCHITECTURES = {
         "distance_power": 0.5,
         "distance_ref": 2e-3,
     },
+    "rnn-mlp-run-features": {  # the loss and horizon features in the per-parameter MLP too
+        "kind": "rnn-mlp",
+        "mlp_hidden": [8, 8],
+        "trust_ratio": 3e-4,
+        "mlp_loss_features": True,
+        "with_horizon_feature": True,
+        "horizon_thresholds": [0.4, 0.9],
+    },
 }
 # Scalar, vector, matrix and rank-5 tensors (the rank-4 shape features keep the last 4 dims).
 SHAPES = [(5, 3), (3,), (), (3, 2), (2, 1, 2, 3, 2)]

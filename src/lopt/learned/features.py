@@ -18,6 +18,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from lopt.errors import LoptError
 from lopt.unrolled import affine
 
 FEATURE_CLIP = 5.0
@@ -155,6 +156,14 @@ HORIZON_SHARPNESS = 10.0
 
 def horizon_feature_names(thresholds: tuple[float, ...]) -> tuple[str, ...]:
     return ("fraction_of_horizon", *(f"fraction_of_horizon_past_{c:g}" for c in thresholds))
+
+
+def check_horizon_thresholds(kind: str, with_feature: bool, thresholds) -> None:
+    if thresholds and not with_feature:
+        raise LoptError(
+            f"invalid config for {kind!r}: horizon_thresholds {list(thresholds)} need "
+            "with_horizon_feature: true"
+        )
 
 
 def horizon_features(count: jax.Array, horizon, thresholds: tuple[float, ...] = ()) -> jax.Array:

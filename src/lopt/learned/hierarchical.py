@@ -37,6 +37,9 @@ from lopt.learned.features import (
     LOSS_FEATURE_NAMES,
     Accumulators,
     LossStats,
+    check_horizon_thresholds,
+    horizon_feature_names,
+    horizon_features,
     init_accumulators,
     init_loss_stats,
     leaves_per_decay,
@@ -53,6 +56,7 @@ from lopt.learned.trust_region import check_trust_region, trust_region
 
 GRAD_RMS_DECAY = 0.99
 MAX_RANK = 4  # tensor shapes are padded to this rank for the log-shape features
+WIDENED_LOG_CLIP = 10.0  # the learned clip of an rnn-mlp widened from an "mlp" (widen_theta)
 
 
 class RNNMLPState(NamedTuple):
@@ -79,6 +83,12 @@ class RNNMLPOptimizer(Architecture):
         trust_ratio, trust_floor: the per-tensor trust region, as in ``MLPOptimizer``.
         distance_power, distance_ref, distance_max: distance scaling, as in ``MLPOptimizer``
             (Prodigy's estimate is fed the gradients before the learned clipping).
+        mlp_loss_features: also fold the per-run loss features (which the LSTM always reads)
+            into the per-parameter MLP's first-layer bias, as ``MLPOptimizer``'s
+            ``with_loss_features`` does.
+        with_horizon_feature, horizon_thresholds: the run's progress towards its length, as in
+            ``MLPOptimizer`` (``update``'s ``horizon=`` argument), read by the LSTM and folded
+            into the per-parameter MLP's first-layer bias.
     """
 
     kind = "rnn-mlp"
@@ -96,15 +106,33 @@ class RNNMLPOptimizer(Architecture):
     distance_power: float = 0.0
     distance_ref: float = 0.05
     distance_max: float = 3.0
+    mlp_loss_features: bool = False
+    with_horizon_feature: bool = False
+    horizon_thresholds: tuple[float, ...] = ()
 
     def __post_init__(self):
         check_config(self.kind, self.mlp_hidden, self.decays, (0.9, 0.999))
         check_trust_region(self.kind, self.trust_ratio, self.trust_floor)
         check_distance_scaling(self.kind, self.distance_power, self.distance_ref, self.distance_max)
+        check_horizon_thresholds(self.kind, self.with_horizon_feature, self.horizon_thresholds)
+
+    @property
+    def horizon_feature_names(self) -> tuple[str, ...]:
+        if not self.with_horizon_feature:
+            return ()
+        return horizon_feature_names(self.horizon_thresholds)
 
     @property
     def param_feature_names(self) -> tuple[str, ...]:
-        return param_feature_names(self.decays) + time_feature_names(self.timescales)
+        """The per-parameter MLP's inputs before the LSTM's message: per-parameter features,
+        then the per-run ones folded into its bias."""
+        loss = LOSS_FEATURE_NAMES if self.mlp_loss_features else ()
+        return (
+            param_feature_names(self.decays)
+            + time_feature_names(self.timescales)
+            + loss
+            + self.horizon_feature_names
+        )
 
     @property
     def tensor_feature_names(self) -> tuple[str, ...]:
@@ -117,6 +145,7 @@ class RNNMLPOptimizer(Architecture):
             *(f"log_dim_{i}" for i in range(MAX_RANK)),
             *time_feature_names(self.timescales),
             *LOSS_FEATURE_NAMES,
+            *self.horizon_feature_names,
             *(f"mlp_pooled_{i}" for i in range(self.mlp_hidden[-1])),
             *(f"deepsets_{i}" for i in range(self.deepsets)),
         )
@@ -138,6 +167,58 @@ class RNNMLPOptimizer(Architecture):
             "deepsets": eqx.nn.Linear(self.lstm_hidden, self.deepsets, key=k_ds),
             "log_lr": jnp.zeros(()),
             "log_clip": jnp.zeros(()),
+        }
+
+    def widen_theta(self, saved, theta):
+        """θ that makes exactly the updates of a saved ``small``-style optimizer (kind
+        ``"mlp"``, nominal) whose inputs are among this one's per-parameter MLP inputs and whose
+        hidden widths start this one's (any further hidden layer as wide as its last):
+
+        - the MLP's first layer keeps the saved weights by feature name; new inputs (more
+          decays, the LSTM's message) get zero weights; further hidden layers are identities
+          (exact after a ReLU), and the output layer is the saved one;
+        - the LSTM's per-tensor log step (``lr_head``) is zero and the learned gradient clip
+          sits at ``exp(WIDENED_LOG_CLIP)`` times ``clip_mult`` (no clipping unless a gradient
+          entry exceeds ≈ 2·10⁵ times its tensor's running gradient RMS);
+        - the LSTM and its projections are those of ``init_theta(key(0))``: meta-training
+          starts from the saved optimizer and may put the LSTM to use.
+
+        Settings outside θ (step and exp multipliers, trust region, distance scaling) are this
+        architecture's; they must equal the saved ones for the updates to be the same.
+        """
+        if saved.kind != "mlp" or not saved.nominal:
+            return None
+        names = self.param_feature_names
+        depth = len(saved.hidden)
+        extra = self.mlp_hidden[depth:]
+        if (
+            not set(saved.feature_names) <= set(names)
+            or tuple(self.mlp_hidden[:depth]) != tuple(saved.hidden)
+            or any(width != saved.hidden[-1] for width in extra)
+        ):
+            return None
+        fresh = self.init_theta(jax.random.key(0))
+        saved_first, *saved_rest = theta["mlp"]
+        column = dict(zip(saved.feature_names, saved_first.weight.T, strict=True))
+        zeros = jnp.zeros(saved_first.weight.shape[0], saved_first.weight.dtype)
+        weight = jnp.stack([column.get(n, zeros) for n in names] + [zeros] * self.to_mlp, axis=1)
+        first = eqx.tree_at(
+            lambda la: (la.weight, la.bias), fresh["mlp"][0], (weight, saved_first.bias)
+        )
+        identities = [
+            eqx.tree_at(
+                lambda la: (la.weight, la.bias),
+                layer,
+                (jnp.eye(layer.weight.shape[0], dtype=layer.weight.dtype), layer.bias * 0),
+            )
+            for layer in fresh["mlp"][depth : depth + len(extra)]
+        ]
+        mlp = [first, *saved_rest[:-1], *identities, saved_rest[-1]]
+        return {
+            **fresh,
+            "mlp": mlp,
+            "log_lr": theta["log_lr"],
+            "log_clip": jnp.full((), WIDENED_LOG_CLIP, jnp.float32),
         }
 
     def _tensor_static_features(self, params) -> jax.Array:
@@ -162,7 +243,7 @@ class RNNMLPOptimizer(Architecture):
                 distance=init_distance(params) if self.distance_power > 0 else None,
             )
 
-        def update(grads, state, params=None, *, loss=None, valid_loss=None, **extra):
+        def update(grads, state, params=None, *, loss=None, valid_loss=None, horizon=None, **extra):
             del extra
             check_update_args(self.kind, grads, params)
             g_leaves, treedef = jax.tree.flatten(grads)
@@ -185,6 +266,9 @@ class RNNMLPOptimizer(Architecture):
             acc = update_accumulators(state.acc, grads, self.decays)
             stats, losses = step_loss_features(state.loss, loss, valid_loss)
             t = time_features(acc.count, self.timescales)
+            run = [t]  # per-run inputs of the LSTM and of the MLP's bias
+            if self.with_horizon_feature:
+                run.append(horizon_features(acc.count, horizon, self.horizon_thresholds))
             ms, vs = leaves_per_decay(acc.momentum), leaves_per_decay(acc.second_moment)
 
             # Per-tensor LSTM.
@@ -196,7 +280,7 @@ class RNNMLPOptimizer(Architecture):
                 ]
             )
             n = dynamic.shape[0]
-            shared = jnp.concatenate([t, losses])
+            shared = jnp.concatenate([t, losses, *run[1:]])
             deepsets = jnp.mean(dense(theta["deepsets"], state.h), axis=0)
             x = jnp.concatenate(
                 [
@@ -213,10 +297,11 @@ class RNNMLPOptimizer(Architecture):
             to_mlp = dense(theta["to_mlp"], h)  # (n, to_mlp)
             tensor_log_lr = dense(theta["lr_head"], h)[:, 0]  # (n,)
 
-            # Per-parameter MLP (per-tensor inputs folded into its first-layer bias).
+            # Per-parameter MLP (per-run and per-tensor inputs folded into its first-layer bias).
+            mlp_run = [t, losses, *run[1:]] if self.mlp_loss_features else run
             updates, pooled = [], []
             for i, (p, g, m, v) in enumerate(zip(p_leaves, g_leaves, ms, vs, strict=True)):
-                constants = jnp.concatenate([t, to_mlp[i]])
+                constants = jnp.concatenate([*mlp_run, to_mlp[i]])
                 (direction, magnitude), pooled_i = per_param_mlp(
                     theta["mlp"], param_features(p, g, m, v), constants, pool=True
                 )

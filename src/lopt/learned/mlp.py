@@ -34,6 +34,7 @@ from lopt.learned.features import (
     LOSS_FEATURE_NAMES,
     Accumulators,
     LossStats,
+    check_horizon_thresholds,
     horizon_feature_names,
     horizon_features,
     init_accumulators,
@@ -106,11 +107,7 @@ class MLPOptimizer(Architecture):
         check_config(self.kind, self.hidden, self.decays, (0.9, 0.999) if self.nominal else ())
         check_trust_region(self.kind, self.trust_ratio, self.trust_floor)
         check_distance_scaling(self.kind, self.distance_power, self.distance_ref, self.distance_max)
-        if self.horizon_thresholds and not self.with_horizon_feature:
-            raise LoptError(
-                f"invalid config for {self.kind!r}: horizon_thresholds "
-                f"{list(self.horizon_thresholds)} need with_horizon_feature: true"
-            )
+        check_horizon_thresholds(self.kind, self.with_horizon_feature, self.horizon_thresholds)
 
     @property
     def feature_names(self) -> tuple[str, ...]:

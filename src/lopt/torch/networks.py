@@ -83,25 +83,39 @@ class RNNMLPConfig:
     distance_power: float = 0.0
     distance_ref: float = 0.05
     distance_max: float = 3.0
+    mlp_loss_features: bool = False
+    with_horizon_feature: bool = False
+    horizon_thresholds: tuple[float, ...] = ()
 
     kind = "rnn-mlp"
 
     @property
+    def num_horizon_features(self) -> int:
+        return 1 + len(self.horizon_thresholds) if self.with_horizon_feature else 0
+
+    @property
     def num_tensor_features(self) -> int:
-        """LSTM inputs: 3 log-RMS, is_scalar, log size, MAX_RANK log dims, time, loss, pooled
-        MLP hidden, DeepSets."""
+        """LSTM inputs: 3 log-RMS, is_scalar, log size, MAX_RANK log dims, time, loss, horizon,
+        pooled MLP hidden, DeepSets."""
         return (
             3
             + 2
             + MAX_RANK
             + len(self.timescales)
             + NUM_LOSS_FEATURES
+            + self.num_horizon_features
             + self.mlp_hidden[-1]
             + self.deepsets
         )
 
     def theta_shapes(self) -> dict[str, tuple[int, ...]]:
-        n_in = num_param_features(self.decays) + len(self.timescales) + self.to_mlp
+        n_in = (
+            num_param_features(self.decays)
+            + len(self.timescales)
+            + (NUM_LOSS_FEATURES if self.mlp_loss_features else 0)
+            + self.num_horizon_features
+            + self.to_mlp
+        )
         gates = 4 * self.lstm_hidden
         return {
             "['deepsets'].weight": (self.deepsets, self.lstm_hidden),

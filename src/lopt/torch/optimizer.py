@@ -41,7 +41,8 @@ class LearnedOptimizer(torch.optim.Optimizer):
             fast on large models, at the price of a compilation (seconds) at the first step
             (``lopt.torch.compiled``).
         total_steps: the length of the training run, for optimizers that condition on it (an
-            "mlp" with ``with_horizon_feature``), as ``lopt.load(..., total_steps=...)``;
+            "mlp" or "rnn-mlp" with ``with_horizon_feature``), as
+            ``lopt.load(..., total_steps=...)``;
             ``None``: unknown (others ignore it).
 
     Example::
@@ -271,6 +272,12 @@ class LearnedOptimizer(torch.optim.Optimizer):
         i09 = cfg.decays.index(0.9)
         counts = [s["step"] for s in states]
         times = {c: nets.time_features(c, cfg.timescales, device) for c in set(counts)}
+        horizons = {  # (0, ) without the horizon feature
+            c: nets.horizon_features(c, self.total_steps, cfg.horizon_thresholds, device)
+            if cfg.with_horizon_feature
+            else torch.zeros((0,), dtype=torch.float32, device=device)
+            for c in set(counts)
+        }
         params = [p.to(torch.float32) for p, _ in active]
         dynamic = torch.stack(
             [
@@ -293,6 +300,7 @@ class LearnedOptimizer(torch.optim.Optimizer):
                 static,
                 torch.stack([times[c] for c in counts]),
                 losses.expand(n, nets.NUM_LOSS_FEATURES),
+                torch.stack([horizons[c] for c in counts]),
                 torch.stack([s["pooled"].to(device) for s in states]),
                 deepsets.expand(n, cfg.deepsets),
             ],
@@ -303,9 +311,12 @@ class LearnedOptimizer(torch.optim.Optimizer):
         to_mlp = nets.dense(theta, "to_mlp", h)  # (n, to_mlp)
         tensor_log_lr = nets.dense(theta, "lr_head", h)[:, 0]  # (n,)
 
-        # Per-parameter MLP, the tensor's time features and LSTM message folded into its bias.
+        # Per-parameter MLP, the run's and the tensor's inputs folded into its bias.
+        mlp_losses = [losses] if cfg.mlp_loss_features else []
         for i, ((p, multiplier), g, state) in enumerate(zip(active, grads, states, strict=True)):
-            constants = torch.cat([times[state["step"]], to_mlp[i]]).to(p.device)
+            count = state["step"]
+            run = [times[count], *mlp_losses, horizons[count]]
+            constants = torch.cat([*run, to_mlp[i]]).to(p.device)
             log_lr = self._theta(p.device)["['log_lr']"] + tensor_log_lr[i].to(p.device)
             if log_scale is not None:
                 log_lr = log_lr + log_scale.to(p.device)
