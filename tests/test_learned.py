@@ -341,6 +341,15 @@ def test_rnn_mlp_widened_from_an_mlp_makes_its_updates(tmp_path):
         for a, b in zip(jax.tree.leaves(mine), jax.tree.leaves(saved), strict=True):
             np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
     assert np.abs(updates[0][-1]["w"]).max() > 0
+    # Averaged with an rnn-mlp, the mlp enters widened.
+    from lopt.learned.io import average_optimizers
+
+    trained = _perturbed(widened, scale=0.1)
+    save_optimizer(tmp_path / "rnn", rnn, trained)
+    averaged_arch, mean = average_optimizers([tmp_path / "rnn", tmp_path / "small"], [1.0, 3.0])
+    assert averaged_arch == rnn
+    for m, a, b in zip(*(jax.tree.leaves(t) for t in (mean, trained, widened)), strict=True):
+        np.testing.assert_allclose(m, 0.25 * a + 0.75 * b, rtol=1e-6, atol=1e-7)
     # An mlp whose hidden layers do not start the rnn-mlp's, or without the nominal direction,
     # does not fit.
     for other in ({"hidden": [5]}, {"nominal": False}):

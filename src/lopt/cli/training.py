@@ -14,7 +14,8 @@ def add_average(subparsers) -> None:
         help="average saved learned optimizers of one architecture (a model soup)",
         description="Write the weighted mean of the weights θ of two or more saved learned "
         "optimizers of the same architecture as a new saved optimizer (STEM.safetensors and "
-        "STEM.json).",
+        "STEM.json). The architecture is the first one's; another optimizer may also be one "
+        "that it widens as a warm start would (a small into an rnn-mlp started from it).",
     )
     p.add_argument(
         "--optimizer",

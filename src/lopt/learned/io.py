@@ -68,12 +68,23 @@ def warm_start_theta(path, arch: Architecture) -> Any:
 
 def _fit_theta(path, saved_arch: Architecture, theta, arch: Architecture) -> Any:
     """``warm_start_theta`` of an optimizer already loaded from ``path``."""
-    shapes = lambda tree: jax.tree.map(lambda x: (x.shape, x.dtype), tree)
-    template = shapes(jax.eval_shape(arch.init_theta, jax.random.key(0)))
-    if saved_arch.kind == arch.kind and shapes(theta) == template:
+    if saved_arch.kind == arch.kind and _shapes(theta) == _theta_shapes(arch):
         return theta
+    return _widened_theta(path, saved_arch, theta, arch)
+
+
+def _shapes(theta) -> Any:
+    return jax.tree.map(lambda x: (x.shape, x.dtype), theta)
+
+
+def _theta_shapes(arch: Architecture) -> Any:
+    return _shapes(jax.eval_shape(arch.init_theta, jax.random.key(0)))
+
+
+def _widened_theta(path, saved_arch: Architecture, theta, arch: Architecture) -> Any:
+    """The saved θ widened by ``arch`` (``Architecture.widen_theta``), or one clear error."""
     widened = arch.widen_theta(saved_arch, theta)
-    if widened is not None and shapes(widened) == template:
+    if widened is not None and _shapes(widened) == _theta_shapes(arch):
         return widened
     raise CheckpointError(
         f"{resolve_stem(path)}.safetensors holds the architecture {saved_arch.config()}, whose θ "
@@ -85,6 +96,11 @@ def average_optimizers(paths, weights=None) -> tuple[Architecture, Any]:
     """``(architecture, θ)``: the weighted mean of the θ of saved optimizers of one
     architecture (a "model soup"; with a fine-tuned optimizer and its starting point, the
     weight-space interpolation of WiSE-FT, Wortsman et al. 2022).
+
+    The architecture is the first optimizer's. Each other one must have it too, or have a θ
+    that this architecture widens as a warm start would (``Architecture.widen_theta``: a
+    ``small`` averaged into an ``rnn-mlp`` started from it, an ``mlp`` into one with more
+    input features); then its widened θ, which makes its own updates, is averaged.
 
     Args:
         paths: two or more saved optimizers (names, files, stems or run directories).
@@ -102,14 +118,18 @@ def average_optimizers(paths, weights=None) -> tuple[Architecture, Any]:
         )
     loaded = [load_theta(path) for path in paths]
     arch = loaded[0][0]
-    for path, (other, _, _) in zip(paths[1:], loaded[1:], strict=True):
-        if other != arch:
-            raise CheckpointError(
+    thetas = [loaded[0][1]]
+    for path, (other, theta, _) in zip(paths[1:], loaded[1:], strict=True):
+        if other == arch:
+            thetas.append(theta)
+        elif other.kind == arch.kind and _shapes(theta) == _theta_shapes(arch):
+            raise CheckpointError(  # the same θ under other settings: not one optimizer's θ
                 f"{resolve_stem(path)}.safetensors holds the architecture {other.config()}, "
                 f"not that of {resolve_stem(paths[0])}.safetensors ({arch.config()})"
             )
+        else:
+            thetas.append(_widened_theta(path, other, theta, arch))
     total = sum(weights)
-    thetas = [theta for _, theta, _ in loaded]
     mean = jax.tree.map(
         lambda *xs: sum(w / total * x for w, x in zip(weights, xs, strict=True)), *thetas
     )
