@@ -266,9 +266,11 @@ class RNNMLPOptimizer(Architecture):
             acc = update_accumulators(state.acc, grads, self.decays)
             stats, losses = step_loss_features(state.loss, loss, valid_loss)
             t = time_features(acc.count, self.timescales)
-            run = [t]  # per-run inputs of the LSTM and of the MLP's bias
-            if self.with_horizon_feature:
-                run.append(horizon_features(acc.count, horizon, self.horizon_thresholds))
+            fraction = (
+                horizon_features(acc.count, horizon, self.horizon_thresholds)
+                if self.with_horizon_feature
+                else jnp.zeros((0,), jnp.float32)
+            )
             ms, vs = leaves_per_decay(acc.momentum), leaves_per_decay(acc.second_moment)
 
             # Per-tensor LSTM.
@@ -280,7 +282,7 @@ class RNNMLPOptimizer(Architecture):
                 ]
             )
             n = dynamic.shape[0]
-            shared = jnp.concatenate([t, losses, *run[1:]])
+            shared = jnp.concatenate([t, losses, fraction])
             deepsets = jnp.mean(dense(theta["deepsets"], state.h), axis=0)
             x = jnp.concatenate(
                 [
@@ -298,10 +300,10 @@ class RNNMLPOptimizer(Architecture):
             tensor_log_lr = dense(theta["lr_head"], h)[:, 0]  # (n,)
 
             # Per-parameter MLP (per-run and per-tensor inputs folded into its first-layer bias).
-            mlp_run = [t, losses, *run[1:]] if self.mlp_loss_features else run
+            run = [t, losses, fraction] if self.mlp_loss_features else [t, fraction]
             updates, pooled = [], []
             for i, (p, g, m, v) in enumerate(zip(p_leaves, g_leaves, ms, vs, strict=True)):
-                constants = jnp.concatenate([*mlp_run, to_mlp[i]])
+                constants = jnp.concatenate([*run, to_mlp[i]])
                 (direction, magnitude), pooled_i = per_param_mlp(
                     theta["mlp"], param_features(p, g, m, v), constants, pool=True
                 )

@@ -272,7 +272,7 @@ class LearnedOptimizer(torch.optim.Optimizer):
         i09 = cfg.decays.index(0.9)
         counts = [s["step"] for s in states]
         times = {c: nets.time_features(c, cfg.timescales, device) for c in set(counts)}
-        horizons = {  # (0, ) without the horizon feature
+        horizons = {  # empty without the horizon feature
             c: nets.horizon_features(c, self.total_steps, cfg.horizon_thresholds, device)
             if cfg.with_horizon_feature
             else torch.zeros((0,), dtype=torch.float32, device=device)
