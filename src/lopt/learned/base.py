@@ -13,6 +13,7 @@ from typing import Any
 
 import equinox as eqx
 import jax
+import jax.numpy as jnp
 import optax
 
 from lopt.errors import LoptError, check_count, check_range
@@ -95,6 +96,17 @@ def check_update_args(kind: str, grads, params) -> None:
 def dense(layer, x: jax.Array) -> jax.Array:
     """Apply an ``eqx.nn.Linear`` to a batch ``x (..., in)`` -> ``(..., out)``."""
     return x @ layer.weight.T + layer.bias
+
+
+def first_layer_by_name(saved_first, saved_names, layer, names):
+    """``layer`` (an ``eqx.nn.Linear`` whose inputs are ``names``, then any unnamed ones) with
+    the saved first layer's weights by input name and its bias; zero weights on every input
+    the saved layer did not read, so the layer computes what the saved one did."""
+    column = dict(zip(saved_names, saved_first.weight.T, strict=True))
+    zeros = jnp.zeros(saved_first.weight.shape[0], saved_first.weight.dtype)
+    unnamed = layer.weight.shape[1] - len(names)
+    weight = jnp.stack([column.get(n, zeros) for n in names] + [zeros] * unnamed, axis=1)
+    return eqx.tree_at(lambda la: (la.weight, la.bias), layer, (weight, saved_first.bias))
 
 
 def zero_last_layer(layers: list) -> list:

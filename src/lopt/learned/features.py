@@ -154,7 +154,10 @@ def time_features(step: jax.Array, timescales: tuple[float, ...]) -> jax.Array:
 HORIZON_SHARPNESS = 10.0
 
 
-def horizon_feature_names(thresholds: tuple[float, ...]) -> tuple[str, ...]:
+def horizon_feature_names(with_feature: bool, thresholds: tuple[float, ...]) -> tuple[str, ...]:
+    """The horizon features' names (none without ``with_feature``)."""
+    if not with_feature:
+        return ()
     return ("fraction_of_horizon", *(f"fraction_of_horizon_past_{c:g}" for c in thresholds))
 
 
@@ -167,7 +170,7 @@ def check_horizon_thresholds(kind: str, with_feature: bool, thresholds) -> None:
 
 
 def horizon_features(count: jax.Array, horizon, thresholds: tuple[float, ...] = ()) -> jax.Array:
-    """The ``horizon_feature_names(thresholds)`` features after ``count`` updates."""
+    """The ``horizon_feature_names(True, thresholds)`` features after ``count`` updates."""
     if horizon is None:
         fraction = jnp.zeros((), jnp.float32)
     else:

@@ -25,7 +25,14 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from lopt.learned.base import Architecture, check_config, check_update_args, dense, zero_last_layer
+from lopt.learned.base import (
+    Architecture,
+    check_config,
+    check_update_args,
+    dense,
+    first_layer_by_name,
+    zero_last_layer,
+)
 from lopt.learned.distance import (
     DistanceStats,
     check_distance_scaling,
@@ -117,12 +124,6 @@ class RNNMLPOptimizer(Architecture):
         check_horizon_thresholds(self.kind, self.with_horizon_feature, self.horizon_thresholds)
 
     @property
-    def horizon_feature_names(self) -> tuple[str, ...]:
-        if not self.with_horizon_feature:
-            return ()
-        return horizon_feature_names(self.horizon_thresholds)
-
-    @property
     def param_feature_names(self) -> tuple[str, ...]:
         """The per-parameter MLP's inputs before the LSTM's message: per-parameter features,
         then the per-run ones folded into its bias."""
@@ -131,7 +132,7 @@ class RNNMLPOptimizer(Architecture):
             param_feature_names(self.decays)
             + time_feature_names(self.timescales)
             + loss
-            + self.horizon_feature_names
+            + horizon_feature_names(self.with_horizon_feature, self.horizon_thresholds)
         )
 
     @property
@@ -145,7 +146,7 @@ class RNNMLPOptimizer(Architecture):
             *(f"log_dim_{i}" for i in range(MAX_RANK)),
             *time_feature_names(self.timescales),
             *LOSS_FEATURE_NAMES,
-            *self.horizon_feature_names,
+            *horizon_feature_names(self.with_horizon_feature, self.horizon_thresholds),
             *(f"mlp_pooled_{i}" for i in range(self.mlp_hidden[-1])),
             *(f"deepsets_{i}" for i in range(self.deepsets)),
         )
@@ -199,12 +200,7 @@ class RNNMLPOptimizer(Architecture):
             return None
         fresh = self.init_theta(jax.random.key(0))
         saved_first, *saved_rest = theta["mlp"]
-        column = dict(zip(saved.feature_names, saved_first.weight.T, strict=True))
-        zeros = jnp.zeros(saved_first.weight.shape[0], saved_first.weight.dtype)
-        weight = jnp.stack([column.get(n, zeros) for n in names] + [zeros] * self.to_mlp, axis=1)
-        first = eqx.tree_at(
-            lambda la: (la.weight, la.bias), fresh["mlp"][0], (weight, saved_first.bias)
-        )
+        first = first_layer_by_name(saved_first, saved.feature_names, fresh["mlp"][0], names)
         identities = [
             eqx.tree_at(
                 lambda la: (la.weight, la.bias),

@@ -23,7 +23,13 @@ import jax.numpy as jnp
 import optax
 
 from lopt.errors import LoptError
-from lopt.learned.base import Architecture, check_config, check_update_args, zero_last_layer
+from lopt.learned.base import (
+    Architecture,
+    check_config,
+    check_update_args,
+    first_layer_by_name,
+    zero_last_layer,
+)
 from lopt.learned.distance import (
     DistanceStats,
     check_distance_scaling,
@@ -112,9 +118,7 @@ class MLPOptimizer(Architecture):
     @property
     def feature_names(self) -> tuple[str, ...]:
         loss = LOSS_FEATURE_NAMES if self.with_loss_features else ()
-        horizon = (
-            horizon_feature_names(self.horizon_thresholds) if self.with_horizon_feature else ()
-        )
+        horizon = horizon_feature_names(self.with_horizon_feature, self.horizon_thresholds)
         return (
             param_feature_names(self.decays) + time_feature_names(self.timescales) + loss + horizon
         )
@@ -137,12 +141,12 @@ class MLPOptimizer(Architecture):
         exactly the saved one's updates until meta-training moves them."""
         if saved.kind != self.kind or not set(saved.feature_names) <= set(self.feature_names):
             return None
-        saved_first = theta["mlp"][0]
-        column = dict(zip(saved.feature_names, saved_first.weight.T, strict=True))
-        zeros = jnp.zeros(saved_first.weight.shape[0], saved_first.weight.dtype)
-        weight = jnp.stack([column.get(n, zeros) for n in self.feature_names], axis=1)
-        first = self.init_theta(jax.random.key(0))["mlp"][0]
-        first = eqx.tree_at(lambda la: (la.weight, la.bias), first, (weight, saved_first.bias))
+        first = first_layer_by_name(
+            theta["mlp"][0],
+            saved.feature_names,
+            self.init_theta(jax.random.key(0))["mlp"][0],
+            self.feature_names,
+        )
         return {**theta, "mlp": [first, *theta["mlp"][1:]]}
 
     def input_mask(self, features: tuple[str, ...]):

@@ -33,6 +33,11 @@ def num_param_features(decays: tuple[float, ...]) -> int:
     return 2 + 3 * len(decays)
 
 
+def num_horizon_features(with_feature: bool, thresholds: tuple[float, ...]) -> int:
+    """The fraction of the run done, then one step feature per threshold (none without)."""
+    return 1 + len(thresholds) if with_feature else 0
+
+
 @dataclass(frozen=True)
 class MLPConfig:
     """Static config of ``lopt.learned.MLPOptimizer`` (kind ``"mlp"``); same fields, defaults."""
@@ -59,7 +64,7 @@ class MLPConfig:
         shared = (
             len(self.timescales)
             + (NUM_LOSS_FEATURES if self.with_loss_features else 0)
-            + (1 + len(self.horizon_thresholds) if self.with_horizon_feature else 0)
+            + num_horizon_features(self.with_horizon_feature, self.horizon_thresholds)
         )
         sizes = (num_param_features(self.decays) + shared, *self.hidden, 2)
         return {"['log_lr']": (), **_linear_shapes("['mlp']", sizes)}
@@ -90,10 +95,6 @@ class RNNMLPConfig:
     kind = "rnn-mlp"
 
     @property
-    def num_horizon_features(self) -> int:
-        return 1 + len(self.horizon_thresholds) if self.with_horizon_feature else 0
-
-    @property
     def num_tensor_features(self) -> int:
         """LSTM inputs: 3 log-RMS, is_scalar, log size, MAX_RANK log dims, time, loss, horizon,
         pooled MLP hidden, DeepSets."""
@@ -103,7 +104,7 @@ class RNNMLPConfig:
             + MAX_RANK
             + len(self.timescales)
             + NUM_LOSS_FEATURES
-            + self.num_horizon_features
+            + num_horizon_features(self.with_horizon_feature, self.horizon_thresholds)
             + self.mlp_hidden[-1]
             + self.deepsets
         )
@@ -113,7 +114,7 @@ class RNNMLPConfig:
             num_param_features(self.decays)
             + len(self.timescales)
             + (NUM_LOSS_FEATURES if self.mlp_loss_features else 0)
-            + self.num_horizon_features
+            + num_horizon_features(self.with_horizon_feature, self.horizon_thresholds)
             + self.to_mlp
         )
         gates = 4 * self.lstm_hidden
