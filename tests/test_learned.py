@@ -542,6 +542,26 @@ def test_distance_scaling_multiplies_the_step_within_its_bounds(kind, ref, facto
         params = optax.apply_updates(params, u)
 
 
+@pytest.mark.parametrize("kind", ["mlp", "rnn-mlp"])
+def test_distance_decay_shrinks_the_log_multiplier_over_the_run(kind):
+    """With ``distance_decay`` the saturated multiplier 3 is ``3^(1 − t/T)`` at update t of a
+    run of T steps (1 at its end), and stays 3 when the run's length is not given."""
+    base = {"mlp": {"kind": "mlp", "hidden": [4]}, "rnn-mlp": TINY["rnn-mlp"]}[kind]
+    arch = build_architecture(
+        {**base, "distance_power": 0.5, "distance_ref": 1e-9, "distance_decay": True}
+    )
+    opt = arch.optimizer(arch.init_theta(jax.random.key(1)))
+    for horizon, factors in ((4, 3.0 ** (1 - np.arange(1, 5) / 4)), (None, [3.0] * 4)):
+        params, adam = _params(), optax.adam(1e-3)
+        s, a = opt.init(params), adam.init(params)
+        for i, factor in enumerate(factors):
+            u, s = opt.update(_grads(params, i), s, params, loss=jnp.float32(1.0), horizon=horizon)
+            v, a = adam.update(_grads(params, i), a, params)
+            for x, y in zip(jax.tree.leaves(u), jax.tree.leaves(v), strict=True):
+                np.testing.assert_allclose(x, factor * y, rtol=2e-5, atol=1e-9)
+            params = optax.apply_updates(params, u)
+
+
 def test_trust_region_caps_the_update_rms_and_keeps_its_direction():
     rms = lambda x: float(jnp.sqrt(jnp.mean(jnp.square(x))))
     param = jax.random.normal(jax.random.key(0), (6, 7)) * 0.2

@@ -47,12 +47,13 @@ ARCHITECTURES = {
         "distance_power": 0.5,
         "distance_ref": 2e-3,
     },
-    "rnn-mlp-distance": {  # likewise: the multiplier moves within (1, 3)
+    "rnn-mlp-distance": {  # likewise, and its log falls to 0 at the horizon (step 80)
         "kind": "rnn-mlp",
         "mlp_hidden": [8, 8],
         "trust_ratio": 3e-4,
         "distance_power": 0.5,
         "distance_ref": 2e-3,
+        "distance_decay": True,
     },
     "rnn-mlp-run-features": {  # the loss and horizon features in the per-parameter MLP too
         "kind": "rnn-mlp",

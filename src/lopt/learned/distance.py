@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from lopt.errors import check_range
+from lopt.learned.features import run_fraction
 
 B1, B2 = 0.9, 0.999
 D0 = 1e-6  # Prodigy's initial estimate
@@ -77,14 +78,17 @@ def log_distance_scale(stats: DistanceStats, power: float, ref: float, most: flo
     return jnp.clip(power * jnp.log(stats.d / ref), 0.0, math.log(most))
 
 
-def distance_scaled_log_lr(arch, stats: DistanceStats | None, grads, params, log_lr):
-    """One step of an architecture's distance scaling (its ``distance_power``, ``distance_ref``
-    and ``distance_max``): the updated estimate (``None`` when the scaling is off) and ``log_lr``
-    plus the log step multiplier."""
+def distance_scaled_log_lr(arch, stats: DistanceStats | None, grads, params, log_lr, horizon=None):
+    """One step of an architecture's distance scaling (its ``distance_power``, ``distance_ref``,
+    ``distance_max`` and ``distance_decay``): the updated estimate (``None`` when the scaling is
+    off) and ``log_lr`` plus the log step multiplier. With ``distance_decay`` the log multiplier
+    falls linearly to 0 over the run, ``× (1 − t / horizon)`` (no decay without a horizon)."""
     if arch.distance_power <= 0:
         return None, log_lr
     stats = update_distance(stats, grads, params)
     scale = log_distance_scale(stats, arch.distance_power, arch.distance_ref, arch.distance_max)
+    if arch.distance_decay:
+        scale = scale * (1.0 - run_fraction(stats.count, horizon))
     return stats, log_lr + scale
 
 

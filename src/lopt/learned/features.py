@@ -169,14 +169,19 @@ def check_horizon_thresholds(kind: str, with_feature: bool, thresholds) -> None:
         )
 
 
+def run_fraction(count: jax.Array, horizon) -> jax.Array:
+    """The fraction of the run done after ``count`` updates, ``count / horizon`` within
+    ``[0, 1]`` in float32; 0 when the horizon is unknown (``None`` or not positive)."""
+    if horizon is None:
+        return jnp.zeros((), jnp.float32)
+    horizon = jnp.asarray(horizon, jnp.float32)
+    fraction = count.astype(jnp.float32) / jnp.maximum(horizon, 1.0)
+    return jnp.where(horizon > 0, jnp.clip(fraction, 0.0, 1.0), 0.0)
+
+
 def horizon_features(count: jax.Array, horizon, thresholds: tuple[float, ...] = ()) -> jax.Array:
     """The ``horizon_feature_names(True, thresholds)`` features after ``count`` updates."""
-    if horizon is None:
-        fraction = jnp.zeros((), jnp.float32)
-    else:
-        horizon = jnp.asarray(horizon, jnp.float32)
-        fraction = count.astype(jnp.float32) / jnp.maximum(horizon, 1.0)
-        fraction = jnp.where(horizon > 0, jnp.clip(fraction, 0.0, 1.0), 0.0)
+    fraction = run_fraction(count, horizon)
     steps = jnp.tanh(HORIZON_SHARPNESS * (fraction - jnp.asarray(thresholds, jnp.float32)))
     return jnp.concatenate([fraction[None], steps])
 

@@ -88,8 +88,9 @@ class RNNMLPOptimizer(Architecture):
         decays, timescales, step_mult, exp_mult: as in ``MLPOptimizer``.
         clip_mult: gradient clip threshold in units of the gradient-RMS EMA (times exp(θ)).
         trust_ratio, trust_floor: the per-tensor trust region, as in ``MLPOptimizer``.
-        distance_power, distance_ref, distance_max: distance scaling, as in ``MLPOptimizer``
-            (Prodigy's estimate is fed the gradients before the learned clipping).
+        distance_power, distance_ref, distance_max, distance_decay: distance scaling, as in
+            ``MLPOptimizer`` (Prodigy's estimate is fed the gradients before the learned
+            clipping).
         mlp_loss_features: also fold the per-run loss features (which the LSTM always reads)
             into the per-parameter MLP's first-layer bias, as ``MLPOptimizer``'s
             ``with_loss_features`` does.
@@ -113,6 +114,7 @@ class RNNMLPOptimizer(Architecture):
     distance_power: float = 0.0
     distance_ref: float = 0.05
     distance_max: float = 3.0
+    distance_decay: bool = False
     mlp_loss_features: bool = False
     with_horizon_feature: bool = False
     horizon_thresholds: tuple[float, ...] = ()
@@ -246,7 +248,7 @@ class RNNMLPOptimizer(Architecture):
             p_leaves = jax.tree.leaves(params)
             rms = lambda x: jnp.sqrt(jnp.mean(jnp.square(x)) + EPS)
             distance, log_lr = distance_scaled_log_lr(
-                self, state.distance, grads, params, theta["log_lr"]
+                self, state.distance, grads, params, theta["log_lr"], horizon
             )
 
             # Learned dynamic gradient clipping.

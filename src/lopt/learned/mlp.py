@@ -86,6 +86,9 @@ class MLPOptimizer(Architecture):
             optimizer's run (``lopt.learned.distance``; 0: off). Not learned, like the trust
             region; it gives the network a per-task step scale that its inputs cannot see.
         distance_ref, distance_max: see ``distance_power``.
+        distance_decay: let the log of that multiplier fall linearly to 0 over the run
+            (``× (1 − t / horizon)``, from ``update``'s ``horizon=`` argument; no decay when
+            it is not given), so that the scaled steps do not last into the end of a long run.
         with_horizon_feature: also feed the network the run's progress towards its length
             (``horizon_feature_names``: from ``update``'s ``horizon=`` argument, the run's total
             number of steps; 0 when it is not given), folded into the first layer's bias.
@@ -106,6 +109,7 @@ class MLPOptimizer(Architecture):
     distance_power: float = 0.0
     distance_ref: float = 0.05
     distance_max: float = 3.0
+    distance_decay: bool = False
     with_horizon_feature: bool = False
     horizon_thresholds: tuple[float, ...] = ()
 
@@ -182,7 +186,7 @@ class MLPOptimizer(Architecture):
                 fraction = horizon_features(acc.count, horizon, self.horizon_thresholds)
                 t = jnp.concatenate([t, fraction])
             distance, log_lr = distance_scaled_log_lr(
-                self, state.distance, grads, params, theta["log_lr"]
+                self, state.distance, grads, params, theta["log_lr"], horizon
             )
 
             def per_tensor(p, g, ms, vs):

@@ -54,6 +54,7 @@ class MLPConfig:
     distance_power: float = 0.0
     distance_ref: float = 0.05
     distance_max: float = 3.0
+    distance_decay: bool = False
     with_horizon_feature: bool = False
     horizon_thresholds: tuple[float, ...] = ()
 
@@ -88,6 +89,7 @@ class RNNMLPConfig:
     distance_power: float = 0.0
     distance_ref: float = 0.05
     distance_max: float = 3.0
+    distance_decay: bool = False
     mlp_loss_features: bool = False
     with_horizon_feature: bool = False
     horizon_thresholds: tuple[float, ...] = ()
@@ -259,15 +261,20 @@ def time_features(count: int, timescales: tuple[float, ...], device) -> torch.Te
     return torch.tanh(step / torch.tensor(timescales, dtype=torch.float32, device=device))
 
 
+def run_fraction(count: int, horizon: int | None, device) -> torch.Tensor:
+    """The fraction of the run done, ``count / horizon`` within [0, 1], float32 (0 when the
+    horizon is unknown)."""
+    if not horizon:
+        return torch.zeros((), dtype=torch.float32, device=device)
+    step = torch.tensor(float(count), dtype=torch.float32, device=device)
+    return (step / float(horizon)).clamp(0.0, 1.0)
+
+
 def horizon_features(
     count: int, horizon: int | None, thresholds: tuple[float, ...], device
 ) -> torch.Tensor:
-    """The fraction of the run done, ``count / horizon`` within [0, 1] (0 when the horizon is
-    unknown), then ``tanh(10·(fraction − c))`` per threshold, float32."""
-    fraction = torch.zeros((), dtype=torch.float32, device=device)
-    if horizon:
-        step = torch.tensor(float(count), dtype=torch.float32, device=device)
-        fraction = (step / float(horizon)).clamp(0.0, 1.0)
+    """``run_fraction``, then ``tanh(10·(fraction − c))`` per threshold, float32."""
+    fraction = run_fraction(count, horizon, device)
     cuts = torch.tensor(thresholds, dtype=torch.float32, device=device)
     return torch.cat([fraction.reshape(1), torch.tanh(HORIZON_SHARPNESS * (fraction - cuts))])
 

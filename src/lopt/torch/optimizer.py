@@ -241,9 +241,13 @@ class LearnedOptimizer(torch.optim.Optimizer):
             tensors.append((p.grad.to(torch.float32), p32, state["initial"], state["grad_sum"]))
         stats = {k: v.to(device) if torch.is_tensor(v) else v for k, v in self._distance.items()}
         self._distance = nets.update_distance(stats, tensors, device)
-        return nets.log_distance_scale(
+        scale = nets.log_distance_scale(
             self._distance["d"], cfg.distance_power, cfg.distance_ref, cfg.distance_max
         )
+        if cfg.distance_decay:  # falls linearly to 0 over the run (lopt.learned.distance)
+            fraction = nets.run_fraction(self._distance["count"], self.total_steps, device)
+            scale = scale * (1.0 - fraction)
+        return scale
 
     def _step_rnn_mlp(self, active: list, loss, valid_loss) -> None:
         cfg = self.config
