@@ -76,7 +76,8 @@ def load(path, total_steps: int | None = None) -> optax.GradientTransformationEx
     """Any saved learned optimizer (file, stem or run directory) as an optax transformation.
 
     ``total_steps``: the length of the training run, for optimizers that condition on it (the
-    horizon feature); the same as passing ``horizon=total_steps`` to every ``update``.
+    horizon feature, a decaying distance scale); the same as passing ``horizon=total_steps`` to
+    every ``update``.
     """
     from lopt.learned.base import with_horizon
     from lopt.learned.io import load_theta

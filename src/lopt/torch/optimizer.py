@@ -41,7 +41,7 @@ class LearnedOptimizer(torch.optim.Optimizer):
             fast on large models, at the price of a compilation (seconds) at the first step
             (``lopt.torch.compiled``).
         total_steps: the length of the training run, for optimizers that condition on it (an
-            "mlp" or "rnn-mlp" with ``with_horizon_feature``), as
+            "mlp" or "rnn-mlp" with ``with_horizon_feature`` or ``distance_decay``), as
             ``lopt.load(..., total_steps=...)``;
             ``None``: unknown (others ignore it).
 
