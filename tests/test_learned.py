@@ -526,16 +526,22 @@ def test_distance_estimate_is_prodigys():
 def test_distance_scaling_multiplies_the_step_within_its_bounds(kind, ref, factor):
     """A fresh ``mlp`` or ``rnn-mlp`` with distance scaling is Adam times ``(d/ref)^power``
     clipped to ``[1, distance_max]``: the largest factor for a tiny ``ref``, none for a huge one."""
+    arch = _distance_scaled(kind, {"distance_power": 0.5, "distance_ref": ref})
+    _assert_adam_times(arch, [factor] * 3)
+
+
+def _distance_scaled(kind: str, settings: dict):
     base = {"mlp": {"kind": "mlp", "hidden": [4]}, "rnn-mlp": TINY["rnn-mlp"]}[kind]
-    arch = build_architecture({**base, "distance_power": 0.5, "distance_ref": ref})
-    opt, adam, params = (
-        arch.optimizer(arch.init_theta(jax.random.key(1))),
-        optax.adam(1e-3),
-        _params(),
-    )
+    return build_architecture({**base, **settings})
+
+
+def _assert_adam_times(arch, factors, horizon=None):
+    """A fresh ``arch`` makes Adam's updates (lr 10⁻³) times ``factors[t]`` at step t."""
+    opt = arch.optimizer(arch.init_theta(jax.random.key(1)))
+    params, adam = _params(), optax.adam(1e-3)
     s, a = opt.init(params), adam.init(params)
-    for i in range(3):
-        u, s = opt.update(_grads(params, i), s, params, loss=jnp.float32(1.0))
+    for i, factor in enumerate(factors):
+        u, s = opt.update(_grads(params, i), s, params, loss=jnp.float32(1.0), horizon=horizon)
         v, a = adam.update(_grads(params, i), a, params)
         for x, y in zip(jax.tree.leaves(u), jax.tree.leaves(v), strict=True):
             np.testing.assert_allclose(x, factor * y, rtol=2e-5, atol=1e-9)
@@ -546,20 +552,10 @@ def test_distance_scaling_multiplies_the_step_within_its_bounds(kind, ref, facto
 def test_distance_decay_shrinks_the_log_multiplier_over_the_run(kind):
     """With ``distance_decay`` the saturated multiplier 3 is ``3^(1 − t/T)`` at update t of a
     run of T steps (1 at its end), and stays 3 when the run's length is not given."""
-    base = {"mlp": {"kind": "mlp", "hidden": [4]}, "rnn-mlp": TINY["rnn-mlp"]}[kind]
-    arch = build_architecture(
-        {**base, "distance_power": 0.5, "distance_ref": 1e-9, "distance_decay": True}
-    )
-    opt = arch.optimizer(arch.init_theta(jax.random.key(1)))
-    for horizon, factors in ((4, 3.0 ** (1 - np.arange(1, 5) / 4)), (None, [3.0] * 4)):
-        params, adam = _params(), optax.adam(1e-3)
-        s, a = opt.init(params), adam.init(params)
-        for i, factor in enumerate(factors):
-            u, s = opt.update(_grads(params, i), s, params, loss=jnp.float32(1.0), horizon=horizon)
-            v, a = adam.update(_grads(params, i), a, params)
-            for x, y in zip(jax.tree.leaves(u), jax.tree.leaves(v), strict=True):
-                np.testing.assert_allclose(x, factor * y, rtol=2e-5, atol=1e-9)
-            params = optax.apply_updates(params, u)
+    settings = {"distance_power": 0.5, "distance_ref": 1e-9, "distance_decay": True}
+    arch = _distance_scaled(kind, settings)
+    _assert_adam_times(arch, 3.0 ** (1 - np.arange(1, 5) / 4), horizon=4)
+    _assert_adam_times(arch, [3.0] * 4)
 
 
 def test_trust_region_caps_the_update_rms_and_keeps_its_direction():
