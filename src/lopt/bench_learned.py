@@ -44,8 +44,8 @@ def mlp_params(num_params: int) -> dict:
     }
 
 
-def update_time(optimizer, params, calls: int, repeats: int) -> float:
-    """Seconds per jitted ``update`` call (best of ``repeats`` loops of ``calls``)."""
+def _update_loop(optimizer, params, calls: int):
+    """A function making ``calls`` jitted ``update`` calls (compiled here, not when timed)."""
     state = optimizer.init(params)
     grads = jax.tree.map(lambda p: 0.01 * p, params)
     step = jax.jit(lambda g, s, p: optimizer.update(g, s, p, loss=jnp.float32(1.0)))
@@ -57,7 +57,24 @@ def update_time(optimizer, params, calls: int, repeats: int) -> float:
             out = step(grads, state, params)
         return out
 
-    return best_time(loop, repeats) / calls
+    return loop
+
+
+def update_times(optimizers: dict, params, calls: int, repeats: int) -> dict[str, float]:
+    """Seconds per jitted ``update`` call of each optimizer: best of ``repeats`` loops of
+    ``calls``, the optimizers taking turns loop by loop, so that a slow phase of a shared machine
+    falls on all of them alike and their ratios stay side by side."""
+    loops = {name: _update_loop(opt, params, calls) for name, opt in optimizers.items()}
+    best = dict.fromkeys(loops, float("inf"))
+    for _ in range(repeats):
+        for name, loop in loops.items():
+            best[name] = min(best[name], best_time(loop, 1))
+    return {name: seconds / calls for name, seconds in best.items()}
+
+
+def update_time(optimizer, params, calls: int, repeats: int) -> float:
+    """Seconds per jitted ``update`` call of one optimizer (``update_times``)."""
+    return update_times({"it": optimizer}, params, calls, repeats)["it"]
 
 
 def accumulators_only(decays: tuple[float, ...]) -> optax.GradientTransformationExtraArgs:
@@ -81,17 +98,18 @@ def update_ratios(quick: bool = False) -> dict:
     rows = {}
     for size in SIZES[:2] if quick else SIZES:
         params = mlp_params(size)
-        adam = update_time(optax.with_extra_args_support(optax.adam(1e-3)), params, calls, repeats)
+        optimizers = {"adam": optax.with_extra_args_support(optax.adam(1e-3))}
+        for name, config in ARCHITECTURES.items():
+            arch = build_architecture(config)
+            optimizers[name] = arch.optimizer(arch.init_theta(jax.random.key(0)))
+            optimizers[f"{name}_accumulators"] = accumulators_only(arch.decays)
+        times = update_times(optimizers, params, calls, repeats)
+        adam = times.pop("adam")
         row = {
             "num_params": int(sum(p.size for p in jax.tree.leaves(params))),
             "adam_ms": 1e3 * adam,
+            **{f"{name}_ratio": seconds / adam for name, seconds in times.items()},
         }
-        for name, config in ARCHITECTURES.items():
-            arch = build_architecture(config)
-            opt = arch.optimizer(arch.init_theta(jax.random.key(0)))
-            row[f"{name}_ratio"] = update_time(opt, params, calls, repeats) / adam
-            floor = accumulators_only(arch.decays)
-            row[f"{name}_accumulators_ratio"] = update_time(floor, params, calls, repeats) / adam
         rows[str(size)] = row
     return rows
 
