@@ -24,10 +24,15 @@ from lopt.tasks import (
     get_task,
     task_names,
 )
-from lopt.tasks.classifiers import MLPClassifier, MLPClassifierConfig
+from lopt.tasks.classifiers import MLPClassifier, MLPClassifierConfig, MLPClassifierFamily
 from lopt.tasks.models import conv_as_matmul
-from lopt.tasks.registry import HELDOUT_FRESH_TASKS
-from lopt.tasks.regression import Autoencoder, AutoencoderConfig
+from lopt.tasks.registry import HELDOUT_FRESH_TASKS, HELDOUT_UNSEEN_TASKS
+from lopt.tasks.regression import (
+    Autoencoder,
+    AutoencoderConfig,
+    MLPRegressor,
+    MLPRegressorConfig,
+)
 from lopt.tasks.synthetic import Quadratic, QuadraticConfig
 from lopt.train import train
 
@@ -133,8 +138,9 @@ def test_heldout_tasks_are_never_sampled_in_meta_training():
     """No held-out named task's config can be drawn from a meta-training family (checked on
     2000 draws per family: the config spaces are small and discrete), and held-out families
     share no name with meta-training families."""
-    heldout = {get_task(name).config for name in (*HELDOUT_TASKS, *HELDOUT_FRESH_TASKS)}
-    assert len(heldout) == len(HELDOUT_TASKS) + len(HELDOUT_FRESH_TASKS)  # all distinct
+    names = (*HELDOUT_TASKS, *HELDOUT_FRESH_TASKS, *HELDOUT_UNSEEN_TASKS)
+    heldout = {get_task(name).config for name in names}
+    assert len(heldout) == len(names)  # all distinct
     for name in META_TRAIN_FAMILIES:
         rng = np.random.default_rng(0)
         sampled = {FAMILIES[name].sample_config(rng) for _ in range(2000)}
@@ -155,8 +161,29 @@ def test_autoencoders_reconstruct_features_in_the_unit_interval():
     np.testing.assert_allclose(pooled.max(axis=0), 1.0, rtol=1e-6)
     params = cancer.init(jax.random.key(0))
     assert params.layers[0].weight.shape == (16, 30) and params.layers[-1].weight.shape == (30, 16)
+    signals = Autoencoder(AutoencoderConfig(dataset="mnist1d"))
+    pooled = np.concatenate([np.asarray(signals.eval_batch(s)[0]) for s in SPLITS])
+    assert pooled.shape[1] == 40 and pooled.min() >= 0.0 and pooled.max() <= 1.0 + 1e-6
     with pytest.raises(LoptError, match="dataset: 'wine'"):
         Autoencoder(AutoencoderConfig(dataset="wine"))
+
+
+def test_regression_on_diabetes_is_half_mse_on_a_standardized_target():
+    """The diabetes regressors predict a target standardized over the whole dataset; a linear
+    model's loss is ½ MSE computed by hand; classifiers refuse a regression dataset."""
+    task = MLPRegressor(MLPRegressorConfig(hidden=()))
+    target = np.concatenate([task.data.y[s] for s in SPLITS])
+    assert target.shape == (442,) and target.dtype == np.float32
+    np.testing.assert_allclose([target.mean(), target.std()], [0.0, 1.0], atol=1e-5)
+    params = task.init(jax.random.key(0))
+    x, y = task.eval_batch("test")
+    layer = params.layers[0]
+    by_hand = 0.5 * np.mean((np.asarray(x) @ np.asarray(layer.weight[0]) + layer.bias[0] - y) ** 2)
+    np.testing.assert_allclose(task.loss(params, (x, y)), by_hand, rtol=1e-5)
+    with pytest.raises(LoptError, match="dataset: 'diabetes'"):
+        MLPClassifierFamily("diabetes")
+    with pytest.raises(LoptError, match="dataset: 'iris'"):
+        MLPRegressor(MLPRegressorConfig(dataset="iris"))
 
 
 def test_unknown_task_lists_valid_names():

@@ -1,6 +1,7 @@
 """Classifier task families on the offline datasets: MLPs (logistic regression when there are no
-hidden layers) on digits / MNIST-1D / breast_cancer / wine, and small conv nets on digits (8×8
-images), MNIST-1D (length-40 signals) and breast_cancer (its 30 features as a length-30 signal)."""
+hidden layers) on digits / MNIST-1D / breast_cancer / wine / iris, and small conv nets on digits
+(8×8 images), MNIST-1D (length-40 signals) and breast_cancer (its 30 features as a length-30
+signal)."""
 
 from __future__ import annotations
 
@@ -11,10 +12,9 @@ import numpy as np
 
 from lopt.errors import LoptError, check_choice, check_range
 from lopt.tasks.base import DataTask, TaskFamily, config_name, cross_entropy
-from lopt.tasks.datasets import DATASETS
 from lopt.tasks.models import ACTIVATIONS, MLP, ConvNet, scale_init
 
-CLASSIFICATION_SETS = ("digits", "mnist1d", "breast_cancer", "wine")
+CLASSIFICATION_SETS = ("digits", "mnist1d", "breast_cancer", "wine", "iris")
 
 
 @dataclass(frozen=True)
@@ -91,7 +91,7 @@ class MLPClassifierFamily(TaskFamily):
     """MLP classifiers on one dataset, width/depth/activation/batch/init scale sampled."""
 
     def __init__(self, dataset: str, widths=(16, 32, 64), depths=(1, 2)):
-        check_choice("dataset", dataset, DATASETS)
+        check_choice("dataset", dataset, CLASSIFICATION_SETS)
         self.dataset, self.widths, self.depths = dataset, widths, depths
         self.name = f"mlp-{dataset}"
 

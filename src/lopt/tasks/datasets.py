@@ -1,8 +1,9 @@
 """Offline datasets, each split four ways: train / inner_valid / outer_valid / test.
 
-Nothing here downloads. Sources: scikit-learn's bundled sets (digits, breast_cancer, wine),
-MNIST-1D generated procedurally by the ``mnist1d`` package, and English prose from Python's own
-``pydoc_data/topics.py`` (plus stdlib ``.py`` files as a code corpus) for character-level models.
+Nothing here downloads. Sources: scikit-learn's bundled sets (digits, breast_cancer, wine, iris;
+diabetes for regression), MNIST-1D generated procedurally by the ``mnist1d`` package, and English
+prose from Python's own ``pydoc_data/topics.py`` (plus stdlib ``.py`` files as a code corpus) for
+character-level models.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from lopt.errors import unknown_name
 
 SPLITS = ("train", "inner_valid", "outer_valid", "test")
 # Fractions of a pooled dataset given to each split (same order as SPLITS). Datasets with fewer
-# than SMALL_DATASET rows (wine) give validation more, so that selecting on it means something.
+# than SMALL_DATASET rows (wine, iris, diabetes) give validation more, so that selecting on it
+# means something.
 SPLIT_FRACTIONS = (0.6, 0.1, 0.1, 0.2)
 SMALL_SPLIT_FRACTIONS = (0.4, 0.2, 0.2, 0.2)
 SMALL_DATASET = 500
@@ -70,6 +72,16 @@ def _sklearn(loader: str) -> Dataset:
     x = x / 16.0 if loader == "digits" else _standardize(x)
     y = bunch.target.astype(np.int32)
     return _split_pool(loader, x, y, int(y.max()) + 1)
+
+
+def _sklearn_regression(loader: str) -> Dataset:
+    """A bundled regression set: features and the scalar target standardized over the dataset."""
+    import sklearn.datasets
+
+    bunch = getattr(sklearn.datasets, f"load_{loader}")()
+    x = _standardize(bunch.data.astype(np.float32))
+    y = _standardize(bunch.target.astype(np.float32))
+    return _split_pool(loader, x, y, 0)
 
 
 def _mnist1d() -> Dataset:
@@ -127,6 +139,8 @@ _LOADERS = {
     "digits": lambda: _sklearn("digits"),
     "breast_cancer": lambda: _sklearn("breast_cancer"),
     "wine": lambda: _sklearn("wine"),
+    "iris": lambda: _sklearn("iris"),
+    "diabetes": lambda: _sklearn_regression("diabetes"),
     "mnist1d": _mnist1d,
     "text-prose": lambda: _text("prose"),
     "text-code": lambda: _text("code"),

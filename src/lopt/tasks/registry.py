@@ -25,6 +25,9 @@ from lopt.tasks.regression import (
     Autoencoder,
     AutoencoderConfig,
     AutoencoderFamily,
+    MLPRegressor,
+    MLPRegressorConfig,
+    MLPRegressorFamily,
     TeacherStudent,
     TeacherStudentConfig,
     TeacherStudentFamily,
@@ -58,6 +61,9 @@ FAMILIES: dict[str, TaskFamily] = {
         TeacherStudentFamily(),
         AutoencoderFamily("digits"),
         AutoencoderFamily("breast_cancer"),
+        MLPClassifierFamily("iris", widths=(8, 16, 32)),
+        MLPRegressorFamily("diabetes"),
+        AutoencoderFamily("mnist1d"),
         CharLMFamily(),
         CharLMFamily("charlm-code", ("code",), (8,), (16, 32), (8, 16), (16,)),
     ]
@@ -77,8 +83,17 @@ META_TRAIN_FAMILIES = (
 )
 # Families sharing nothing with the meta-training families: no dataset, no architecture-and-data
 # combination, no function. (``fn2d`` and ``charlm`` overlap the restricted training families
-# ``fn2d-booth-himmelblau`` and ``charlm-code``, so they are neither.)
-HELDOUT_FAMILIES = ("mlp-mnist1d", "mlp-wine", "conv-mnist1d", "autoencoder-digits")
+# ``fn2d-booth-himmelblau`` and ``charlm-code``, so they are neither.) The last three were added
+# with the ``heldout-unseen`` set (seventeenth session).
+HELDOUT_FAMILIES = (
+    "mlp-mnist1d",
+    "mlp-wine",
+    "conv-mnist1d",
+    "autoencoder-digits",
+    "mlp-iris",
+    "mlp-diabetes",
+    "autoencoder-mnist1d",
+)
 
 
 def _mlp(dataset, hidden, activation="relu", batch_size=64, init_scale=1.0):
@@ -135,7 +150,26 @@ HELDOUT_FRESH_TASKS: dict[str, Callable[[], Task]] = {
     "autoencoder-digits-64-16": lambda: Autoencoder(AutoencoderConfig(64, 16)),
     "charlm-prose-small": lambda: CharLM(CharLMConfig("prose", 8, 32, 16, 16)),
 }
-TASKS: dict[str, Callable[[], Task]] = {**TRAIN_TASKS, **HELDOUT_TASKS, **HELDOUT_FRESH_TASKS}
+# A third held-out set, defined in the seventeenth session when every shipped optimizer had been
+# chosen partly on ``heldout-fresh``: tasks on data that no run or choice had ever touched —
+# two sklearn datasets new to lopt (iris; diabetes, a regression) and MNIST-1D's signals as
+# autoencoder inputs. Evaluated once per shipped optimizer; never used to choose anything.
+HELDOUT_UNSEEN_TASKS: dict[str, Callable[[], Task]] = {
+    "mlp-iris-16": _mlp("iris", [16], batch_size=16),
+    "mlp-iris-32x32-tanh": _mlp("iris", [32, 32], "tanh", batch_size=32),
+    "linreg-diabetes": lambda: MLPRegressor(MLPRegressorConfig("diabetes", (), batch_size=32)),
+    "mlp-diabetes-32": lambda: MLPRegressor(MLPRegressorConfig("diabetes", (32,), batch_size=32)),
+    "autoencoder-mnist1d-32-8": lambda: Autoencoder(AutoencoderConfig(32, 8, dataset="mnist1d")),
+    "autoencoder-mnist1d-64-4-tanh": lambda: Autoencoder(
+        AutoencoderConfig(64, 4, "tanh", dataset="mnist1d")
+    ),
+}
+TASKS: dict[str, Callable[[], Task]] = {
+    **TRAIN_TASKS,
+    **HELDOUT_TASKS,
+    **HELDOUT_FRESH_TASKS,
+    **HELDOUT_UNSEEN_TASKS,
+}
 
 TASK_SETS: dict[str, tuple[str, ...]] = {
     "tiny": ("quadratic-16", "mlp-digits-32", "logreg-wine"),
@@ -144,6 +178,7 @@ TASK_SETS: dict[str, tuple[str, ...]] = {
     "heldout-families": tuple(HELDOUT_FAMILY_TASKS),
     "heldout-configs": tuple(HELDOUT_CONFIG_TASKS),
     "heldout-fresh": tuple(HELDOUT_FRESH_TASKS),
+    "heldout-unseen": tuple(HELDOUT_UNSEEN_TASKS),
     "all": tuple(TASKS),
 }
 
@@ -153,6 +188,7 @@ TASK_GROUPS = {
     "held-out families": tuple(HELDOUT_FAMILY_TASKS),
     "held-out configs": tuple(HELDOUT_CONFIG_TASKS),
     "fresh held-out": tuple(HELDOUT_FRESH_TASKS),
+    "unseen held-out": tuple(HELDOUT_UNSEEN_TASKS),
 }
 
 

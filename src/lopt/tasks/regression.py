@@ -1,5 +1,6 @@
-"""Regression task families: teacher–student MLPs (infinite synthetic data) and MLP
-autoencoders on digits and on the breast-cancer features."""
+"""Regression task families: teacher–student MLPs (infinite synthetic data), MLP regressors on
+sklearn's diabetes data, and MLP autoencoders on digits, the breast-cancer features and
+MNIST-1D."""
 
 from __future__ import annotations
 
@@ -67,9 +68,42 @@ class TeacherStudent(Task):
 
 
 @dataclass(frozen=True)
+class MLPRegressorConfig:
+    """An MLP (linear regression without hidden layers) predicts a dataset's standardized
+    scalar target from its standardized features; loss ½ MSE."""
+
+    dataset: str = "diabetes"
+    hidden: tuple[int, ...] = (32,)
+    activation: str = "relu"
+    batch_size: int = 32
+
+
+REGRESSION_SETS = ("diabetes",)
+
+
+class MLPRegressor(DataTask):
+    def __init__(self, config: MLPRegressorConfig):
+        check_choice("dataset", config.dataset, REGRESSION_SETS)
+        check_choice("activation", config.activation, ACTIVATIONS)
+        check_range("batch_size", config.batch_size, 1, 4096)
+        for width in config.hidden:
+            check_range("hidden width", width, 1, 4096)
+        super().__init__(config_name("mlp-regression", config), config.dataset, config.batch_size)
+        self.config = config
+        self.sizes = (self._x["train"].shape[-1], *config.hidden, 1)
+
+    def init(self, key):
+        return MLP(self.sizes, self.config.activation, key=key)
+
+    def loss(self, params, batch):
+        x, y = batch
+        return 0.5 * jnp.mean((jax.vmap(params)(x)[:, 0] - y) ** 2)
+
+
+@dataclass(frozen=True)
 class AutoencoderConfig:
     """MLP autoencoder d → hidden → bottleneck → hidden → d with a sigmoid output on a dataset's
-    features in [0, 1] (digits: d = 64; breast_cancer: d = 30); loss ½ MSE."""
+    features in [0, 1] (digits: d = 64; breast_cancer: d = 30; mnist1d: d = 40); loss ½ MSE."""
 
     hidden: int = 32
     bottleneck: int = 8
@@ -81,7 +115,7 @@ class AutoencoderConfig:
 # Datasets an autoencoder reconstructs. Digits pixels are already in [0, 1]; other datasets'
 # (standardized) features are min-max scaled to [0, 1] over the whole dataset, as the
 # standardization itself is, so a sigmoid output can reach every target.
-AUTOENCODER_DATASETS = ("digits", "breast_cancer")
+AUTOENCODER_DATASETS = ("digits", "breast_cancer", "mnist1d")
 
 
 class Autoencoder(DataTask):
@@ -124,6 +158,25 @@ class TeacherStudentFamily(TaskFamily):
 
     def task(self, config):
         return TeacherStudent(config)
+
+
+class MLPRegressorFamily(TaskFamily):
+    def __init__(self, dataset: str = "diabetes"):
+        check_choice("dataset", dataset, REGRESSION_SETS)
+        self.dataset = dataset
+        self.name = f"mlp-{dataset}"
+
+    def sample_config(self, rng):
+        depth = int(rng.choice([0, 1, 2]))
+        return MLPRegressorConfig(
+            dataset=self.dataset,
+            hidden=tuple(int(rng.choice([16, 32, 64])) for _ in range(depth)),
+            activation=str(rng.choice(["relu", "tanh", "gelu"])),
+            batch_size=int(rng.choice([16, 32])),
+        )
+
+    def task(self, config):
+        return MLPRegressor(config)
 
 
 class AutoencoderFamily(TaskFamily):
