@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 
 import equinox as eqx
@@ -166,6 +167,31 @@ def test_autoencoders_reconstruct_features_in_the_unit_interval():
     assert pooled.shape[1] == 40 and pooled.min() >= 0.0 and pooled.max() <= 1.0 + 1e-6
     with pytest.raises(LoptError, match="dataset: 'wine'"):
         Autoencoder(AutoencoderConfig(dataset="wine"))
+
+
+def test_train_rows_keeps_the_first_training_rows_and_every_other_split():
+    """A small-data task trains on the first ``train_rows`` rows of the training split and
+    evaluates on the whole of the others; the ``-few`` families draw their other choices as the
+    full-data family does from the same generator, then the number of rows."""
+    full = MLPClassifier(MLPClassifierConfig("breast_cancer", (8,)))
+    few = MLPClassifier(MLPClassifierConfig("breast_cancer", (8,), train_rows=40))
+    assert few.rows("train") == 40 and full.rows("train") == full.data.size("train") > 40
+    x, y = few.eval_batch("train")
+    np.testing.assert_array_equal(x, full.data.x["train"][:40])
+    np.testing.assert_array_equal(y, full.data.y["train"][:40])
+    for split in SPLITS[1:]:
+        np.testing.assert_array_equal(few.eval_batch(split)[0], full.eval_batch(split)[0])
+    xb, _ = few.batch(jax.random.key(0), "train")
+    assert all(any(np.array_equal(row, r) for r in np.asarray(x)) for row in np.asarray(xb))
+    with pytest.raises(LoptError, match="train_rows: 0"):
+        MLPClassifier(MLPClassifierConfig("breast_cancer", (8,), train_rows=0))
+
+    family, small = FAMILIES["mlp-digits"], FAMILIES["mlp-digits-few"]
+    for seed in range(20):
+        a = family.sample_config(np.random.default_rng(seed))
+        b = small.sample_config(np.random.default_rng(seed))
+        assert b.train_rows in small.train_rows and a.train_rows is None
+        assert dataclasses.replace(b, train_rows=None) == a
 
 
 def test_regression_on_diabetes_is_half_mse_on_a_standardized_target():

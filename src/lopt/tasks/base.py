@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lopt.errors import LoptError, check_choice
+from lopt.errors import LoptError, check_choice, check_range
 from lopt.tasks.datasets import SPLITS
 
 Params = Any
@@ -125,11 +125,18 @@ def config_name(prefix: str, config: Any) -> str:
 
 
 class DataTask(Task):
-    """A supervised task on one of the offline datasets; subclasses supply model and loss."""
+    """A supervised task on one of the offline datasets; subclasses supply model and loss.
+
+    ``train_rows``: train on the first ``train_rows`` rows of the training split only (a
+    small-data task: it overfits unless its optimizer holds back); the other splits are kept
+    whole, so validation and test losses measure the same thing at every size.
+    """
 
     eval_cap: int = 1024
 
-    def __init__(self, name: str, dataset_name: str, batch_size: int):
+    def __init__(
+        self, name: str, dataset_name: str, batch_size: int, train_rows: int | None = None
+    ):
         from lopt.tasks.datasets import load
 
         self.name = name
@@ -137,17 +144,24 @@ class DataTask(Task):
         self.batch_size = batch_size
         self._x = {s: jnp.asarray(self.data.x[s]) for s in SPLITS}
         self._y = {s: jnp.asarray(self.data.y[s]) for s in SPLITS}
+        if train_rows is not None:
+            check_range("train_rows", train_rows, 1, self.data.size("train"))
+            self._x["train"] = self._x["train"][:train_rows]
+            self._y["train"] = self._y["train"][:train_rows]
+
+    def rows(self, split: str) -> int:
+        """Rows of ``split`` this task uses (all but the training split's with ``train_rows``)."""
+        split_index(split)
+        return int(self._x[split].shape[0])
 
     def batch(self, key: jax.Array, split: str) -> Batch:
-        n = self.data.size(split)
         idx = jax.random.randint(
-            jax.random.fold_in(key, split_index(split)), (self.batch_size,), 0, n
+            jax.random.fold_in(key, split_index(split)), (self.batch_size,), 0, self.rows(split)
         )
         return self._x[split][idx], self._y[split][idx]
 
     def eval_batch(self, split: str) -> Batch:
-        split_index(split)
-        n = min(self.data.size(split), self.eval_cap)
+        n = min(self.rows(split), self.eval_cap)
         return self._x[split][:n], self._y[split][:n]
 
 

@@ -5,6 +5,7 @@ signal)."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import jax
@@ -24,6 +25,7 @@ class MLPClassifierConfig:
     activation: str = "relu"
     batch_size: int = 64
     init_scale: float = 1.0
+    train_rows: int | None = None  # the first rows of the training split only (DataTask)
 
 
 class MLPClassifier(DataTask):
@@ -34,7 +36,9 @@ class MLPClassifier(DataTask):
         check_range("init_scale", config.init_scale, 1e-3, 100.0)
         for width in config.hidden:
             check_range("hidden width", width, 1, 4096)
-        super().__init__(config_name("mlp", config), config.dataset, config.batch_size)
+        super().__init__(
+            config_name("mlp", config), config.dataset, config.batch_size, config.train_rows
+        )
         self.config = config
         in_dim = int(np.prod(self.data.x["train"].shape[1:]))
         self.sizes = (in_dim, *config.hidden, self.data.num_classes)
@@ -88,22 +92,27 @@ class ConvClassifier(DataTask):
 
 
 class MLPClassifierFamily(TaskFamily):
-    """MLP classifiers on one dataset, width/depth/activation/batch/init scale sampled."""
+    """MLP classifiers on one dataset, width/depth/activation/batch/init scale sampled; with
+    ``train_rows``, also the number of training rows (a small-data family, named ``-few``)."""
 
-    def __init__(self, dataset: str, widths=(16, 32, 64), depths=(1, 2)):
+    def __init__(self, dataset: str, widths=(16, 32, 64), depths=(1, 2), train_rows=()):
         check_choice("dataset", dataset, CLASSIFICATION_SETS)
         self.dataset, self.widths, self.depths = dataset, widths, depths
-        self.name = f"mlp-{dataset}"
+        self.train_rows = tuple(train_rows)
+        self.name = f"mlp-{dataset}" + ("-few" if self.train_rows else "")
 
     def sample_config(self, rng):
         depth = int(rng.choice(self.depths))
-        return MLPClassifierConfig(
+        config = MLPClassifierConfig(
             dataset=self.dataset,
             hidden=tuple(int(rng.choice(self.widths)) for _ in range(depth)),
             activation=str(rng.choice(["relu", "tanh", "gelu"])),
             batch_size=int(rng.choice([32, 128])),
             init_scale=float(rng.choice([0.5, 1.0, 2.0])),
         )
+        if self.train_rows:  # drawn last: the families without it sample as they always did
+            config = dataclasses.replace(config, train_rows=int(rng.choice(self.train_rows)))
+        return config
 
     def task(self, config):
         return MLPClassifier(config)

@@ -53,6 +53,8 @@ FAMILIES: dict[str, TaskFamily] = {
         TestFunctionFamily("fn2d-booth-himmelblau", ("booth", "himmelblau")),
         MLPClassifierFamily("digits"),
         MLPClassifierFamily("breast_cancer"),
+        MLPClassifierFamily("digits", train_rows=(50, 100, 200)),
+        MLPClassifierFamily("breast_cancer", train_rows=(40, 80, 160)),
         MLPClassifierFamily("mnist1d", widths=(32, 64, 128)),
         MLPClassifierFamily("wine", widths=(8, 16), depths=(0, 1)),
         ConvClassifierFamily("digits"),
@@ -80,6 +82,8 @@ META_TRAIN_FAMILIES = (
     "charlm-code",
     "fn2d-booth-himmelblau",
     "autoencoder-breast_cancer",
+    "mlp-digits-few",
+    "mlp-breast_cancer-few",
 )
 # Families sharing nothing with the meta-training families: no dataset, no architecture-and-data
 # combination, no function. (``fn2d`` and ``charlm`` overlap the restricted training families
