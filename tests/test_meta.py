@@ -227,3 +227,31 @@ def test_a_time_limit_stops_with_a_checkpoint_and_the_run_resumes(tmp_path):
     meta_train(straight, MetaTrainConfig(outer_steps=10, **TINY))
     for a, b in zip(jax.tree.leaves(_theta(run)), jax.tree.leaves(_theta(straight)), strict=True):
         assert np.array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_near_the_mapping_limit_meta_training_stops_with_a_checkpoint(tmp_path, monkeypatch):
+    """Before compiling for a task it has not visited yet, a run whose process is close to the
+    kernel's memory-mapping limit (where XLA's compiler would abort it) stops with one clear
+    error and a checkpoint, and resumes to the θ of an uninterrupted run."""
+    import lopt.mappings
+
+    assert lopt.mappings.mapping_usage() is not None  # Linux: the kernel reports both numbers
+    cfg = MetaTrainConfig(outer_steps=6, **{**TINY, "task_bank": 3})
+    run = tmp_path / "run"
+    calls = []
+
+    def usage_after_first_task():  # over the limit from the second task's first visit on
+        calls.append(1)
+        return (0 if len(calls) == 1 else 60_000), 65_530
+
+    monkeypatch.setattr(lopt.mappings, "mapping_usage", usage_after_first_task)
+    with pytest.raises(LoptError, match=r"outer step 1: .*60,000 of the 65,530 .*vm.max_map_count"):
+        meta_train(run, cfg)
+    assert json.loads((run / "checkpoint.json").read_text())["step"] == 1
+    monkeypatch.setattr(lopt.mappings, "mapping_usage", lambda: (0, 65_530))
+    meta_train(run, cfg)
+    meta_train(tmp_path / "straight", cfg)
+    for a, b in zip(
+        jax.tree.leaves(_theta(run)), jax.tree.leaves(_theta(tmp_path / "straight")), strict=True
+    ):
+        assert np.array_equal(np.asarray(a), np.asarray(b))

@@ -25,6 +25,7 @@ from rich.console import Console
 
 from lopt.errors import CheckpointError, LoptError
 from lopt.learned.io import build_architecture, save_optimizer, warm_start_theta
+from lopt.mappings import check_mapping_headroom
 from lopt.meta.backend import Backend, InProcess
 from lopt.meta.config import MetaTrainConfig
 from lopt.meta.estimators import Estimator, make_estimator
@@ -104,6 +105,16 @@ def _warm_start(cfg: MetaTrainConfig):
         raise CheckpointError(f"init_from {cfg.init_from!r}: {e}") from None
 
 
+def _check_headroom(what: str, checkpoint_now, done: int) -> None:
+    """Stop with a checkpoint (at ``done`` outer steps) and one clear error before a compile
+    that could exhaust the process's memory mappings (``lopt.mappings``)."""
+    try:
+        check_mapping_headroom(f"meta-training stopped before {what}")
+    except LoptError as e:
+        checkpoint_now(done)
+        raise LoptError(f"{e}; the run is checkpointed at outer step {done}") from None
+
+
 def _meta_train(
     run_dir: pathlib.Path,
     cfg: MetaTrainConfig,
@@ -177,6 +188,8 @@ def _meta_train(
     with metrics_path.open("a") as metrics_file, stop_on_signals() as stop:
         try:
             for step in range(start, cfg.outer_steps):
+                if step < start + cfg.task_bank:  # a first visit in this process: a compile
+                    _check_headroom(f"outer step {step}", checkpoint_now, step)
                 t0 = time.time()
                 est = source.next(step, state["theta"], state["est"])
                 i, m = est.task, est.metrics
@@ -212,6 +225,7 @@ def _meta_train(
                     )
                 done = step + 1
                 if validator is not None and done % cfg.validate_every == 0:
+                    _check_headroom(f"validation at outer step {done}", checkpoint_now, done)
                     v = validator.score(arch, state["theta"])
                     metrics_file.write(json.dumps({"step": step, "validation": v}) + "\n")
                     console.log(
