@@ -81,6 +81,38 @@ def test_estimator_errors_are_clear():
         TruncationConfig(meta_loss="test")
 
 
+@pytest.mark.skipif(len(jax.devices()) < 2, reason="needs 2 local devices (XLA_FLAGS)")
+def test_sharded_estimates_compile_once_and_match_one_device():
+    """Over 2 devices the second estimate, whose state comes back sharded, reuses the program
+    the fresh state compiled (it used to compile a second one: twice the time and memory
+    mappings per task), and the estimates are those of one device."""
+    from jax._src import monitoring
+
+    compiles = []
+
+    def listen(event, duration, **kwargs):
+        if event == "/jax/core/compile/backend_compile_duration":
+            compiles.append(event)
+
+    trunc = TruncationConfig(length=T, min_horizon=2 * T, max_horizon=4 * T)
+    grads = {}
+    monitoring.register_event_duration_secs_listener(listen)
+    try:
+        for devices in (1, 2):
+            est = make_estimator("es", ARCH, TASK, trunc, num_particles=4, devices=devices)
+            state, out = est.init(jax.random.key(0)), []
+            for i in range(3):
+                grad, state, _ = est.estimate(THETA, state, jax.random.key(i))
+                out.append(_flat(grad))
+                if i == 0:
+                    first = len(compiles)
+            assert len(compiles) == first, f"{devices} device(s): recompiled after the first call"
+            grads[devices] = np.stack(out)
+    finally:
+        monitoring.unregister_event_duration_listener(listen)
+    np.testing.assert_allclose(grads[2], grads[1], rtol=1e-4, atol=1e-7)
+
+
 @pytest.mark.parametrize("schedule", ["uniform", "log-uniform", "growing"])
 def test_horizon_schedules_stay_in_range(schedule):
     from lopt.meta.truncation import _sample_horizon

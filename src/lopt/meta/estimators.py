@@ -27,7 +27,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh, PartitionSpec
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from lopt.errors import LoptError, check_range, unknown_name
 from lopt.learned.base import Architecture
@@ -96,16 +96,18 @@ def _scaled(z, coef):
     return jax.tree.map(lambda e: coef * e, z)
 
 
-def _batched(per_particle: Callable, devices: int) -> Callable:
-    """vmap over particles; shard the particle axis over ``devices`` local devices."""
+def _batched(per_particle: Callable, devices: int) -> tuple[Callable, NamedSharding | None]:
+    """vmap over particles; shard the particle axis over ``devices`` local devices. Returns the
+    batched function and the sharding of its particle axis (``None`` on one device)."""
     batched = jax.vmap(per_particle, in_axes=(None, 0, 0, None))
     if devices <= 1:
-        return batched
+        return batched, None
     mesh = Mesh(np.array(jax.devices()[:devices]), ("p",))
     spec, replicated = PartitionSpec("p"), PartitionSpec()
-    return jax.shard_map(
+    sharded = jax.shard_map(
         batched, mesh=mesh, in_specs=(replicated, spec, spec, replicated), out_specs=spec
     )
+    return sharded, NamedSharding(mesh, spec)
 
 
 def make_estimator(
@@ -141,9 +143,14 @@ def make_estimator(
         return z if mask is None else jax.tree.map(jnp.multiply, z, mask)
 
     def finish(init, per_particle, inner_steps):
-        run = jax.jit(_batched(per_particle, devices))
+        batched, particle_axis = _batched(per_particle, devices)
+        run = jax.jit(batched)
 
         def particles(theta, state, keys, progress=1.0):
+            if particle_axis is not None:
+                # Laid out as the returned state is, so a fresh state (on one device) and a
+                # returned one (sharded) meet one compiled program, not one each.
+                state, keys = jax.device_put((state, keys), particle_axis)
             return run(theta, state, keys, jnp.asarray(progress, jnp.float32))
 
         def estimate(theta, state, key, progress=1.0):
