@@ -255,3 +255,40 @@ def test_near_the_mapping_limit_meta_training_stops_with_a_checkpoint(tmp_path, 
         jax.tree.leaves(_theta(run)), jax.tree.leaves(_theta(tmp_path / "straight")), strict=True
     ):
         assert np.array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_a_refreshed_bank_brings_new_tasks_and_resumes_exactly(tmp_path):
+    """With ``bank_refresh`` every few outer steps train on a newly sampled bank; a run stopped
+    at a bank boundary or inside a bank resumes to the θ of an uninterrupted run."""
+    refreshing = {**TINY, "bank_refresh": 4}
+    cfg = MetaTrainConfig(outer_steps=10, **refreshing)
+    assert [t.name for t in bank_tasks(cfg, 0)] == [
+        t.name for t in bank_tasks(MetaTrainConfig(**TINY))
+    ]
+    banks = [[t.name for t in bank_tasks(cfg, g)] for g in range(3)]
+    assert len({name for bank in banks for name in bank}) == 6  # six different tasks
+    meta_train(tmp_path / "straight", cfg)
+    records = [
+        json.loads(x) for x in (tmp_path / "straight" / "metrics.jsonl").read_text().splitlines()
+    ]
+    assert [r["task"] for r in records] == [banks[step // 4][step % 2] for step in range(10)]
+    run = tmp_path / "resumed"
+    for stop in (4, 6):  # at the first boundary (the checkpoint holds bank 0), then inside bank 1
+        meta_train(run, MetaTrainConfig(outer_steps=stop, **refreshing))
+    meta_train(run, cfg)
+    for a, b in zip(
+        jax.tree.leaves(_theta(tmp_path / "straight")), jax.tree.leaves(_theta(run)), strict=True
+    ):
+        assert np.array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_bank_refresh_must_fit_the_bank_and_the_backend(tmp_path):
+    with pytest.raises(LoptError, match=r"bank_refresh: 3 \(a multiple of task_bank=2"):
+        MetaTrainConfig(**{**TINY, "bank_refresh": 3})
+
+    class RemoteBackend:  # any backend other than the in-process one
+        pass
+
+    cfg = MetaTrainConfig(outer_steps=4, **{**TINY, "bank_refresh": 2})
+    with pytest.raises(LoptError, match="bank_refresh needs the in-process backend"):
+        meta_train(tmp_path / "run", cfg, backend=RemoteBackend())

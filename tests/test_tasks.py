@@ -25,9 +25,15 @@ from lopt.tasks import (
     get_task,
     task_names,
 )
-from lopt.tasks.classifiers import MLPClassifier, MLPClassifierConfig, MLPClassifierFamily
+from lopt.tasks.classifiers import (
+    ConvClassifier,
+    ConvClassifierConfig,
+    MLPClassifier,
+    MLPClassifierConfig,
+    MLPClassifierFamily,
+)
 from lopt.tasks.models import conv_as_matmul
-from lopt.tasks.registry import HELDOUT_FRESH_TASKS, HELDOUT_UNSEEN_TASKS
+from lopt.tasks.registry import HELDOUT_FRESH_TASKS, HELDOUT_PHOTO_TASKS, HELDOUT_UNSEEN_TASKS
 from lopt.tasks.regression import (
     Autoencoder,
     AutoencoderConfig,
@@ -139,7 +145,7 @@ def test_heldout_tasks_are_never_sampled_in_meta_training():
     """No held-out named task's config can be drawn from a meta-training family (checked on
     2000 draws per family: the config spaces are small and discrete), and held-out families
     share no name with meta-training families."""
-    names = (*HELDOUT_TASKS, *HELDOUT_FRESH_TASKS, *HELDOUT_UNSEEN_TASKS)
+    names = (*HELDOUT_TASKS, *HELDOUT_FRESH_TASKS, *HELDOUT_UNSEEN_TASKS, *HELDOUT_PHOTO_TASKS)
     heldout = {get_task(name).config for name in names}
     assert len(heldout) == len(names)  # all distinct
     for name in META_TRAIN_FAMILIES:
@@ -210,6 +216,31 @@ def test_regression_on_diabetes_is_half_mse_on_a_standardized_target():
         MLPClassifierFamily("diabetes")
     with pytest.raises(LoptError, match="dataset: 'iris'"):
         MLPRegressor(MLPRegressorConfig(dataset="iris"))
+
+
+def test_photo_patches_and_pixels_come_from_the_bundled_photographs():
+    """Patches: 1500 grayscale 8×8 crops of each photograph in [0, 1], labelled by photograph;
+    pixels: a pixel's scaled position maps to its standardized intensity (every fifth pixel)."""
+    from sklearn.datasets import load_sample_image
+
+    from lopt.tasks.datasets import load
+
+    patches = load("photo-patches")
+    x = np.concatenate([patches.x[s] for s in SPLITS])
+    y = np.concatenate([patches.y[s] for s in SPLITS])
+    assert x.shape == (3000, 64) and x.min() >= 0.0 and x.max() <= 1.0
+    assert np.bincount(y).tolist() == [1500, 1500]
+    assert ConvClassifier(ConvClassifierConfig("photo-patches", (4,))).shape == (1, 8, 8)
+    pixels = load("flower-pixels")
+    assert sum(pixels.size(s) for s in SPLITS) == 86 * 128
+    gray = load_sample_image("flower.jpg").astype(np.float32).mean(-1)[::5, ::5] / 255.0
+    for split in SPLITS:
+        row, col = divmod(int(pixels.index[split][0]), 128)
+        np.testing.assert_allclose(
+            pixels.x[split][0], [np.linspace(-1, 1, 86)[row], np.linspace(-1, 1, 128)[col]]
+        )
+        standardized = (gray[row, col] - gray.mean()) / gray.std()
+        np.testing.assert_allclose(pixels.y[split][0], standardized, rtol=1e-4, atol=1e-5)
 
 
 def test_unknown_task_lists_valid_names():

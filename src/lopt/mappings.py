@@ -10,7 +10,10 @@ a bank of tasks, check before compiling another and stop with one clear error in
 
 from __future__ import annotations
 
+import gc
 import pathlib
+
+import jax
 
 from lopt.errors import LoptError
 
@@ -44,5 +47,15 @@ def check_mapping_headroom(what: str) -> None:
             "allows (vm.max_map_count), and XLA's CPU compiler takes about 2,000 more for each "
             "program it compiles; at the limit it aborts the process. Raise the limit "
             "(sudo sysctl -w vm.max_map_count=262144) or compile fewer programs per process "
-            "(a smaller task_bank)"
+            "(a smaller task_bank, or bank_refresh to replace the bank during the run)"
         )
+
+
+def release_compiled_programs() -> None:
+    """Drop every program JAX holds compiled, returning their memory mappings to the kernel.
+
+    Later calls compile again (a load, with the persistent compilation cache). Measured on the
+    2-core machine: 30 small programs took 300 mappings, and this call gave back all but 70.
+    """
+    jax.clear_caches()
+    gc.collect()

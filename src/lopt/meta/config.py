@@ -83,6 +83,11 @@ class MetaTrainConfig(JsonConfig):
         truncation: how inner runs are cut and scored (``TruncationConfig`` fields).
         families: meta-training task families; ``task_bank`` tasks are sampled from them
             (round robin over families) and visited round robin, one per outer step.
+        bank_refresh: outer steps between fresh banks (0: one bank for the whole run). Every
+            ``bank_refresh`` steps the bank is replaced by ``task_bank`` newly sampled tasks and
+            the old tasks' compiled programs are released, so a run sees many more tasks than
+            one process could hold compiled at once (``lopt.mappings``). A multiple of
+            ``task_bank``, so that every task of a bank gets the same number of visits.
         outer_steps: number of meta-gradient steps.
         outer_optimizer, outer_lr, outer_clip: outer optax optimizer (per-weight clipping of
             the meta-gradient at ``outer_clip`` first, as Metz et al. 2020 needed).
@@ -103,6 +108,7 @@ class MetaTrainConfig(JsonConfig):
     truncation: dict[str, Any] = field(default_factory=dict)
     families: tuple[str, ...] = META_TRAIN_FAMILIES
     task_bank: int = 12
+    bank_refresh: int = 0
     outer_steps: int = 2000
     outer_optimizer: str = "adam"
     outer_lr: float = 3e-3
@@ -127,6 +133,12 @@ class MetaTrainConfig(JsonConfig):
         for fam in self.families:
             check_choice("families", fam, FAMILIES)
         check_range("task_bank", self.task_bank, 1)
+        check_range("bank_refresh", self.bank_refresh, 0)
+        if self.bank_refresh % self.task_bank:
+            raise LoptError(
+                f"invalid value for bank_refresh: {self.bank_refresh} (a multiple of "
+                f"task_bank={self.task_bank}, or 0 for one bank)"
+            )
         check_range("outer_steps", self.outer_steps, 0)
         check_choice("outer_optimizer", self.outer_optimizer, OUTER_OPTIMIZERS)
         check_range("outer_lr", self.outer_lr, 0.0)

@@ -17,6 +17,7 @@ import json
 import math
 import pathlib
 import time
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -25,7 +26,7 @@ from rich.console import Console
 
 from lopt.errors import CheckpointError, LoptError
 from lopt.learned.io import build_architecture, save_optimizer, warm_start_theta
-from lopt.mappings import check_mapping_headroom
+from lopt.mappings import check_mapping_headroom, release_compiled_programs
 from lopt.meta.backend import Backend, InProcess
 from lopt.meta.config import MetaTrainConfig
 from lopt.meta.estimators import Estimator, make_estimator
@@ -43,22 +44,54 @@ from lopt.stopping import INTERRUPTED_MESSAGE, stop_on_signals, stopped_message
 from lopt.tasks.registry import get_family
 
 
-def bank_tasks(cfg: MetaTrainConfig) -> list:
-    """The meta-training tasks: ``task_bank`` samples, families taken round robin."""
-    n = len(cfg.families)
+def bank_generation(cfg: MetaTrainConfig, step: int) -> int:
+    """Which bank outer step ``step`` trains on (always 0 without ``bank_refresh``)."""
+    return step // cfg.bank_refresh if cfg.bank_refresh else 0
+
+
+def bank_tasks(cfg: MetaTrainConfig, generation: int = 0) -> list:
+    """The meta-training tasks of bank ``generation``: ``task_bank`` samples, families taken
+    round robin; sample numbers continue from one bank to the next."""
+    n, first = len(cfg.families), generation * cfg.task_bank
     return [
-        get_family(cfg.families[i % n]).sample(cfg.seed * 100_003 + i) for i in range(cfg.task_bank)
+        get_family(cfg.families[i % n]).sample(cfg.seed * 100_003 + first + i)
+        for i in range(cfg.task_bank)
     ]
 
 
-def bank_estimators(cfg: MetaTrainConfig, devices: int) -> list[Estimator]:
-    """One estimator per task of the bank, sharding particles over ``devices`` local devices."""
+def bank_estimators(cfg: MetaTrainConfig, devices: int, generation: int = 0) -> list[Estimator]:
+    """One estimator per task of a bank, sharding particles over ``devices`` local devices."""
     arch, trunc = build_architecture(cfg.architecture), cfg.truncation_config
     mask = cfg.trainable_mask()
     return [
         make_estimator(cfg.estimator, arch, t, trunc, cfg.sigma, cfg.num_particles, devices, mask)
-        for t in bank_tasks(cfg)
+        for t in bank_tasks(cfg, generation)
     ]
+
+
+class _Bank(NamedTuple):
+    """The tasks outer training visits now, their estimators, and which bank they are."""
+
+    generation: int
+    tasks: list
+    estimators: list[Estimator]
+    first: int  # the number of the bank's first task, counted over the whole run
+
+    @classmethod
+    def sample(cls, cfg: MetaTrainConfig, generation: int) -> _Bank:
+        return cls(
+            generation,
+            bank_tasks(cfg, generation),
+            bank_estimators(cfg, cfg.devices, generation),
+            generation * cfg.task_bank,
+        )
+
+    def fresh_states(self, base_key: jax.Array) -> list:
+        """Each task's estimator state at its first visit (keys numbered over the run)."""
+        key = jax.random.fold_in(base_key, 1)
+        return [
+            e.init(jax.random.fold_in(key, self.first + i)) for i, e in enumerate(self.estimators)
+        ]
 
 
 def make_outer_optimizer(cfg: MetaTrainConfig) -> optax.GradientTransformation:
@@ -129,8 +162,11 @@ def _meta_train(
             f"invalid value for devices: {cfg.devices} (this process sees {len(jax.devices())}; "
             "set XLA_FLAGS=--xla_force_host_platform_device_count=N)"
         )
-    tasks = bank_tasks(cfg)
-    estimators = bank_estimators(cfg, cfg.devices)
+    if cfg.bank_refresh and not isinstance(backend, InProcess):
+        raise LoptError(
+            "bank_refresh needs the in-process backend (Ray workers hold one fixed bank); "
+            "set bank_refresh to 0 or run without Ray"
+        )
     outer = make_outer_optimizer(cfg)
     base_key = jax.random.key(cfg.seed)
     if initial_theta is not None:
@@ -140,21 +176,24 @@ def _meta_train(
         theta = arch.init_theta(jax.random.fold_in(base_key, 0))
     else:  # resumed before its first checkpoint
         theta = _warm_start(cfg)
-    state = {
-        "theta": theta,
-        "opt_state": outer.init(theta),
-        "est": [
-            e.init(jax.random.fold_in(jax.random.fold_in(base_key, 1), i))
-            for i, e in enumerate(estimators)
-        ],
-    }
-    restored = restore(run_dir, state, console.log)
+    opt_state = outer.init(theta)
+    bank = _Bank.sample(cfg, 0)
+
+    def state_template(meta: dict) -> dict:  # the checkpoint holds its bank's estimator states
+        nonlocal bank
+        if meta.get("bank", 0) != bank.generation:
+            bank = _Bank.sample(cfg, meta.get("bank", 0))
+        return {"theta": theta, "opt_state": opt_state, "est": bank.fresh_states(base_key)}
+
+    restored = restore(run_dir, state_template, console.log)
     start, best, next_estimate = 0, {"score": math.inf, "step": -1}, 0
     if restored is not None:
         state, meta = restored
         start, best = meta["step"], meta["best"]
         next_estimate = meta.get("next_estimate", start)
         console.log(f"resuming {run_dir} at outer step {start}")
+    else:
+        state = {"theta": theta, "opt_state": opt_state, "est": bank.fresh_states(base_key)}
     metrics_path = run_dir / "metrics.jsonl"
     truncate_jsonl(metrics_path, start)
 
@@ -178,17 +217,27 @@ def _meta_train(
     def checkpoint_now(done: int) -> None:
         metrics_file.flush()
         meta = {"step": done, "best": best, "next_estimate": next_estimate}
+        if cfg.bank_refresh:
+            meta["bank"] = bank.generation
         save_checkpoint(run_dir, state, meta)
 
     t_begin = time.time()
     compiled = set()
     ema = None
     step = start
-    source = backend.start(cfg, estimators, base_key, next_estimate)
+    source = backend.start(cfg, bank.estimators, base_key, next_estimate)
     with metrics_path.open("a") as metrics_file, stop_on_signals() as stop:
         try:
             for step in range(start, cfg.outer_steps):
-                if step < start + cfg.task_bank:  # a first visit in this process: a compile
+                if bank_generation(cfg, step) != bank.generation:
+                    source.close()
+                    bank = _Bank.sample(cfg, bank_generation(cfg, step))
+                    state["est"] = bank.fresh_states(base_key)
+                    compiled.clear()
+                    release_compiled_programs()
+                    source = backend.start(cfg, bank.estimators, base_key, next_estimate)
+                    console.log(f"outer step {step}: a fresh bank of {cfg.task_bank} tasks")
+                if step % cfg.task_bank not in compiled:  # a first visit in this process
                     _check_headroom(f"outer step {step}", checkpoint_now, step)
                 t0 = time.time()
                 est = source.next(step, state["theta"], state["est"])
@@ -201,13 +250,15 @@ def _meta_train(
                 meta_loss = float(m["meta_loss"])
                 dt = time.time() - t0
                 rate = (
-                    estimators[i].inner_steps_per_estimate / dt if i in compiled else float("nan")
+                    bank.estimators[i].inner_steps_per_estimate / dt
+                    if i in compiled
+                    else float("nan")
                 )
                 compiled.add(i)
                 ema = meta_loss if ema is None else 0.98 * ema + 0.02 * meta_loss
                 record = {
                     "step": step,
-                    "task": tasks[i].name,
+                    "task": bank.tasks[i].name,
                     "meta_loss": meta_loss,
                     "diverged": int(m["diverged"]),
                     "bad_grad": bool(bad_grad),
@@ -221,7 +272,7 @@ def _meta_train(
                     console.log(
                         f"step {step + 1}/{cfg.outer_steps}  meta-loss {meta_loss:+.4f} "
                         f"(ema {ema:+.4f})  diverged {int(m['diverged'])}  "
-                        f"inner steps/s {rate:,.0f}  task {tasks[i].name[:48]}"
+                        f"inner steps/s {rate:,.0f}  task {bank.tasks[i].name[:48]}"
                     )
                 done = step + 1
                 if validator is not None and done % cfg.validate_every == 0:

@@ -19,7 +19,7 @@ from typing import Any, Protocol, TypeVar
 
 from lopt import checkpoint
 from lopt.errors import CheckpointError, LoptError
-from lopt.files import stem_file, write_atomically
+from lopt.files import read_metadata, stem_file, write_atomically
 
 CHECKPOINT, PREVIOUS = "checkpoint", "checkpoint-prev"
 
@@ -90,13 +90,20 @@ def load_config(run_dir: pathlib.Path, config: Config | None, cls: type[Config])
     return config
 
 
-def restore(run_dir: pathlib.Path, template: Any, log: Callable) -> tuple[Any, dict] | None:
-    """The newest verified checkpoint ``(tree, metadata)``, or ``None`` for a fresh run."""
+def restore(
+    run_dir: pathlib.Path, template: Any | Callable[[dict], Any], log: Callable
+) -> tuple[Any, dict] | None:
+    """The newest verified checkpoint ``(tree, metadata)``, or ``None`` for a fresh run.
+
+    ``template``: the tree the checkpoint fills, or a function from a checkpoint's metadata to
+    that tree (when its shapes depend on how far the run had got).
+    """
     for stem in (CHECKPOINT, PREVIOUS):
         if not (run_dir / f"{stem}.json").exists():
             continue
         try:
-            return checkpoint.load(run_dir / stem, template)
+            tree = template(read_metadata(run_dir / stem)) if callable(template) else template
+            return checkpoint.load(run_dir / stem, tree)
         except CheckpointError as e:
             log(f"[yellow]warning:[/] {e}; trying an older checkpoint")
     if has_checkpoint(run_dir):

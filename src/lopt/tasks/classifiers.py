@@ -15,7 +15,7 @@ from lopt.errors import LoptError, check_choice, check_range
 from lopt.tasks.base import DataTask, TaskFamily, config_name, cross_entropy
 from lopt.tasks.models import ACTIVATIONS, MLP, ConvNet, scale_init
 
-CLASSIFICATION_SETS = ("digits", "mnist1d", "breast_cancer", "wine", "iris")
+CLASSIFICATION_SETS = ("digits", "mnist1d", "breast_cancer", "wine", "iris", "photo-patches")
 
 
 @dataclass(frozen=True)
@@ -62,10 +62,10 @@ class ConvClassifierConfig:
 
 
 class ConvClassifier(DataTask):
-    """2-D conv net on digits (1×8×8); 1-D conv net on MNIST-1D (1×40) or on the 30 features of
-    breast_cancer read as a signal (1×30)."""
+    """2-D conv net on digits or photo patches (1×8×8); 1-D conv net on MNIST-1D (1×40) or on the
+    30 features of breast_cancer read as a signal (1×30)."""
 
-    _spatial = {"digits": (8, 8), "mnist1d": (40,), "breast_cancer": (30,)}
+    _spatial = {"digits": (8, 8), "photo-patches": (8, 8), "mnist1d": (40,), "breast_cancer": (30,)}
 
     def __init__(self, config: ConvClassifierConfig):
         check_choice("dataset", config.dataset, self._spatial)

@@ -1,9 +1,9 @@
 """Offline datasets, each split four ways: train / inner_valid / outer_valid / test.
 
 Nothing here downloads. Sources: scikit-learn's bundled sets (digits, breast_cancer, wine, iris;
-diabetes for regression), MNIST-1D generated procedurally by the ``mnist1d`` package, and English
-prose from Python's own ``pydoc_data/topics.py`` (plus stdlib ``.py`` files as a code corpus) for
-character-level models.
+diabetes for regression) and its two bundled photographs (patches, pixels), MNIST-1D generated
+procedurally by the ``mnist1d`` package, and English prose from Python's own
+``pydoc_data/topics.py`` (plus stdlib ``.py`` files as a code corpus) for character-level models.
 """
 
 from __future__ import annotations
@@ -84,6 +84,44 @@ def _sklearn_regression(loader: str) -> Dataset:
     return _split_pool(loader, x, y, 0)
 
 
+PHOTOS = ("china.jpg", "flower.jpg")  # sklearn's bundled photographs, 427 × 640 RGB each
+
+
+def _grayscale_photo(name: str) -> np.ndarray:
+    from sklearn.datasets import load_sample_image
+
+    return load_sample_image(name).astype(np.float32).mean(axis=-1) / 255.0
+
+
+def _photo_patches(size: int = 8, per_photo: int = 1500) -> Dataset:
+    """Grayscale ``size`` × ``size`` patches (pixels in [0, 1]) cut at random places (a fixed
+    seed) from each of sklearn's two photographs, a temple and a flower; the class is the
+    photograph."""
+    rng = np.random.default_rng(0)
+    xs, ys = [], []
+    for label, name in enumerate(PHOTOS):
+        photo = _grayscale_photo(name)
+        rows = rng.integers(0, photo.shape[0] - size + 1, per_photo)
+        cols = rng.integers(0, photo.shape[1] - size + 1, per_photo)
+        xs += [
+            photo[r : r + size, c : c + size].reshape(-1) for r, c in zip(rows, cols, strict=True)
+        ]
+        ys += [label] * per_photo
+    return _split_pool("photo-patches", np.stack(xs), np.asarray(ys, np.int32), len(PHOTOS))
+
+
+def _photo_pixels(name: str = "flower.jpg", stride: int = 5) -> Dataset:
+    """A photograph as a regression, the task of coordinate networks: a pixel's position (row
+    and column scaled to [-1, 1]) → its grayscale intensity (standardized), every ``stride``-th
+    pixel each way; the splits are random pixels."""
+    photo = _grayscale_photo(name)[::stride, ::stride]
+    rows, cols = np.meshgrid(
+        np.linspace(-1, 1, photo.shape[0]), np.linspace(-1, 1, photo.shape[1]), indexing="ij"
+    )
+    x = np.stack([rows.ravel(), cols.ravel()], axis=1).astype(np.float32)
+    return _split_pool(f"{name.split('.')[0]}-pixels", x, _standardize(photo.reshape(-1)), 0)
+
+
 def _mnist1d() -> Dataset:
     from mnist1d.data import get_dataset_args, make_dataset
 
@@ -141,6 +179,8 @@ _LOADERS = {
     "wine": lambda: _sklearn("wine"),
     "iris": lambda: _sklearn("iris"),
     "diabetes": lambda: _sklearn_regression("diabetes"),
+    "photo-patches": _photo_patches,
+    "flower-pixels": _photo_pixels,
     "mnist1d": _mnist1d,
     "text-prose": lambda: _text("prose"),
     "text-code": lambda: _text("code"),
