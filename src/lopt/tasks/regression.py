@@ -114,8 +114,8 @@ class AutoencoderConfig:
 
 
 # Datasets an autoencoder reconstructs. Digits pixels are already in [0, 1]; other datasets'
-# (standardized) features are min-max scaled to [0, 1] over the whole dataset, as the
-# standardization itself is, so a sigmoid output can reach every target.
+# features (standardized ones, or photo-patch pixels) are min-max scaled to [0, 1] over the
+# whole dataset, as the standardization itself is, so a sigmoid output can reach every target.
 AUTOENCODER_DATASETS = ("digits", "breast_cancer", "mnist1d", "photo-patches")
 
 
