@@ -61,11 +61,15 @@ def bank_tasks(cfg: MetaTrainConfig, generation: int = 0) -> list:
 
 def bank_estimators(cfg: MetaTrainConfig, devices: int, generation: int = 0) -> list[Estimator]:
     """One estimator per task of a bank, sharding particles over ``devices`` local devices."""
+    return _estimators(cfg, bank_tasks(cfg, generation), devices)
+
+
+def _estimators(cfg: MetaTrainConfig, tasks: list, devices: int) -> list[Estimator]:
     arch, trunc = build_architecture(cfg.architecture), cfg.truncation_config
     mask = cfg.trainable_mask()
     return [
         make_estimator(cfg.estimator, arch, t, trunc, cfg.sigma, cfg.num_particles, devices, mask)
-        for t in bank_tasks(cfg, generation)
+        for t in tasks
     ]
 
 
@@ -79,12 +83,9 @@ class _Bank(NamedTuple):
 
     @classmethod
     def sample(cls, cfg: MetaTrainConfig, generation: int) -> _Bank:
-        return cls(
-            generation,
-            bank_tasks(cfg, generation),
-            bank_estimators(cfg, cfg.devices, generation),
-            generation * cfg.task_bank,
-        )
+        tasks = bank_tasks(cfg, generation)
+        estimators = _estimators(cfg, tasks, cfg.devices)
+        return cls(generation, tasks, estimators, generation * cfg.task_bank)
 
     def fresh_states(self, base_key: jax.Array) -> list:
         """Each task's estimator state at its first visit (keys numbered over the run)."""
