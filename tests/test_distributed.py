@@ -95,6 +95,18 @@ def test_synchronous_ray_reproduces_the_in_process_theta(backend, in_process, tm
     assert ray.get(backend.workers[0].ready.remote()) == lopt.__file__
 
 
+def test_ray_workers_follow_a_refreshed_bank(backend, tmp_path):
+    """With ``bank_refresh`` the workers build each new bank's tasks, so synchronous Ray
+    training gives the in-process θ (three banks; a worker left on the first would not)."""
+    cfg = MetaTrainConfig(outer_steps=STEPS, **{**TINY, "bank_refresh": 4})
+    meta_train(tmp_path / "in-process", cfg, console=Log())
+    meta_train(tmp_path / "ray", cfg, console=Log(), backend=backend)
+    _assert_same_theta(_theta(tmp_path / "ray"), _theta(tmp_path / "in-process"))
+    tasks = [x["task"] for x in _lines(tmp_path / "ray")]
+    assert tasks == [x["task"] for x in _lines(tmp_path / "in-process")]
+    assert len(set(tasks)) == 6  # two tasks in each of three banks
+
+
 def test_a_killed_worker_is_replaced_and_the_run_goes_on(backend, in_process, tmp_path):
     doomed = backend.workers[0]
 

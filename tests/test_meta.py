@@ -299,13 +299,6 @@ def test_a_refreshed_bank_brings_new_tasks_and_resumes_exactly(tmp_path):
         assert np.array_equal(np.asarray(a), np.asarray(b))
 
 
-def test_bank_refresh_must_fit_the_bank_and_the_backend(tmp_path):
+def test_bank_refresh_must_be_a_multiple_of_the_bank():
     with pytest.raises(LoptError, match=r"bank_refresh: 3 \(a multiple of task_bank=2"):
         MetaTrainConfig(**{**TINY, "bank_refresh": 3})
-
-    class RemoteBackend:  # any backend other than the in-process one
-        pass
-
-    cfg = MetaTrainConfig(outer_steps=4, **{**TINY, "bank_refresh": 2})
-    with pytest.raises(LoptError, match="bank_refresh needs the in-process backend"):
-        meta_train(tmp_path / "run", cfg, backend=RemoteBackend())

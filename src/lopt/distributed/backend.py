@@ -163,7 +163,12 @@ class RayBackend:
         return results
 
     def start(
-        self, cfg: MetaTrainConfig, estimators: list[Estimator], base_key: jax.Array, first: int
+        self,
+        cfg: MetaTrainConfig,
+        estimators: list[Estimator],
+        base_key: jax.Array,
+        first: int,
+        bank: int = 0,
     ) -> RaySource:
         if self.max_staleness > 0 and self.num_workers > len(estimators):
             raise LoptError(
@@ -172,7 +177,7 @@ class RayBackend:
                 f"task), got task_bank={len(estimators)}"
             )
         self.connect()
-        return RaySource(self, cfg, estimators, base_key, first)
+        return RaySource(self, cfg, estimators, base_key, first, bank)
 
     def close(self) -> None:
         """End the workers (Ray itself stays up for the rest of this process)."""
@@ -197,10 +202,11 @@ class RaySource:
         estimators: list[Estimator],
         base_key: jax.Array,
         first: int,
+        bank: int,
     ):
         self.backend, self.ray = backend, backend.ray
         self.estimators, self.base_key, self.outer_steps = estimators, base_key, cfg.outer_steps
-        self.config = estimator_config(cfg)
+        self.config = estimator_config(cfg, bank)
         self.next_number = first
         num_particles = estimators[0].num_particles
         synchronous = backend.max_staleness == 0

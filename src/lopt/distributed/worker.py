@@ -6,6 +6,8 @@ and returns the per-particle results (``Estimator.particles``). The learner owns
 so a worker may die at any moment: the same call on a replacement gives the same numbers.
 The worker builds the task bank's estimators when it first sees a config and reuses them
 (the config holds only what defines the estimators, so a resumed or repeated run reuses them).
+A config naming another bank (a run with ``bank_refresh``) replaces them, and the programs
+compiled for the old bank are released first, as the learner releases its own.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import jax
 import lopt
 from lopt._cache import enable_compilation_cache
 from lopt.distributed.wire import from_host, to_host
+from lopt.mappings import release_compiled_programs
 from lopt.meta.config import MetaTrainConfig
 from lopt.meta.outer import bank_estimators
 
@@ -32,9 +35,10 @@ ESTIMATOR_FIELDS = (
 )
 
 
-def estimator_config(cfg: MetaTrainConfig) -> dict:
-    """The part of a run's config that defines its estimators (all a worker needs)."""
-    return {k: v for k, v in cfg.to_dict().items() if k in ESTIMATOR_FIELDS}
+def estimator_config(cfg: MetaTrainConfig, bank: int = 0) -> dict:
+    """What defines the estimators of bank ``bank`` of a run (all a worker needs): the part of
+    its config that samples and trains the tasks, and the bank's number."""
+    return {**{k: v for k, v in cfg.to_dict().items() if k in ESTIMATOR_FIELDS}, "bank": bank}
 
 
 class EstimateWorker:
@@ -56,7 +60,7 @@ class EstimateWorker:
         """Advance ``state``'s particles of task ``task`` (host pytrees, see ``wire``).
 
         Args:
-            config: ``estimator_config`` of the run's config.
+            config: ``estimator_config`` of the run's config and bank.
             theta: θ (numpy leaves).
             state: ``n`` particles of the task's estimator state (leading axis ``n``).
             keys: ``(n, *key_data_shape)`` raw PRNG key data, one per particle.
@@ -66,7 +70,12 @@ class EstimateWorker:
             ``(grads, state, metrics)`` as numpy, each with leading axis ``n``.
         """
         if config != self.config:
-            self.estimators = bank_estimators(MetaTrainConfig.from_dict(config), devices=1)
+            if self.estimators:
+                self.estimators = self.templates = []
+                release_compiled_programs()
+            fields = {k: v for k, v in config.items() if k != "bank"}
+            run = MetaTrainConfig.from_dict(fields)
+            self.estimators = bank_estimators(run, devices=1, generation=config["bank"])
             self.templates = [jax.eval_shape(e.init, jax.random.key(0)) for e in self.estimators]
             self.config = config
         state = from_host(state, self.templates[task])

@@ -7,8 +7,9 @@ task ``n mod task_bank``. The in-process backend computes estimate ``n`` at oute
 ``lopt.distributed.RayBackend`` computes them on Ray actors, synchronously (the same numbers)
 or with bounded staleness.
 
-A backend is any object with ``start(cfg, estimators, base_key, first) -> EstimateSource``
-(``first``: the number of the first estimate to start) and ``close()``. The source's
+A backend is any object with ``start(cfg, estimators, base_key, first, bank) -> EstimateSource``
+(``first``: the number of the first estimate to start; ``bank``: which of the run's banks the
+estimators are, see ``bank_refresh``) and ``close()``. The source's
 ``next(step, theta, states) -> Estimate`` returns the estimate to apply at outer step
 ``step`` (``states``: the current estimator state of every task).
 """
@@ -51,7 +52,12 @@ class EstimateSource(Protocol):
 
 class Backend(Protocol):
     def start(
-        self, cfg: MetaTrainConfig, estimators: list[Estimator], base_key: jax.Array, first: int
+        self,
+        cfg: MetaTrainConfig,
+        estimators: list[Estimator],
+        base_key: jax.Array,
+        first: int,
+        bank: int = 0,
     ) -> EstimateSource: ...
 
     def close(self) -> None: ...
@@ -83,9 +89,14 @@ class InProcess:
     """The default backend: every estimate in this process, in order."""
 
     def start(
-        self, cfg: MetaTrainConfig, estimators: list[Estimator], base_key: jax.Array, first: int
+        self,
+        cfg: MetaTrainConfig,
+        estimators: list[Estimator],
+        base_key: jax.Array,
+        first: int,
+        bank: int = 0,
     ) -> InProcessSource:
-        del first  # in order: estimate number = outer step
+        del first, bank  # in order: estimate number = outer step; the estimators are the bank
         return InProcessSource(estimators, base_key, cfg.outer_steps)
 
     def close(self) -> None:

@@ -163,11 +163,6 @@ def _meta_train(
             f"invalid value for devices: {cfg.devices} (this process sees {len(jax.devices())}; "
             "set XLA_FLAGS=--xla_force_host_platform_device_count=N)"
         )
-    if cfg.bank_refresh and not isinstance(backend, InProcess):
-        raise LoptError(
-            "bank_refresh needs the in-process backend (Ray workers hold one fixed bank); "
-            "set bank_refresh to 0 or run without Ray"
-        )
     outer = make_outer_optimizer(cfg)
     base_key = jax.random.key(cfg.seed)
     if initial_theta is not None:
@@ -226,7 +221,7 @@ def _meta_train(
     compiled = set()
     ema = None
     step = start
-    source = backend.start(cfg, bank.estimators, base_key, next_estimate)
+    source = backend.start(cfg, bank.estimators, base_key, next_estimate, bank.generation)
     with metrics_path.open("a") as metrics_file, stop_on_signals() as stop:
         try:
             for step in range(start, cfg.outer_steps):
@@ -236,7 +231,9 @@ def _meta_train(
                     state["est"] = bank.fresh_states(base_key)
                     compiled.clear()
                     release_compiled_programs()
-                    source = backend.start(cfg, bank.estimators, base_key, next_estimate)
+                    source = backend.start(
+                        cfg, bank.estimators, base_key, next_estimate, bank.generation
+                    )
                     console.log(f"outer step {step}: a fresh bank of {cfg.task_bank} tasks")
                 if step % cfg.task_bank not in compiled:  # a first visit in this process
                     _check_headroom(f"outer step {step}", checkpoint_now, step)
