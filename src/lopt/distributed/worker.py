@@ -70,8 +70,8 @@ class EstimateWorker:
             ``(grads, state, metrics)`` as numpy, each with leading axis ``n``.
         """
         if config != self.config:
-            if self.estimators:
-                self.estimators = self.templates = []
+            if self.estimators:  # another bank or run: let the old programs go first
+                self.estimators, self.templates = [], []
                 release_compiled_programs()
             fields = {k: v for k, v in config.items() if k != "bank"}
             run = MetaTrainConfig.from_dict(fields)
