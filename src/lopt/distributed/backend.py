@@ -168,7 +168,7 @@ class RayBackend:
         estimators: list[Estimator],
         base_key: jax.Array,
         first: int,
-        bank: int = 0,
+        bank: int,
     ) -> RaySource:
         if self.max_staleness > 0 and self.num_workers > len(estimators):
             raise LoptError(

@@ -35,7 +35,7 @@ ESTIMATOR_FIELDS = (
 )
 
 
-def estimator_config(cfg: MetaTrainConfig, bank: int = 0) -> dict:
+def estimator_config(cfg: MetaTrainConfig, bank: int) -> dict:
     """What defines the estimators of bank ``bank`` of a run (all a worker needs): the part of
     its config that samples and trains the tasks, and the bank's number."""
     return {**{k: v for k, v in cfg.to_dict().items() if k in ESTIMATOR_FIELDS}, "bank": bank}

@@ -57,7 +57,7 @@ class Backend(Protocol):
         estimators: list[Estimator],
         base_key: jax.Array,
         first: int,
-        bank: int = 0,
+        bank: int,
     ) -> EstimateSource: ...
 
     def close(self) -> None: ...
@@ -94,7 +94,7 @@ class InProcess:
         estimators: list[Estimator],
         base_key: jax.Array,
         first: int,
-        bank: int = 0,
+        bank: int,
     ) -> InProcessSource:
         del first, bank  # in order: estimate number = outer step; the estimators are the bank
         return InProcessSource(estimators, base_key, cfg.outer_steps)
