@@ -617,3 +617,36 @@ def test_fused_per_parameter_mlp_equals_the_matrix_form(hidden):
             np.testing.assert_allclose(pooled, expected_pooled, rtol=1e-5, atol=1e-6)
         else:
             assert pooled is None
+
+
+@pytest.mark.parametrize("name", ["mlp", "rnn-mlp"])
+def test_backprop_through_updates_is_finite_where_gradients_are_exactly_zero(name):
+    """Weights whose gradient is always 0 (behind a dead unit) and a bias at its initial 0 have
+    a zero second moment and a zero RMS; backpropagating through the optimizer's updates (the
+    ``tbptt`` estimator) must still give a finite meta-gradient, not 0 · ∞ = NaN."""
+    arch = build_architecture(TINY[name])
+    theta = arch.init_theta(jax.random.key(0))
+    params = {"w": jax.random.normal(jax.random.key(3), (3, 5)), "b": jnp.zeros((5,))}
+    loss = lambda p: jnp.sum(jnp.square(p["w"][:, :2] - 1.0))  # no gradient anywhere else
+
+    def final_loss(th):
+        opt, p = arch.optimizer(th), params
+        state = opt.init(p)
+        for _ in range(8):
+            value, grads = jax.value_and_grad(loss)(p)
+            updates, state = opt.update(grads, state, p, loss=value)
+            p = optax.apply_updates(p, updates)
+        return loss(p)
+
+    meta_grad = np.concatenate([np.ravel(g) for g in jax.tree.leaves(jax.grad(final_loss)(theta))])
+    assert np.isfinite(meta_grad).all()
+    assert np.abs(meta_grad).max() > 0
+
+
+def test_sqrt0_is_sqrt_with_a_zero_derivative_at_zero():
+    from lopt.learned.features import sqrt0
+
+    x = jnp.asarray([0.0, 1e-12, 0.25, 4.0])
+    np.testing.assert_array_equal(sqrt0(x), jnp.sqrt(x))
+    np.testing.assert_allclose(jax.vmap(jax.grad(sqrt0))(x)[1:], 0.5 / jnp.sqrt(x[1:]), rtol=1e-6)
+    assert float(jax.grad(sqrt0)(0.0)) == 0.0

@@ -62,6 +62,25 @@ def leaves_per_decay(stats: tuple) -> list[list[jax.Array]]:
     return [list(x) for x in zip(*(jax.tree.leaves(s) for s in stats), strict=True)]
 
 
+@jax.custom_jvp
+def sqrt0(x: jax.Array) -> jax.Array:
+    """``jnp.sqrt(x)`` whose derivative at ``x = 0`` is 0 instead of infinity.
+
+    The same values as ``jnp.sqrt``; only differentiation differs. An exactly zero second moment
+    (a weight whose gradient is always 0, behind a dead ReLU) or a zero tensor (a bias at its
+    initial 0) would otherwise give ``0 · ∞ = NaN`` in a meta-gradient taken by
+    backpropagation through the inner run (``tbptt``), and zero that whole particle's estimate.
+    """
+    return jnp.sqrt(x)
+
+
+@sqrt0.defjvp
+def _sqrt0_jvp(primals, tangents):
+    (x,), (t,) = primals, tangents
+    root = jnp.sqrt(x)
+    return root, jnp.where(x > 0, 0.5 * t / jnp.where(x > 0, root, 1.0), 0.0)
+
+
 def bias_corrected(x: jax.Array, decay: float, count: jax.Array) -> jax.Array:
     """Adam-style bias correction of an EMA after ``count`` updates."""
     return x / (1 - jnp.power(decay, count.astype(jnp.float32)))
@@ -192,7 +211,7 @@ def nominal_direction(
     """Adam's bias-corrected direction m̂/(√v̂ + ε), from the accumulators at decays b1, b2."""
     m_hat = bias_corrected(ms[decays.index(b1)], b1, count)
     v_hat = bias_corrected(vs[decays.index(b2)], b2, count)
-    return m_hat / (jnp.sqrt(v_hat) + EPS)
+    return m_hat / (sqrt0(v_hat) + EPS)
 
 
 # Per-run loss features (Metz et al. 2020): the minibatch training loss standardized by the EMA

@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from lopt.errors import check_range
+from lopt.learned.features import sqrt0
 
 
 def check_trust_region(kind: str, ratio: float | None, floor: float) -> None:
@@ -33,6 +34,6 @@ def trust_region(update: jax.Array, param: jax.Array, ratio: float | None, floor
     """
     if ratio is None:
         return update
-    rms = lambda x: jnp.sqrt(jnp.mean(jnp.square(x.astype(jnp.float32))))
+    rms = lambda x: sqrt0(jnp.mean(jnp.square(x.astype(jnp.float32))))
     limit = ratio * jnp.maximum(rms(param), floor)
     return update * jnp.minimum(1.0, limit / jnp.maximum(rms(update), 1e-30))
