@@ -7,6 +7,7 @@ import pathlib
 
 import numpy as np
 import optax
+import pytest
 
 from lopt.bench import bench_rows, inner_throughput, tuning_speedup
 from lopt.tasks import get_task
@@ -83,3 +84,6 @@ def test_es_signal_measures_the_smooth_expectation_on_a_linear_loss():
     assert abs(measured - expected) < 0.015  # measured 0.138 against 0.144
     noise = np.mean([es_signal.cosines(rng.normal(size=(repeats, d))).mean() for _ in range(20)])
     assert abs(noise) < 0.01
+    assert es_signal.mean_pairwise_cosine(np.eye(4)) == 0.0  # particles wanting unrelated changes
+    same = np.stack([g, 2 * g, 3 * g])
+    assert es_signal.mean_pairwise_cosine(same) == pytest.approx(1.0)
