@@ -126,3 +126,9 @@ def test_horizon_schedules_stay_in_range(schedule):
             assert h.max() <= 30  # the cap starts at the minimum horizon
         else:
             assert h.max() >= 150  # long runs do occur
+
+
+def test_tbptt_over_several_devices_warns_that_it_is_slow():
+    trunc = TruncationConfig(length=T, min_horizon=T, max_horizon=T)
+    with pytest.warns(UserWarning, match="tbptt sharded over several local CPU devices"):
+        make_estimator("tbptt", ARCH, TASK, trunc, num_particles=2, devices=2)

@@ -21,6 +21,7 @@ averages the concatenated per-particle results in one fixed order.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -43,6 +44,10 @@ from lopt.meta.truncation import (
 from lopt.tasks.base import Task
 
 ESTIMATORS = ("es", "pes", "full-es", "tbptt")
+TBPTT_SHARDED_WARNING = (
+    "tbptt sharded over several local CPU devices ran 4-13x slower per estimate than on one "
+    "device on a 2-core machine (docs/learned.md); consider devices: 1"
+)
 
 
 class Estimator(NamedTuple):
@@ -135,6 +140,8 @@ def make_estimator(
     check_range("num_particles", num_particles, 1)
     if num_particles % max(devices, 1):
         raise LoptError(f"num_particles={num_particles} must be a multiple of devices={devices}")
+    if kind == "tbptt" and devices > 1:
+        warnings.warn(TBPTT_SHARDED_WARNING, stacklevel=2)
     task.normalizer  # noqa: B018  (computed eagerly: it must not be traced)
     template_opt = arch.optimizer(arch.init_theta(jax.random.key(0)))
 
