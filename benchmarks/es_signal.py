@@ -15,7 +15,8 @@ expected cosine is set by the dimension alone (``smooth_cosine``: ``sqrt(n / (n 
 sqrt(m / (m + d))`` for estimates of n and m pairs in d dimensions; a test checks it on a linear
 loss); a measured value far below that means the
 loss differences are dominated by what the perturbation's direction does not explain — chaotic
-inner training, or a meta-gradient near zero.
+inner training, particles (inner runs) whose meta-gradients point different ways, or a
+meta-gradient near zero.
 
 With ``--tbptt``, each particle's exact meta-gradient (backpropagation through its truncation,
 the ``tbptt`` estimator) is taken at the same held state and compared: with the mean of all the
