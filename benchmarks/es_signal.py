@@ -42,18 +42,14 @@ def flat(tree) -> np.ndarray:
     return np.concatenate([np.asarray(x).reshape(len(x), -1) for x in jax.tree.leaves(tree)], 1)
 
 
+def cosine(a: np.ndarray, b: np.ndarray) -> float:
+    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
 def cosines(estimates: np.ndarray) -> np.ndarray:
     """Cosine of each estimate (row) with the mean of all the other rows."""
     total = estimates.sum(0)
-    out = []
-    for e in estimates:
-        rest = (total - e) / (len(estimates) - 1)
-        out.append(e @ rest / (np.linalg.norm(e) * np.linalg.norm(rest)))
-    return np.array(out)
-
-
-def cosine(a: np.ndarray, b: np.ndarray) -> float:
-    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+    return np.array([cosine(e, (total - e) / (len(estimates) - 1)) for e in estimates])
 
 
 def mean_pairwise_cosine(rows: np.ndarray) -> float:
