@@ -14,7 +14,7 @@ import lopt
 from lopt.errors import CheckpointError, LoptError
 from lopt.learned import ARCHITECTURES, build_architecture, load_theta, save_optimizer
 from lopt.learned.base import with_horizon
-from lopt.learned.features import horizon_features
+from lopt.learned.features import horizon_features, sqrt0
 from lopt.learned.hierarchical import RNNMLPOptimizer
 from lopt.learned.io import warm_start_theta
 from lopt.learned.mlp import MLPOptimizer
@@ -644,8 +644,6 @@ def test_backprop_through_updates_is_finite_where_gradients_are_exactly_zero(nam
 
 
 def test_sqrt0_is_sqrt_with_a_zero_derivative_at_zero():
-    from lopt.learned.features import sqrt0
-
     x = jnp.asarray([0.0, 1e-12, 0.25, 4.0])
     np.testing.assert_array_equal(sqrt0(x), jnp.sqrt(x))
     np.testing.assert_allclose(jax.vmap(jax.grad(sqrt0))(x)[1:], 0.5 / jnp.sqrt(x[1:]), rtol=1e-6)
