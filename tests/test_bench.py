@@ -10,6 +10,7 @@ import optax
 import pytest
 
 from lopt.bench import bench_rows, inner_throughput, tuning_speedup
+from lopt.learned import build_architecture
 from lopt.tasks import get_task
 
 
@@ -66,14 +67,19 @@ def test_learned_rows_show_how_many_cores_the_estimate_keeps_busy():
     assert rows[0][-1] == "1.57" and rows[1][-1] == "1.86"
 
 
+def load_benchmark(name: str):
+    """A script of ``benchmarks/`` imported as a module."""
+    path = pathlib.Path(__file__).parent.parent / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def test_es_signal_measures_the_smooth_expectation_on_a_linear_loss():
     """benchmarks/es_signal.py: on a linear loss, antithetic ES estimates ((g·ε)ε averaged over
     n pairs) agree with each other as ``smooth_cosine`` says; pure noise gives ≈ 0."""
-    spec = importlib.util.spec_from_file_location(
-        "es_signal", pathlib.Path(__file__).parent.parent / "benchmarks" / "es_signal.py"
-    )
-    es_signal = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(es_signal)
+    es_signal = load_benchmark("es_signal")
     rng = np.random.default_rng(0)
     d, n, repeats = 203, 8, 32
     g = rng.normal(size=d)
@@ -87,3 +93,21 @@ def test_es_signal_measures_the_smooth_expectation_on_a_linear_loss():
     assert es_signal.mean_pairwise_cosine(np.eye(4)) == 0.0  # particles wanting unrelated changes
     same = np.stack([g, 2 * g, 3 * g])
     assert es_signal.mean_pairwise_cosine(same) == pytest.approx(1.0)
+
+
+def test_speed_floor_times_every_rung_against_adam():
+    """benchmarks/speed_floor.py: its cheapest rung is what its docstring says (8 features,
+    one hidden layer of 4, nothing else), and both tables time every rung against Adam."""
+    speed_floor = load_benchmark("speed_floor")
+    minimal = build_architecture(speed_floor.MINIMAL)
+    assert len(minimal.feature_names) == 8 and minimal.hidden == (4,)
+    assert minimal.trust_ratio is None and minimal.distance_power == 0.0
+    assert not minimal.with_loss_features and not minimal.with_horizon_feature
+    rows = speed_floor.jax_ratios(sizes=(1000,), calls=1, repeats=1)
+    assert set(rows[1000]) == {"adam_ms", "small", "minimal", "accumulators"}
+    assert all(value > 0 for value in rows[1000].values())
+    assert "| 1,000 |" in speed_floor.table("JAX", rows)
+    pytest.importorskip("torch")
+    rows = speed_floor.torch_ratios(sizes=(1000,), calls=1, repeats=1)
+    assert set(rows[1000]) == {"adam_ms", "small", "small compiled", "minimal", "minimal compiled"}
+    assert all(value > 0 for value in rows[1000].values())
