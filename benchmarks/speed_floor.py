@@ -9,12 +9,25 @@ machine, going down a ladder from the shipped ``small`` to the least the issue's
 permits, all side by side in one process (JAX: ``update_times`` of ``lopt.bench_learned``,
 interleaved, best of 5; torch: ``step_time`` of ``lopt.torch.bench``, best of 3, taking turns):
 
-- ``small``: the shipped architecture (random weights);
+- ``small`` and ``rnn-mlp``: the shipped architectures (random weights);
 - ``minimal``: an ``mlp`` learned optimizer with the fewest inputs the library allows (momenta
   and second moments at two decays, 0.9 and 0.999 — the decays of Adam's direction, which the
-  network corrects — so 8 normalized per-parameter features, no time, loss, horizon or distance
-  inputs, no trust region) and one hidden layer of 4;
-- ``accumulators``: only the EMAs of g and g² at those two decays, no features and no network
+  network corrects — so 8 per-parameter features, each normalized over its tensor, no time,
+  loss, horizon or distance inputs, no trust region) and one hidden layer of 4;
+- ``rnn-mlp minimal``: the smallest hierarchical optimizer with what the issue asks of it
+  (features at the five decays 0.5–0.9999, normalized over the tensor; the per-tensor LSTM,
+  here of 8 units; the learned gradient clipping) and a per-parameter MLP of two hidden
+  layers of 4 (one is not cheaper: with the first layer pooled for the LSTM, XLA's CPU code
+  for the update was slower than the shipped network's), no trust region, no distance scaling;
+- ``no reductions`` (written here, not something lopt ships or can meta-train): below what the
+  library builds — the gradient and the momenta at 0.9 and 0.99, each divided by √v̂ at 0.999
+  (Adam's normalization, per parameter) and clipped, instead of normalized over the tensor,
+  into one hidden layer of 4 whose two outputs correct Adam's direction as ``small``'s do. No
+  input needs a reduction over the tensor, so the whole update can be one pass; it keeps three
+  accumulators to Adam's two. In torch: the accumulators by ``torch._foreach_lerp_`` (as
+  ``torch.optim.Adam`` updates its own), the rest per tensor, eagerly and through
+  ``torch.compile``;
+- ``accumulators``: only the EMAs of g and g² at 0.9 and 0.999, no features and no network
   (JAX only): what keeping two momenta and two second moments costs, whatever the network.
 """
 
@@ -23,13 +36,18 @@ from __future__ import annotations
 import argparse
 import pathlib
 import tempfile
+from typing import NamedTuple
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 import optax
 
 from lopt.bench_learned import SIZES, accumulators_only, mlp_params, update_times
 from lopt.learned import build_architecture
+from lopt.learned.features import EPS, FEATURE_CLIP, bias_corrected
 from lopt.pretrained import shipped_architecture
+from lopt.unrolled import affine
 
 MINIMAL = {
     "kind": "mlp",
@@ -38,7 +56,113 @@ MINIMAL = {
     "timescales": [],
     "nominal": True,
 }
-LADDER = {"small": shipped_architecture("small"), "minimal": MINIMAL}
+RNN_MLP_MINIMAL = {
+    "kind": "rnn-mlp",
+    "mlp_hidden": [4, 4],
+    "lstm_hidden": 8,
+    "to_mlp": 4,
+    "deepsets": 4,
+}
+LADDER = {
+    "small": shipped_architecture("small"),
+    "minimal": MINIMAL,
+    "rnn-mlp": shipped_architecture("rnn-mlp"),
+    "rnn-mlp minimal": RNN_MLP_MINIMAL,
+}
+
+
+class NoReductionState(NamedTuple):
+    momentum_09: optax.Params
+    momentum_099: optax.Params
+    second_moment_0999: optax.Params
+    count: jax.Array
+
+
+def no_reduction_weights(hidden: int = 4, output_scale: float = 0.1) -> list[np.ndarray]:
+    """``[w1 (hidden, 3), b1, w2 (2, hidden), b2]`` of the reduction-free network: N(0, 1) first
+    layer, ``output_scale`` × N(0, 1) output layer (0 makes the optimizer Adam)."""
+    rng = np.random.default_rng(0)
+    w1, w2 = rng.normal(size=(hidden, 3)), output_scale * rng.normal(size=(2, hidden))
+    return [x.astype(np.float32) for x in (w1, np.zeros(hidden), w2, np.zeros(2))]
+
+
+def no_reduction_optimizer(step: float = 1e-3, **weights):
+    """The reduction-free per-parameter MLP optimizer in JAX (``no_reduction_weights``): g,
+    m₀.₉ and m₀.₉₉, each ÷ √v̂₀.₉₉₉ and clipped, → hidden ReLU units → a direction ``d`` and a
+    log-magnitude ``a``; ``Δp = −step · exp(a) · (m̂₀.₉/√v̂₀.₉₉₉ + d)``."""
+    w1, b1, w2, b2 = (jnp.asarray(x) for x in no_reduction_weights(**weights))
+    ema = lambda decay: lambda x, g: decay * x + (1 - decay) * g
+
+    def init(params):
+        zeros = jax.tree.map(jnp.zeros_like, params)
+        return NoReductionState(zeros, zeros, zeros, jnp.zeros((), jnp.int32))
+
+    def one_tensor(g, m9, m99, v, count):
+        rsqrt_v = jax.lax.rsqrt(bias_corrected(v, 0.999, count) + EPS)
+        inputs = [jnp.clip(x * rsqrt_v, -FEATURE_CLIP, FEATURE_CLIP) for x in (g, m9, m99)]
+        units = [jax.nn.relu(h) for h in affine(w1, b1, inputs)]
+        direction, log_magnitude = affine(w2, b2, units)
+        nominal = bias_corrected(m9, 0.9, count) * rsqrt_v
+        return -step * jnp.exp(log_magnitude) * (nominal + direction)
+
+    def update(grads, state, params=None, **extra):
+        del params, extra
+        state = NoReductionState(
+            jax.tree.map(ema(0.9), state.momentum_09, grads),
+            jax.tree.map(ema(0.99), state.momentum_099, grads),
+            jax.tree.map(lambda v, g: ema(0.999)(v, g * g), state.second_moment_0999, grads),
+            state.count + 1,
+        )
+        updates = jax.tree.map(
+            lambda *xs: one_tensor(*xs, state.count),
+            grads,
+            state.momentum_09,
+            state.momentum_099,
+            state.second_moment_0999,
+        )
+        return updates, state
+
+    return optax.GradientTransformationExtraArgs(init, update)
+
+
+def torch_no_reduction_optimizer(params, step: float = 1e-3, compile: bool = False, **weights):
+    """The same optimizer as ``no_reduction_optimizer``, as a ``torch.optim.Optimizer``."""
+    import torch
+
+    w1, b1, w2, b2 = (torch.from_numpy(x) for x in no_reduction_weights(**weights))
+
+    def delta(g, m9, m99, v, correction1, correction2):
+        rsqrt_v = torch.rsqrt(v / correction2 + EPS)
+        inputs = [torch.clamp(x * rsqrt_v, -FEATURE_CLIP, FEATURE_CLIP) for x in (g, m9, m99)]
+        units = [torch.relu(h) for h in affine(w1, b1, inputs)]
+        direction, log_magnitude = affine(w2, b2, units)
+        return -step * torch.exp(log_magnitude) * (m9 / correction1 * rsqrt_v + direction)
+
+    per_tensor = torch.compile(delta, dynamic=False) if compile else delta
+
+    class NoReduction(torch.optim.Optimizer):
+        def __init__(self, params):
+            super().__init__(params, {})
+            self.count = 0
+
+        @torch.no_grad()
+        def step(self):
+            params = [p for group in self.param_groups for p in group["params"]]
+            grads = [p.grad for p in params]
+            if not self.state:
+                for p in params:
+                    self.state[p] = {k: torch.zeros_like(p) for k in ("m9", "m99", "v")}
+            m9, m99, v = ([self.state[p][k] for p in params] for k in ("m9", "m99", "v"))
+            torch._foreach_lerp_(m9, grads, 0.1)
+            torch._foreach_lerp_(m99, grads, 0.01)
+            torch._foreach_lerp_(v, torch._foreach_mul(grads, grads), 0.001)
+            self.count += 1
+            # tensors, not floats: torch.compile would specialize on every new float
+            c1, c2 = torch.tensor(1 - 0.9**self.count), torch.tensor(1 - 0.999**self.count)
+            deltas = [per_tensor(*xs, c1, c2) for xs in zip(grads, m9, m99, v, strict=True)]
+            torch._foreach_add_(params, deltas)
+
+    return NoReduction(params)
 
 
 def jax_ratios(sizes=SIZES, calls: int = 30, repeats: int = 5) -> dict[int, dict[str, float]]:
@@ -50,6 +174,7 @@ def jax_ratios(sizes=SIZES, calls: int = 30, repeats: int = 5) -> dict[int, dict
         for name, config in LADDER.items():
             arch = build_architecture(config)
             optimizers[name] = arch.optimizer(arch.init_theta(jax.random.key(0)))
+        optimizers["no reductions"] = no_reduction_optimizer()
         optimizers["accumulators"] = accumulators_only(tuple(MINIMAL["decays"]))
         times = update_times(optimizers, params, calls, repeats)
         adam = times.pop("adam")
@@ -78,6 +203,10 @@ def torch_ratios(sizes=SIZES, calls: int = 20, repeats: int = 3) -> dict[int, di
             for name, stem in stems.items():
                 optimizers[name] = LearnedOptimizer(params, stem)
                 optimizers[f"{name} compiled"] = LearnedOptimizer(params, stem, compile=True)
+            optimizers["no reductions"] = torch_no_reduction_optimizer(params)
+            optimizers["no reductions compiled"] = torch_no_reduction_optimizer(
+                params, compile=True
+            )
             best = dict.fromkeys(optimizers, float("inf"))
             for _ in range(repeats):
                 for name, optimizer in optimizers.items():

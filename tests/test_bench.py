@@ -5,6 +5,8 @@ from __future__ import annotations
 import importlib.util
 import pathlib
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
@@ -104,10 +106,46 @@ def test_speed_floor_times_every_rung_against_adam():
     assert minimal.trust_ratio is None and minimal.distance_power == 0.0
     assert not minimal.with_loss_features and not minimal.with_horizon_feature
     rows = speed_floor.jax_ratios(sizes=(1000,), calls=1, repeats=1)
-    assert set(rows[1000]) == {"adam_ms", "small", "minimal", "accumulators"}
+    rungs = {"small", "minimal", "rnn-mlp", "rnn-mlp minimal"}
+    assert set(rows[1000]) == {"adam_ms", *rungs, "no reductions", "accumulators"}
     assert all(value > 0 for value in rows[1000].values())
     assert "| 1,000 |" in speed_floor.table("JAX", rows)
     pytest.importorskip("torch")
     rows = speed_floor.torch_ratios(sizes=(1000,), calls=1, repeats=1)
-    assert set(rows[1000]) == {"adam_ms", "small", "small compiled", "minimal", "minimal compiled"}
+    compiled = {f"{name} compiled" for name in [*rungs, "no reductions"]}
+    assert set(rows[1000]) == {"adam_ms", *rungs, "no reductions", *compiled}
     assert all(value > 0 for value in rows[1000].values())
+
+
+def test_speed_floor_no_reduction_rung_is_adam_with_its_output_layer_zeroed():
+    """The benchmark's reduction-free optimizer computes a real update: with a zero output
+    layer it is Adam (β 0.9 / 0.999) to float32 rounding; with random outputs it differs; the
+    torch version, eager and compiled, makes the JAX version's updates."""
+    speed_floor = load_benchmark("speed_floor")
+    params = {"w": jnp.arange(12.0).reshape(3, 4) / 10, "b": jnp.ones(3)}
+    grads = jax.tree.map(lambda p: jnp.sin(p) + 0.5, params)
+    opts = {
+        "adam": optax.adam(1e-3),
+        "zeroed": speed_floor.no_reduction_optimizer(output_scale=0.0),
+        "random": speed_floor.no_reduction_optimizer(),
+    }
+    updates = {}
+    for name, opt in opts.items():
+        state = opt.init(params)
+        for _ in range(3):
+            updates[name], state = opt.update(grads, state, params)
+    for key in params:
+        np.testing.assert_allclose(updates["zeroed"][key], updates["adam"][key], rtol=1e-5)
+    assert not np.allclose(updates["random"]["w"], updates["adam"]["w"], rtol=1e-3)
+    torch = pytest.importorskip("torch")
+    for compiled in (False, True):
+        tensors = {k: torch.tensor(np.asarray(v)).requires_grad_() for k, v in params.items()}
+        opt = speed_floor.torch_no_reduction_optimizer(list(tensors.values()), compile=compiled)
+        for _ in range(3):
+            for key, tensor in tensors.items():
+                tensor.grad = torch.tensor(np.asarray(grads[key]))
+            before = {k: t.detach().clone() for k, t in tensors.items()}
+            opt.step()
+        for key, tensor in tensors.items():
+            moved = (tensor.detach() - before[key]).numpy()
+            np.testing.assert_allclose(moved, updates["random"][key], rtol=1e-4, atol=1e-9)
