@@ -1,19 +1,19 @@
-"""What the cheapest learned optimizer lopt can build costs per update, against Adam.
+"""What a learned update costs against Adam's, down a ladder of designs.
 
     python benchmarks/speed_floor.py                  # JAX, then torch (1 thread) if installed
     python benchmarks/speed_floor.py --no-torch
 
-The issue's speed targets ask a learned update to cost at most 3× (``small``) or 8×
-(``rnn-mlp``) an Adam update. This measures how far the architecture itself allows that on this
-machine, going down a ladder from the shipped ``small`` to the least the issue's feature list
-permits, all side by side in one process (JAX: ``update_times`` of ``lopt.bench_learned``,
-interleaved, best of 5; torch: ``step_time`` of ``lopt.torch.bench``, best of 3, taking turns):
+lopt's speed targets (BENCHMARKS.md) ask a learned update to cost at most 3× (``small``) or 8×
+(``rnn-mlp``) an Adam update. This measures which parts of a design cost what on this machine,
+from the shipped architectures down to a network with no reduction over the tensor, all side
+by side in one process (JAX: ``update_times`` of ``lopt.bench_learned``, interleaved, best of
+5; torch: ``step_time`` of ``lopt.torch.bench``, best of 3, taking turns):
 
 - ``small`` and ``rnn-mlp``: the shipped architectures (random weights);
-- ``minimal``: an ``mlp`` learned optimizer with the fewest inputs the library allows (momenta
-  and second moments at two decays, 0.9 and 0.999 — the decays of Adam's direction, which the
-  network corrects — so 8 per-parameter features, each normalized over its tensor, no time,
-  loss, horizon or distance inputs, no trust region) and one hidden layer of 4;
+- ``minimal``: the smallest ``mlp`` learned optimizer that corrects Adam's direction as
+  ``small`` does (momenta and second moments at Adam's two decays, 0.9 and 0.999, so 8
+  per-parameter features, each normalized over its tensor; no time, loss, horizon or distance
+  inputs, no trust region) with one hidden layer of 4;
 - ``rnn-mlp minimal``: the smallest hierarchical optimizer with what the issue asks of it
   (features at the five decays 0.5–0.9999, normalized over the tensor; the per-tensor LSTM,
   here of 8 units; the learned gradient clipping) and a per-parameter MLP of two hidden

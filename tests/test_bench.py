@@ -98,7 +98,7 @@ def test_es_signal_measures_the_smooth_expectation_on_a_linear_loss():
 
 
 def test_speed_floor_times_every_rung_against_adam():
-    """benchmarks/speed_floor.py: its cheapest rung is what its docstring says (8 features,
+    """benchmarks/speed_floor.py: its `minimal` rung is what its docstring says (8 features,
     one hidden layer of 4, nothing else), and both tables time every rung against Adam."""
     speed_floor = load_benchmark("speed_floor")
     minimal = build_architecture(speed_floor.MINIMAL)
