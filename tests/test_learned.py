@@ -14,7 +14,12 @@ import lopt
 from lopt.errors import CheckpointError, LoptError
 from lopt.learned import ARCHITECTURES, build_architecture, load_theta, save_optimizer
 from lopt.learned.base import with_horizon
-from lopt.learned.features import horizon_features, sqrt0
+from lopt.learned.features import (
+    horizon_features,
+    param_feature_names,
+    per_parameter_features,
+    sqrt0,
+)
 from lopt.learned.hierarchical import RNNMLPOptimizer
 from lopt.learned.io import warm_start_theta
 from lopt.learned.mlp import MLPOptimizer
@@ -53,6 +58,16 @@ TINY = {
     },
     "learned-adam": {"kind": "learned-adam"},
 }
+# Settings that change an architecture's update path, each run through conformance too.
+VARIANTS = {
+    **TINY,
+    "mlp-per-parameter": {
+        "kind": "mlp",
+        "hidden": [4],
+        "feature_normalization": "parameter",
+        "with_loss_features": True,
+    },
+}
 
 
 def _params(dtype=jnp.float32):
@@ -76,10 +91,10 @@ def test_every_architecture_is_covered():
     assert set(TINY) == set(ARCHITECTURES)
 
 
-@pytest.mark.parametrize("name", sorted(TINY))
+@pytest.mark.parametrize("name", sorted(VARIANTS))
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
 def test_conformance(name, dtype):
-    arch = build_architecture(TINY[name])
+    arch = build_architecture(VARIANTS[name])
     thetas = jax.vmap(arch.init_theta)(jax.random.split(jax.random.key(0), 3))
     params = _params(dtype)
     traces = []
@@ -106,10 +121,10 @@ def test_conformance(name, dtype):
     assert not np.allclose(np.asarray(out["w"], np.float32), np.asarray(out2["w"], np.float32))
 
 
-@pytest.mark.parametrize("name", ["mlp", "rnn-mlp"])
+@pytest.mark.parametrize("name", ["mlp", "rnn-mlp", "mlp-per-parameter"])
 def test_fresh_network_optimizers_start_as_adam(name):
     """Zeroed output layers: the learned update equals optax.adam(step_mult) exactly."""
-    arch = build_architecture(TINY[name])
+    arch = build_architecture(VARIANTS[name])
     opt = arch.optimizer(arch.init_theta(jax.random.key(1)))
     adam = optax.adam(arch.step_mult)
     params = _params()
@@ -126,6 +141,9 @@ def test_fresh_network_optimizers_start_as_adam(name):
 def test_feature_counts_are_derived_from_config():
     small = MLPOptimizer(decays=(0.9, 0.999), timescales=(10.0,))
     assert len(small.feature_names) == 2 + 3 * 2 + 1
+    fast = MLPOptimizer(decays=(0.9, 0.999), timescales=(10.0,), feature_normalization="parameter")
+    assert len(fast.feature_names) == 1 + 2 * 2 + 1  # no parameter input, no rsqrt features
+    assert fast.init_theta(jax.random.key(0))["mlp"][0].weight.shape[1] == 6
     theta = small.init_theta(jax.random.key(0))
     assert theta["mlp"][0].weight.shape[1] == len(small.feature_names)
     rnn = RNNMLPOptimizer(mlp_hidden=(4,), lstm_hidden=3, to_mlp=2, deepsets=2)
@@ -648,3 +666,45 @@ def test_sqrt0_is_sqrt_with_a_zero_derivative_at_zero():
     np.testing.assert_array_equal(sqrt0(x), jnp.sqrt(x))
     np.testing.assert_allclose(jax.vmap(jax.grad(sqrt0))(x)[1:], 0.5 / jnp.sqrt(x[1:]), rtol=1e-6)
     assert float(jax.grad(sqrt0)(0.0)) == 0.0
+
+
+def test_per_parameter_features_need_no_reduction_and_are_scale_free():
+    """``feature_normalization="parameter"``: every feature of a parameter depends on that
+    parameter's statistics alone (changing another entry of the tensor changes nothing), and
+    scaling the gradients scales nothing (they are ratios of g to its own RMS)."""
+    decays = (0.9, 0.999)
+    g = jnp.array([0.1, -2.0, 3.0, 0.0])
+    ms = [0.5 * g, 0.2 * g]
+    vs = [0.3 * g**2, 0.1 * g**2 + 1e-3]
+    count = jnp.int32(4)
+    base = per_parameter_features(g, ms, vs, count, decays)
+    other = per_parameter_features(
+        g.at[1].set(50.0),
+        [m.at[1].set(9.0) for m in ms],
+        [v.at[1].set(7.0) for v in vs],
+        count,
+        decays,
+    )
+    for a, b in zip(base, other, strict=True):
+        np.testing.assert_array_equal(np.delete(np.asarray(a), 1), np.delete(np.asarray(b), 1))
+    scaled = per_parameter_features(
+        100 * g, [100 * m for m in ms], [1e4 * v for v in vs], count, decays
+    )
+    for a, b in zip(base[:3], scaled[:3], strict=True):  # the ones scaled by the shared √v̂
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+    assert len(base) == len(param_feature_names(decays, "parameter"))
+    assert all(float(jnp.max(jnp.abs(x))) <= 5.0 for x in base)
+
+
+def test_feature_normalization_is_checked():
+    with pytest.raises(LoptError, match="invalid feature_normalization for 'mlp': 'layer'"):
+        build_architecture({"kind": "mlp", "feature_normalization": "layer"})
+    with pytest.raises(LoptError, match="must include 0.999"):
+        build_architecture(
+            {
+                "kind": "mlp",
+                "decays": [0.5, 0.9],
+                "nominal": False,
+                "feature_normalization": "parameter",
+            }
+        )

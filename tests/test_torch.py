@@ -55,6 +55,13 @@ ARCHITECTURES = {
         "distance_ref": 2e-3,
         "distance_decay": True,
     },
+    "mlp-per-parameter": {  # features scaled per parameter, no reduction over the tensor
+        "kind": "mlp",
+        "hidden": [8],
+        "trust_ratio": 5e-4,
+        "with_loss_features": True,
+        "feature_normalization": "parameter",
+    },
     "rnn-mlp-run-features": {  # the loss and horizon features in the per-parameter MLP too
         "kind": "rnn-mlp",
         "mlp_hidden": [8, 8],

@@ -86,8 +86,21 @@ def bias_corrected(x: jax.Array, decay: float, count: jax.Array) -> jax.Array:
     return x / (1 - jnp.power(decay, count.astype(jnp.float32)))
 
 
-def param_feature_names(decays: tuple[float, ...]) -> tuple[str, ...]:
-    """Names of the per-parameter features, in the order ``param_features`` returns them."""
+FEATURE_NORMALIZATIONS = ("tensor", "parameter")
+PER_PARAMETER_REFERENCE = 0.999  # the decay of the second moment that scales "parameter" features
+
+
+def param_feature_names(
+    decays: tuple[float, ...], normalization: str = "tensor"
+) -> tuple[str, ...]:
+    """Names of the per-parameter features, in the order ``param_features`` (normalization
+    ``"tensor"``) or ``per_parameter_features`` (``"parameter"``) returns them."""
+    if normalization == "parameter":
+        return (
+            "grad_over_rms",
+            *(f"momentum_{b}_over_rms" for b in decays),
+            *(f"momentum_{b}_over_own_rms" for b in decays),
+        )
     return (
         "grad",
         "param",
@@ -113,6 +126,44 @@ def param_features(p: jax.Array, g: jax.Array, ms: list, vs: list) -> list[jax.A
     rsqrt = [jax.lax.rsqrt(v + EPS) for v in vs]
     raw = [g, p, *ms, *rsqrt, *(m * r for m, r in zip(ms, rsqrt, strict=True))]
     return [_normalized(x) for x in raw]
+
+
+def per_parameter_features(
+    g: jax.Array, ms: list, vs: list, count: jax.Array, decays: tuple[float, ...]
+) -> list[jax.Array]:
+    """Per-parameter features of one tensor that need no reduction over it, each of ``g.shape``.
+
+    The gradient and the momenta are divided by the parameter's own RMS gradient — √v̂ at decay
+    ``PER_PARAMETER_REFERENCE`` (bias-corrected), as Adam normalizes its step — and each
+    momentum is also divided by the root of its own second moment; all clipped to
+    ±FEATURE_CLIP. Unlike ``param_features`` nothing is averaged over the tensor, so the whole
+    update is one fused pass over the parameters (BENCHMARKS.md: reductions over the tensor are
+    what makes a learned update expensive on a CPU). No parameter-value feature: it has no scale
+    of its own without one.
+    """
+    reference = PER_PARAMETER_REFERENCE
+    v_hat = bias_corrected(vs[decays.index(reference)], reference, count)
+    over_rms = jax.lax.rsqrt(v_hat + EPS)
+    raw = [
+        g * over_rms,
+        *(m * over_rms for m in ms),
+        *(m * jax.lax.rsqrt(v + EPS) for m, v in zip(ms, vs, strict=True)),
+    ]
+    return [jnp.clip(x, -FEATURE_CLIP, FEATURE_CLIP) for x in raw]
+
+
+def check_feature_normalization(kind: str, normalization: str, decays: tuple[float, ...]):
+    if normalization not in FEATURE_NORMALIZATIONS:
+        raise LoptError(
+            f"invalid feature_normalization for {kind!r}: {normalization!r} "
+            f"(one of {list(FEATURE_NORMALIZATIONS)})"
+        )
+    if normalization == "parameter" and PER_PARAMETER_REFERENCE not in decays:
+        raise LoptError(
+            f"invalid decays for {kind!r} with feature_normalization 'parameter': "
+            f"{list(decays)} (must include {PER_PARAMETER_REFERENCE}, the second moment "
+            "that scales the features)"
+        )
 
 
 def per_param_mlp(

@@ -17,7 +17,14 @@ import functools
 
 import torch
 
-from lopt.torch.networks import EPS, FEATURE_CLIP, NOMINAL_B1, NOMINAL_B2, trust_region
+from lopt.torch.networks import (
+    EPS,
+    FEATURE_CLIP,
+    NOMINAL_B1,
+    NOMINAL_B2,
+    PER_PARAMETER_REFERENCE,
+    trust_region,
+)
 from lopt.unrolled import affine
 
 
@@ -30,11 +37,13 @@ def compiled_tensor_update(
     trust_floor: float,
     nominal: bool,
     pool: bool,
+    per_parameter: bool = False,
 ):
     """``tensor_update`` with these static settings, compiled (one compiled function per
     setting, shared by every optimizer that has it)."""
     settings = {
         "nominal_index": (decays.index(NOMINAL_B1), decays.index(NOMINAL_B2)) if nominal else None,
+        "reference_index": decays.index(PER_PARAMETER_REFERENCE) if per_parameter else None,
         "exp_mult": exp_mult,
         "step_mult": step_mult,
         "trust_ratio": trust_ratio,
@@ -55,6 +64,7 @@ def tensor_update(
     bias_corrections: torch.Tensor,
     *,
     nominal_index: tuple[int, int] | None,
+    reference_index: int | None,
     exp_mult: float,
     step_mult: float,
     trust_ratio: float | None,
@@ -72,6 +82,10 @@ def tensor_update(
             one for "rnn-mlp").
         bias_corrections: ``(2,)`` Adam bias corrections ``1 − β**t`` at the nominal decays.
         nominal_index: indices of the nominal decays in ``m``/``v`` (``None``: no nominal).
+        reference_index: with per-parameter features (``feature_normalization="parameter"``),
+            the index of their reference decay (0.999, the second nominal one, whose bias
+            correction is ``bias_corrections[1]``); ``None``: features normalized over the
+            tensor.
         exp_mult, step_mult, trust_ratio, trust_floor: as in the architecture's config.
         pool: also return the last hidden layer's mean over the tensor.
 
@@ -80,8 +94,17 @@ def tensor_update(
     """
     k = m.shape[0]
     rsqrt = [torch.rsqrt(v[i] + EPS) for i in range(k)]
-    raw = [g, p, *(m[i] for i in range(k)), *rsqrt, *(m[i] * rsqrt[i] for i in range(k))]
-    features = [_normalized(x) for x in raw]
+    if reference_index is not None:
+        over_rms = torch.rsqrt(v[reference_index] / bias_corrections[1] + EPS)
+        raw = [
+            g * over_rms,
+            *(m[i] * over_rms for i in range(k)),
+            *(m[i] * rsqrt[i] for i in range(k)),
+        ]
+        features = [torch.clamp(x, -FEATURE_CLIP, FEATURE_CLIP) for x in raw]
+    else:
+        raw = [g, p, *(m[i] for i in range(k)), *rsqrt, *(m[i] * rsqrt[i] for i in range(k))]
+        features = [_normalized(x) for x in raw]
     weight, bias = layers[0]
     n = len(features)
     hidden = affine(weight[:, :n], bias + weight[:, n:] @ constants, features)

@@ -26,10 +26,15 @@ MAX_RANK = 4
 NUM_LOSS_FEATURES = 3
 HORIZON_SHARPNESS = 10.0
 NOMINAL_B1, NOMINAL_B2 = 0.9, 0.999
+PER_PARAMETER_REFERENCE = 0.999
 
 
-def num_param_features(decays: tuple[float, ...]) -> int:
-    """grad, param, then momentum, rsqrt second moment and their product at each decay."""
+def num_param_features(decays: tuple[float, ...], normalization: str = "tensor") -> int:
+    """grad, param, then momentum, rsqrt second moment and their product at each decay; with
+    normalization ``"parameter"``: grad, then each momentum over the reference RMS and over its
+    own (``lopt.learned.features.param_feature_names``)."""
+    if normalization == "parameter":
+        return 1 + 2 * len(decays)
     return 2 + 3 * len(decays)
 
 
@@ -57,8 +62,16 @@ class MLPConfig:
     distance_decay: bool = False
     with_horizon_feature: bool = False
     horizon_thresholds: tuple[float, ...] = ()
+    feature_normalization: str = "tensor"
 
     kind = "mlp"
+
+    def __post_init__(self):
+        if self.feature_normalization not in ("tensor", "parameter"):
+            raise ValueError(
+                f"feature_normalization {self.feature_normalization!r} is not 'tensor' or "
+                "'parameter'"
+            )
 
     def theta_shapes(self) -> dict[str, tuple[int, ...]]:
         """Leaf name -> shape of every tensor in θ."""
@@ -67,7 +80,8 @@ class MLPConfig:
             + (NUM_LOSS_FEATURES if self.with_loss_features else 0)
             + num_horizon_features(self.with_horizon_feature, self.horizon_thresholds)
         )
-        sizes = (num_param_features(self.decays) + shared, *self.hidden, 2)
+        per_parameter = num_param_features(self.decays, self.feature_normalization)
+        sizes = (per_parameter + shared, *self.hidden, 2)
         return {"['log_lr']": (), **_linear_shapes("['mlp']", sizes)}
 
 
@@ -95,6 +109,7 @@ class RNNMLPConfig:
     horizon_thresholds: tuple[float, ...] = ()
 
     kind = "rnn-mlp"
+    feature_normalization = "tensor"  # not a setting of "rnn-mlp": always across the tensor
 
     @property
     def num_tensor_features(self) -> int:
@@ -223,6 +238,23 @@ def param_features(p, g, m, v) -> torch.Tensor:
     _normalize(r, out=r)
     _normalize(mr, out=mr)
     return x
+
+
+def per_parameter_features(g, m, v, count: int, decays: tuple[float, ...]) -> torch.Tensor:
+    """Features needing no reduction over the tensor, one row each: ``(1 + 2K, numel)``
+    (``lopt.learned.features.per_parameter_features``): the gradient and the momenta over √v̂ at
+    the reference decay (bias-corrected), then each momentum over the root of its own second
+    moment; clipped to ±FEATURE_CLIP."""
+    k = m.shape[0]
+    reference = v[decays.index(PER_PARAMETER_REFERENCE)] / bias_correction(
+        PER_PARAMETER_REFERENCE, count
+    )
+    over_rms = reference.reshape(1, -1).add(EPS).rsqrt_()
+    x = torch.empty((1 + 2 * k, g.numel()), dtype=torch.float32, device=g.device)
+    torch.mul(g.reshape(1, -1), over_rms, out=x[:1])
+    torch.mul(m.reshape(k, -1), over_rms, out=x[1 : 1 + k])
+    torch.mul(m.reshape(k, -1), v.reshape(k, -1).add(EPS).rsqrt_(), out=x[1 + k :])
+    return x.clamp_(-FEATURE_CLIP, FEATURE_CLIP)
 
 
 def _normalize(x: torch.Tensor, out: torch.Tensor) -> None:

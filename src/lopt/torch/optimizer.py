@@ -81,7 +81,10 @@ class LearnedOptimizer(torch.optim.Optimizer):
         self._compiled = None  # the compiled per-tensor update (``compile=True``)
         if compile:
             settings = (cfg.exp_mult, cfg.step_mult, cfg.trust_ratio, cfg.trust_floor)
-            self._compiled = compiled_tensor_update(cfg.decays, *settings, self._nominal, rnn)
+            per_parameter = cfg.feature_normalization == "parameter"
+            self._compiled = compiled_tensor_update(
+                cfg.decays, *settings, self._nominal, rnn, per_parameter
+            )
         self.source = str(name_or_path)
         self._theta_by_device: dict[torch.device, dict[str, torch.Tensor]] = {}
         self._decays_by_shape: dict = {}
@@ -351,7 +354,10 @@ class LearnedOptimizer(torch.optim.Optimizer):
                 log_lr,
                 _nominal_bias_corrections(count, p32.device),
             )
-        features = nets.param_features(p32, g, m, v)
+        if cfg.feature_normalization == "parameter":
+            features = nets.per_parameter_features(g, m, v, count, cfg.decays)
+        else:
+            features = nets.param_features(p32, g, m, v)
         direction, magnitude, pooled = nets.per_param_mlp(layers, features, constants)
         if self._nominal:
             direction.add_(nets.nominal_direction(m, v, count, cfg.decays).reshape(-1))
