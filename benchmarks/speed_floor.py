@@ -10,6 +10,10 @@ by side in one process (JAX: ``update_times`` of ``lopt.bench_learned``, interle
 5; torch: ``step_time`` of ``lopt.torch.bench``, best of 3, taking turns):
 
 - ``small`` and ``rnn-mlp``: the shipped architectures (random weights);
+- ``per-parameter``: ``small``'s network (one hidden layer of 8, four decays, loss and horizon
+  inputs) with ``feature_normalization="parameter"`` — features scaled per parameter, no
+  reduction over the tensor — and no trust region or distance scaling: the architecture of the
+  ``ab-parameter-normalization`` config;
 - ``minimal``: the smallest ``mlp`` learned optimizer that corrects Adam's direction as
   ``small`` does (momenta and second moments at Adam's two decays, 0.9 and 0.999, so 8
   per-parameter features, each normalized over its tensor; no time, loss, horizon or distance
@@ -63,8 +67,16 @@ RNN_MLP_MINIMAL = {
     "to_mlp": 4,
     "deepsets": 4,
 }
+PER_PARAMETER = {
+    "kind": "mlp",
+    "hidden": [8],
+    "with_loss_features": True,
+    "with_horizon_feature": True,
+    "feature_normalization": "parameter",
+}
 LADDER = {
     "small": shipped_architecture("small"),
+    "per-parameter": PER_PARAMETER,
     "minimal": MINIMAL,
     "rnn-mlp": shipped_architecture("rnn-mlp"),
     "rnn-mlp minimal": RNN_MLP_MINIMAL,

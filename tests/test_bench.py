@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import pathlib
 
 import jax
@@ -101,12 +102,15 @@ def test_speed_floor_times_every_rung_against_adam():
     """benchmarks/speed_floor.py: its `minimal` rung is what its docstring says (8 features,
     one hidden layer of 4, nothing else), and both tables time every rung against Adam."""
     speed_floor = load_benchmark("speed_floor")
+    configs = pathlib.Path(__file__).parent.parent / "src" / "lopt" / "configs"
+    ab = json.loads((configs / "ab-parameter-normalization.json").read_text())
+    assert ab["architecture"] == speed_floor.PER_PARAMETER  # what the A/B run meta-trains
     minimal = build_architecture(speed_floor.MINIMAL)
     assert len(minimal.feature_names) == 8 and minimal.hidden == (4,)
     assert minimal.trust_ratio is None and minimal.distance_power == 0.0
     assert not minimal.with_loss_features and not minimal.with_horizon_feature
     rows = speed_floor.jax_ratios(sizes=(1000,), calls=1, repeats=1)
-    rungs = {"small", "minimal", "rnn-mlp", "rnn-mlp minimal"}
+    rungs = {"small", "per-parameter", "minimal", "rnn-mlp", "rnn-mlp minimal"}
     assert set(rows[1000]) == {"adam_ms", *rungs, "no reductions", "accumulators"}
     assert all(value > 0 for value in rows[1000].values())
     assert "| 1,000 |" in speed_floor.table("JAX", rows)
