@@ -204,6 +204,9 @@ def torch_ratios(sizes=SIZES, calls: int = 20, repeats: int = 3) -> dict[int, di
     from lopt.torch.optimizer import LearnedOptimizer
 
     torch.set_num_threads(1)
+    # Every compiled rung compiles the same function (up to three shape classes each): above
+    # dynamo's default of 8 compilations per function the later rungs would run eagerly.
+    torch._dynamo.config.recompile_limit = 64
     rows = {}
     with tempfile.TemporaryDirectory() as folder:
         stems = {name: pathlib.Path(folder) / name for name in LADDER}
