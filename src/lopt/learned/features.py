@@ -3,7 +3,9 @@
 Accumulators follow Metz et al. 2020 ("Tasks, stability, architecture, and compute",
 arXiv 2009.11243): momenta and second moments at several decays. Each per-parameter feature is
 divided by its root-mean-square over the tensor ("normalized by its second moment across the
-tensor") and clipped, so the optimizer network sees the same scale on every task.
+tensor") and clipped, so the optimizer network sees the same scale on every task; the
+``mlp`` architecture can instead scale them per parameter, as Adam scales its step
+(``per_parameter_features``: no reduction over the tensor, cheaper on a CPU).
 Feature counts are never hard-coded: ``param_feature_names`` derives them from the config.
 
 Speed: accumulators are kept one array per decay (contiguous), and inputs that are constant
@@ -136,9 +138,9 @@ def per_parameter_features(
     The gradient and the momenta are divided by the parameter's own RMS gradient — √v̂ at decay
     ``PER_PARAMETER_REFERENCE`` (bias-corrected), as Adam normalizes its step — and each
     momentum is also divided by the root of its own second moment; all clipped to
-    ±FEATURE_CLIP. Unlike ``param_features`` nothing is averaged over the tensor, so the whole
-    update is one fused pass over the parameters (BENCHMARKS.md: reductions over the tensor are
-    what makes a learned update expensive on a CPU). No parameter-value feature: it has no scale
+    ±FEATURE_CLIP. Unlike ``param_features`` nothing is averaged over the tensor, so the
+    features need no pass over it of their own (BENCHMARKS.md: reductions over the tensor are
+    what costs most in a learned update on a CPU). No parameter-value feature: it has no scale
     of its own without one.
     """
     reference = PER_PARAMETER_REFERENCE

@@ -99,8 +99,8 @@ class MLPOptimizer(Architecture):
         feature_normalization: ``"tensor"``: each per-parameter feature divided by its RMS
             over the tensor (``param_features``, as the shipped optimizers do); ``"parameter"``:
             scaled per parameter by its own second moment, with no reduction over the tensor
-            (``per_parameter_features``; several times cheaper per update on a CPU, no
-            parameter-value input).
+            (``per_parameter_features``; no parameter-value input; on a CPU about half the cost
+            of an update with the same network, ``benchmarks/speed_floor.py``).
     """
 
     kind = "mlp"
