@@ -526,6 +526,16 @@ def test_wrong_width_rejected(tmp_path):
         LearnedOptimizer([torch.zeros(2)], tmp_path / "opt")
 
 
+def test_unknown_feature_normalization_rejected(tmp_path):
+    small = build_architecture({"kind": "mlp", "hidden": [4]})
+    save_optimizer(tmp_path / "opt", small, small.init_theta(jax.random.key(0)))
+    meta = json.loads((tmp_path / "opt.json").read_text())
+    meta["architecture"]["feature_normalization"] = "layer"
+    (tmp_path / "opt.json").write_text(json.dumps(meta))
+    with pytest.raises(LoptError, match=r"opt.json: invalid 'mlp' architecture.*'layer'"):
+        LearnedOptimizer([torch.zeros(2)], tmp_path / "opt")
+
+
 def test_unsupported_architecture_rejected(tmp_path):
     arch = build_architecture({"kind": "learned-adam"})
     save_optimizer(tmp_path / "opt", arch, arch.init_theta(jax.random.key(0)))
