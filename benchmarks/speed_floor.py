@@ -203,31 +203,38 @@ def torch_ratios(sizes=SIZES, calls: int = 20, repeats: int = 3) -> dict[int, di
     from lopt.torch.bench import step_time, write_random_optimizer
     from lopt.torch.optimizer import LearnedOptimizer
 
+    rows = {}
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)
     # Every compiled rung compiles the same function (up to three shape classes each): above
-    # dynamo's default of 8 compilations per function the later rungs would run eagerly.
-    torch._dynamo.config.recompile_limit = 64
-    rows = {}
-    with tempfile.TemporaryDirectory() as folder:
-        stems = {name: pathlib.Path(folder) / name for name in LADDER}
-        for name, config in LADDER.items():
-            write_random_optimizer(stems[name], config)
-        for size in sizes:
-            params = torch_params(size)
-            optimizers = {"adam": torch.optim.Adam(params, lr=1e-3)}
-            for name, stem in stems.items():
-                optimizers[name] = LearnedOptimizer(params, stem)
-                optimizers[f"{name} compiled"] = LearnedOptimizer(params, stem, compile=True)
-            optimizers["no reductions"] = torch_no_reduction_optimizer(params)
-            optimizers["no reductions compiled"] = torch_no_reduction_optimizer(
-                params, compile=True
-            )
-            best = dict.fromkeys(optimizers, float("inf"))
-            for _ in range(repeats):
-                for name, optimizer in optimizers.items():
-                    best[name] = min(best[name], step_time(optimizer, params, calls, 1))
-            adam = best.pop("adam")
-            rows[size] = {"adam_ms": 1e3 * adam, **{n: t / adam for n, t in best.items()}}
+    # dynamo's default of 8 compilations per function the later rungs would run eagerly. Both
+    # settings are the process's, so they are given back afterwards.
+    try:
+        with (
+            torch._dynamo.config.patch(recompile_limit=64),
+            tempfile.TemporaryDirectory() as folder,
+        ):
+            stems = {name: pathlib.Path(folder) / name for name in LADDER}
+            for name, config in LADDER.items():
+                write_random_optimizer(stems[name], config)
+            for size in sizes:
+                params = torch_params(size)
+                optimizers = {"adam": torch.optim.Adam(params, lr=1e-3)}
+                for name, stem in stems.items():
+                    optimizers[name] = LearnedOptimizer(params, stem)
+                    optimizers[f"{name} compiled"] = LearnedOptimizer(params, stem, compile=True)
+                optimizers["no reductions"] = torch_no_reduction_optimizer(params)
+                optimizers["no reductions compiled"] = torch_no_reduction_optimizer(
+                    params, compile=True
+                )
+                best = dict.fromkeys(optimizers, float("inf"))
+                for _ in range(repeats):
+                    for name, optimizer in optimizers.items():
+                        best[name] = min(best[name], step_time(optimizer, params, calls, 1))
+                adam = best.pop("adam")
+                rows[size] = {"adam_ms": 1e3 * adam, **{n: t / adam for n, t in best.items()}}
+    finally:
+        torch.set_num_threads(threads)
     return rows
 
 

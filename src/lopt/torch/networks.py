@@ -26,6 +26,7 @@ MAX_RANK = 4
 NUM_LOSS_FEATURES = 3
 HORIZON_SHARPNESS = 10.0
 NOMINAL_B1, NOMINAL_B2 = 0.9, 0.999
+FEATURE_NORMALIZATIONS = ("tensor", "parameter")
 PER_PARAMETER_REFERENCE = 0.999
 
 
@@ -67,10 +68,10 @@ class MLPConfig:
     kind = "mlp"
 
     def __post_init__(self):
-        if self.feature_normalization not in ("tensor", "parameter"):
+        if self.feature_normalization not in FEATURE_NORMALIZATIONS:
             raise ValueError(
-                f"feature_normalization {self.feature_normalization!r} is not 'tensor' or "
-                "'parameter'"
+                f"feature_normalization {self.feature_normalization!r} is not one of "
+                f"{list(FEATURE_NORMALIZATIONS)}"
             )
 
     def theta_shapes(self) -> dict[str, tuple[int, ...]]:
