@@ -59,6 +59,15 @@ def _batch(i):
     return jax.random.normal(kx, (8, 3)), jax.random.normal(ky, (8, 5))
 
 
+def _assert_same_updates(actual, expected):
+    """Two runs' updates agree to float32 rounding: each jitted ``step`` is its own program,
+    whose fusion and reduction order XLA may choose differently. ``atol`` scales with the
+    tensor's largest update (entries near 0 lose relative precision to cancellation)."""
+    for a, b in zip(jax.tree.leaves(actual), jax.tree.leaves(expected), strict=True):
+        a, b = np.asarray(a), np.asarray(b)
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6 * np.abs(b).max())
+
+
 def _run(opt, params, steps=4):
     """``steps`` real training steps (jitted); returns every step's updates and the final
     state."""
@@ -79,18 +88,16 @@ def _run(opt, params, steps=4):
 
 
 @pytest.mark.parametrize(("weight", "side"), [(1.0, "learned"), (0.0, "hand")])
-def test_pinned_weight_reproduces_that_component_exactly(weight, side):
+def test_pinned_weight_reproduces_that_component(weight, side):
     learned = ARCH.optimizer(_theta())
     hand = optax.sgd(0.05, momentum=0.9)
     params = _params()
     pinned, _ = _run(hub(learned, hand, weight=weight), params)
     alone, _ = _run(learned if side == "learned" else hand, params)
     other, _ = _run(hand if side == "learned" else learned, params)
-    for step_pinned, step_alone, step_other in zip(pinned, alone, other, strict=True):
-        for a, b, c in zip(
-            *map(jax.tree.leaves, (step_pinned, step_alone, step_other)), strict=True
-        ):
-            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    _assert_same_updates(pinned, alone)
+    for step_alone, step_other in zip(alone, other, strict=True):
+        for b, c in zip(*map(jax.tree.leaves, (step_alone, step_other)), strict=True):
             assert not np.allclose(np.asarray(b), np.asarray(c))  # the components differ
 
 
@@ -193,10 +200,9 @@ def test_select_keeps_the_lower_loss_candidate_and_counts_forward_passes():
     history, state = _run(opt, params, steps)
     assert len(calls) == 2  # the jitted step evaluates the loss once per candidate
     assert int(state.extra_forward_passes) == 2 * steps
-    assert all(float(w) == 0.0 for w in jax.tree.leaves(state.learned_weight))
+    assert all(float(w) == 0.0 for w in jax.tree.leaves(state.learned_weight))  # 0/1 flags: exact
     expected, _ = _run(downhill, params, steps)
-    for a, b in zip(jax.tree.leaves(history), jax.tree.leaves(expected), strict=True):
-        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    _assert_same_updates(history, expected)
     # Swapped roles: the downhill 'learned' candidate wins every step.
     _, state = _run(hub(downhill, uphill, "select", loss_fn=_loss), params, steps)
     assert all(float(w) == 1.0 for w in jax.tree.leaves(state.learned_weight))
@@ -251,17 +257,18 @@ def test_fine_tuning_starts_from_the_pretrained_weights():
         for a, b in zip(
             *map(jax.tree.leaves, (task.init(jax.random.key(key)), pretrained)), strict=True
         ):
-            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))  # the same buffers
     fresh = source.init(jax.random.key(0))
     test = source.eval_batch("test")
     assert source.loss(pretrained, test) < 0.5 * source.loss(fresh, test)  # really pretrained
     assert target.loss(pretrained, target.eval_batch("test")) > source.loss(pretrained, test)
     again = pretrain(source, Pretraining(steps=200, lr=1e-2))
     for a, b in zip(*map(jax.tree.leaves, (again, pretrained)), strict=True):
-        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))  # deterministic
+        # deterministic: the same jitted _pretrain (same static task and settings), same inputs
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     start = init_state(task, optax.adam(1e-3), jax.random.key(5)).params  # what train uses
     for a, b in zip(*map(jax.tree.leaves, (start, pretrained)), strict=True):
-        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))  # the same buffers
 
 
 def test_shifted_datasets():
@@ -282,7 +289,7 @@ def test_registered_fine_tuning_tasks_start_pretrained(name):
     task = get_hub_task(name)
     start = task.init(jax.random.key(9))
     for a, b in zip(*map(jax.tree.leaves, (start, task.pretrained_params)), strict=True):
-        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))  # the same buffers
     fresh = task.source.init(jax.random.key(0))
     test = task.source.eval_batch("test")
     assert task.source.loss(start, test) < 0.7 * task.source.loss(fresh, test)
@@ -371,7 +378,9 @@ def test_cost_benchmark_reports_ratios_against_each_component(tmp_path):
     assert json.loads(write_costs(costs, tmp_path).read_text())["tasks"] == costs
 
 
-def test_adam_and_adamw_grids_are_the_named_baselines_bit_for_bit():
+def test_adam_and_adamw_grids_are_the_named_baselines():
+    """Each row of the vmapped grid makes the named baseline's updates (to float32 rounding:
+    other programs); Adam's and AdamW's updates differ by 2·10⁻⁴ relative, far above it."""
     from lopt.baselines import make
     from lopt.hybrid.compare import tuned_grids
 
@@ -383,6 +392,4 @@ def test_adam_and_adamw_grids_are_the_named_baselines_bit_for_bit():
         table, [("adam", 1e-3), ("adam", 1e-2), ("adamw", 1e-3), ("adamw", 1e-2)], strict=True
     ):
         ours, _ = _run(build(row), params, steps=3)
-        named, _ = _run(make(name, jnp.float32(lr)), params, steps=3)
-        for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(named), strict=True):
-            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+        _assert_same_updates(ours, _run(make(name, jnp.float32(lr)), params, steps=3)[0])
