@@ -9,6 +9,7 @@ import sys
 
 import pytest
 from tiny_configs import TINY_META_TRAIN
+from tolerances import assert_records_close
 
 from lopt.cli import main
 from lopt.cli.training import load_run_config
@@ -28,7 +29,8 @@ def test_eval_keeps_baselines_in_the_cache_unless_told_not_to(tmp_path, monkeypa
     assert main([*argv, "--out", str(tmp_path / "b")]) == 0
     assert len(list((tmp_path / "cache").glob("*.npz"))) == 1  # the Adam grid of the task
     results = [json.loads((tmp_path / d / "results.json").read_text()) for d in "ab"]
-    assert results[0]["summary"] == results[1]["summary"]
+    # Both runs trained every optimizer, each in programs of its own: equal to float32 rounding.
+    assert_records_close(results[1]["summary"], results[0]["summary"], rtol=1e-5, atol=1e-6)
 
 
 def test_eval_writes_run_and_resumes(tmp_path, capsys):
@@ -176,7 +178,7 @@ def test_reconfigure_keeps_theta_and_changes_the_settings(tmp_path, capsys):
         "changes": {"distance_power": 0.5, "trust_ratio": 0.2},
     }
     for a, b in zip(jax.tree.leaves(theta), jax.tree.leaves(load_theta("small")[1]), strict=True):
-        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(a, b)  # θ read from the file and written back unchanged
     bad = {
         "hiden=[4]": "unknown setting 'hiden' of 'mlp' (did you mean 'hidden'?)",
         "hidden=[4]": "does not fit",  # θ's shapes would change

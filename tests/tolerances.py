@@ -1,0 +1,44 @@
+"""Comparisons of results that separately compiled XLA programs computed (other jit calls,
+processes, device counts, a program read from the persistent compilation cache): XLA fuses and
+orders reductions as it likes, so their floats agree to rounding, not bit for bit. Everything
+else (integers, strings, keys, shapes, dtypes) must be equal."""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+
+
+def assert_trees_close(actual, expected, *, rtol: float, atol: float = 0.0) -> None:
+    """Same pytree structure, leaf dtypes and shapes; float leaves within ``rtol``/``atol``,
+    other leaves equal."""
+    leaves, treedef = jax.tree_util.tree_flatten_with_path(expected)
+    assert jax.tree.structure(actual) == treedef
+    for (path, b), a in zip(leaves, jax.tree.leaves(actual), strict=True):
+        path = jax.tree_util.keystr(path)
+        a, b = np.asarray(a), np.asarray(b)
+        assert (a.dtype, a.shape) == (b.dtype, b.shape), path
+        if np.issubdtype(b.dtype, np.inexact):
+            np.testing.assert_allclose(a, b, rtol=rtol, atol=atol, err_msg=path)
+        else:
+            np.testing.assert_array_equal(a, b, err_msg=path)
+
+
+def assert_records_close(actual, expected, *, rtol: float, atol: float = 0.0, path="") -> None:
+    """JSON-like data: dicts with the same keys, lists of the same length, floats within
+    ``rtol``/``atol`` (NaN matches NaN), anything else (ints, strings, bools) equal."""
+    if isinstance(expected, dict):
+        assert isinstance(actual, dict) and actual.keys() == expected.keys(), path
+        for key in expected:
+            assert_records_close(
+                actual[key], expected[key], rtol=rtol, atol=atol, path=f"{path}.{key}"
+            )
+    elif isinstance(expected, list | tuple):
+        assert isinstance(actual, list | tuple) and len(actual) == len(expected), path
+        for i, (a, b) in enumerate(zip(actual, expected, strict=True)):
+            assert_records_close(a, b, rtol=rtol, atol=atol, path=f"{path}[{i}]")
+    elif isinstance(expected, float):
+        assert isinstance(actual, float), path
+        np.testing.assert_allclose(actual, expected, rtol=rtol, atol=atol, err_msg=path)
+    else:
+        assert actual == expected, path
