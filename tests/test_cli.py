@@ -124,9 +124,10 @@ def test_an_unwritable_output_is_one_line(tmp_path, capsys):
     blocker = tmp_path / "file"
     blocker.write_text("")
     args = ["eval", "--optimizer", "sgd@0.1", "--tasks", "quadratic-16", "--steps", "20"]
-    assert main([*args, "--out", str(blocker / "run")]) == 1
+    assert main([*args, "--out", str(blocker / "run")]) == 2
     err = capsys.readouterr().err
-    assert err == f"error: Not a directory: {blocker / 'run'}\n", err
+    bad = f"cannot write results to {blocker / 'run'}: {blocker} is a file"
+    assert err == f"error: {bad}; expected a directory\n", err
 
 
 def test_script_reports_one_line(tmp_path):

@@ -13,7 +13,6 @@ quantities measured in the same run on the same machine (DESIGN.md "How we judge
 
 from __future__ import annotations
 
-import json
 import os
 import pathlib
 import platform
@@ -26,6 +25,7 @@ import optax
 
 import lopt
 from lopt.baselines import ADAM_LRS, make
+from lopt.outputs import write_json
 from lopt.tasks import FAMILIES, Task, get_task
 from lopt.train import as_extra_args, init_state, inner_step, run_steps, train
 
@@ -92,13 +92,35 @@ def tuning_speedup(task: Task, num_steps: int, repeats: int = 3) -> dict:
     return {"vmapped_s": vmapped_s, "loop_s": loop_s, "speedup": loop_s / vmapped_s}
 
 
-def run_bench(quick: bool = False, progress: Callable[[str], None] | None = None) -> dict:
-    """All benchmarks; ``quick`` uses fewer steps and repeats (a smoke run, noisier numbers)."""
+def run_bench(
+    quick: bool = False,
+    progress: Callable[[str], None] | None = None,
+    save: Callable[[dict], object] | None = None,
+) -> dict:
+    """All benchmarks; ``quick`` uses fewer steps and repeats (a smoke run, noisier numbers).
+
+    ``save`` is called with the results so far after each benchmark finishes (``"finished"``
+    is false until the last), so that an interrupted run keeps what it measured.
+    """
     say = progress or (lambda _msg: None)
+    keep = save or (lambda _result: None)
     steps, repeats = (100, 2) if quick else (1000, 3)
+    result = {
+        "config": {"quick": quick, "steps": steps, "repeats": repeats, "optimizer": "adam(1e-3)"},
+        "machine": {
+            "platform": platform.platform(),
+            "cpu_count": os.cpu_count(),
+            "devices": [str(d) for d in jax.devices()],
+            "jax": jax.__version__,
+            "lopt": lopt.__version__,
+        },
+        "finished": False,
+    }
     say("matmul peak")
     peak = matmul_peak(512 if quick else 1024, 5 if quick else 10)
-    families = {}
+    result["matmul_peak_gflop_per_s"] = peak
+    keep(result)
+    families = result["families"] = {}
     for name, family in FAMILIES.items():
         say(f"family {name}")
         task = family.sample(0)
@@ -108,39 +130,30 @@ def run_bench(quick: bool = False, progress: Callable[[str], None] | None = None
             **stats,
             "fraction_of_peak": stats["gflop_per_s"] / peak,
         }
-    tuning = {}
+        keep(result)
+    tuning = result["tuning"] = {}
     for name in TUNING_TASKS:
         say(f"tuning {name}")
         tuning[name] = tuning_speedup(get_task(name), steps, repeats)
+        keep(result)
     from lopt.bench_learned import es_throughput, update_ratios
 
     say("learned-optimizer update time vs Adam")
-    updates = update_ratios(quick)
+    result["learned_updates"] = update_ratios(quick)
+    keep(result)
     say("ES meta-training throughput")
-    es = es_throughput(peak, quick)
-    return {
-        "config": {"quick": quick, "steps": steps, "repeats": repeats, "optimizer": "adam(1e-3)"},
-        "machine": {
-            "platform": platform.platform(),
-            "cpu_count": os.cpu_count(),
-            "devices": [str(d) for d in jax.devices()],
-            "jax": jax.__version__,
-            "lopt": lopt.__version__,
-        },
-        "matmul_peak_gflop_per_s": peak,
-        "families": families,
-        "tuning": tuning,
-        "learned_updates": updates,
-        "es": es,
-    }
+    result["es"] = es_throughput(peak, quick)
+    result["finished"] = True
+    keep(result)
+    return result
 
 
 def write_bench(result: dict, out_dir: str | pathlib.Path) -> pathlib.Path:
-    """Write ``bench.json`` into ``out_dir``; returns its path."""
+    """Write ``bench.json`` into ``out_dir`` atomically; returns its path."""
     out = pathlib.Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     path = out / "bench.json"
-    path.write_text(json.dumps(result, indent=2) + "\n")
+    write_json(path, result)
     return path
 
 

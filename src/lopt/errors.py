@@ -29,6 +29,18 @@ def unknown_name(kind: str, name: str, valid: Iterable[str]) -> LoptError:
     return LoptError(f"unknown {kind} {name!r}{hint}; valid {kind}s: {', '.join(valid)}")
 
 
+def split_names(field: str, text: str) -> tuple[str, ...]:
+    """The stripped items of the comma-separated list ``text`` (a flag such as ``--tasks``);
+    raises if the list or any item is empty."""
+    items = tuple(item.strip() for item in text.split(","))
+    if not all(items):
+        problem = "is empty" if not text.strip() else "has an empty item"
+        raise LoptError(
+            f"invalid value for {field}: {text!r} {problem} (expected comma-separated names)"
+        )
+    return items
+
+
 def check_range(field: str, value: float, low: float, high: float | None = None) -> None:
     """Raise if `value` is not a number or is outside [low, high] (high=None: unbounded)."""
     scalar = isinstance(value, numbers.Real) or getattr(value, "shape", None) == ()  # 0-d arrays

@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import pathlib
+import shutil
 import time
 import zlib
 from collections.abc import Sequence
@@ -37,6 +38,7 @@ from lopt.baselines import global_best_index, run_trials, selection_score
 from lopt.errors import LoptError, check_count, unknown_name
 from lopt.files import write_atomically
 from lopt.optimizer_specs import OptimizerSpec, resolve_optimizer
+from lopt.outputs import check_output_dir
 from lopt.tasks import SPLITS, TASKS, get_task
 from lopt.train import check_schedule, default_eval_every
 
@@ -44,6 +46,7 @@ from lopt.train import check_schedule, default_eval_every
 REFERENCE_SPECS = ("adam-tuned", "adam-global")
 # Trial grids whose every trial counts towards L* when they were run.
 REFERENCE_GRIDS = ("adam-lrs", "nadamw-trials")
+GRIDS_DIR = "grids"  # a run directory's finished grid runs, until its results are written
 NONFINITE = 2.0  # normalized value of a diverged point
 CLIP = (-1.0, 2.0)
 
@@ -216,11 +219,13 @@ def evaluate(
     return _evaluate_resolved(config, specs, key, progress, baseline_cache)
 
 
-def _evaluate_resolved(config, specs, key, progress, baseline_cache) -> EvalResult:
-    """``evaluate`` of a config from ``_resolved_config``."""
+def _evaluate_resolved(config, specs, key, progress, baseline_cache, finished=None) -> EvalResult:
+    """``evaluate`` of a config from ``_resolved_config``; ``finished`` (a ``BaselineCache`` in
+    the run directory) keeps every grid's run as it finishes and gives back those an
+    interrupted evaluation of the same config had finished."""
     from lopt.report import progress_bar
 
-    task_names, num_steps, num_seeds = config["tasks"], config["steps"], config["seeds"]
+    task_names = config["tasks"]
     grids: dict[str, OptimizerSpec] = {}  # one run per grid (its first spec builds it)
     for spec in specs:
         grids.setdefault(spec.grid, spec)
@@ -237,7 +242,7 @@ def _evaluate_resolved(config, specs, key, progress, baseline_cache) -> EvalResu
                 bar(f"task {i}/{len(task_names)} {name} · {grid} ({trials} trials)")
                 cache = baseline_cache if grid in REFERENCE_GRIDS else None
                 arrays = _grid_arrays(
-                    name, task, spec, task_key(key, name), num_steps, num_seeds, config, cache
+                    name, task, spec, task_key(key, name), config, cache, finished
                 )
                 runs[name][grid] = {s: arrays[s] for s in SPLITS}
                 scores[name][grid] = arrays["selection_score"]
@@ -269,22 +274,31 @@ def _evaluate_resolved(config, specs, key, progress, baseline_cache) -> EvalResu
     return EvalResult(config, tuple(s.label for s in specs), tasks)
 
 
-def _grid_arrays(name, task, spec, key, num_steps, num_seeds, config, cache) -> dict:
-    """``_run_grid``'s arrays, read from ``cache`` when it holds them (then stored there)."""
-    if cache is None:
-        return _run_grid(task, spec, key, num_steps, num_seeds, config)
-    entry = entry_key(
-        task=name,
-        grid=spec.grid,
-        steps=num_steps,
-        seeds=num_seeds,
-        eval_every=config["eval_every"],
-        key=np.asarray(jax.random.key_data(key)).tolist(),
-    )
-    arrays = cache.load(entry)
+def _grid_arrays(name, task, spec, key, config, cache, finished) -> dict:
+    """``_run_grid``'s arrays: from ``finished`` (this evaluation's finished runs), else from
+    the baseline ``cache``, else run; a new run is stored in both (those that are not None)."""
+    arrays = None
+    if finished is not None:
+        done = entry_key(config=config, task=name, grid=spec.grid)
+        arrays = finished.load(done)
+        if arrays is not None:
+            return arrays
+    if cache is not None:
+        entry = entry_key(
+            task=name,
+            grid=spec.grid,
+            steps=config["steps"],
+            seeds=config["seeds"],
+            eval_every=config["eval_every"],
+            key=np.asarray(jax.random.key_data(key)).tolist(),
+        )
+        arrays = cache.load(entry)
     if arrays is None:
-        arrays = _run_grid(task, spec, key, num_steps, num_seeds, config)
-        cache.store(entry, arrays)
+        arrays = _run_grid(task, spec, key, config["steps"], config["seeds"], config)
+        if cache is not None:
+            cache.store(entry, arrays)
+    if finished is not None:
+        finished.store(done, arrays)
     return arrays
 
 
@@ -358,15 +372,19 @@ def evaluate_into(
     If ``out_dir`` already holds results of the same config (same learned weights included)
     they are returned as they are (``reused=True``); results of a different config are an
     error, never overwritten — unless ``replace`` (for directories whose evaluation is derived
-    output, such as the demo's), which evaluates again and replaces them.
+    output, such as the demo's), which evaluates again and replaces them. Until the results
+    are written, each finished run of a trial grid is kept in ``out_dir/grids/``: an
+    interrupted evaluation, re-run with the same config, runs only the grids it had not
+    finished.
     """
     from lopt.report import read_results
 
     config, specs = _resolved_config(
         task_names, optimizer_specs, num_steps, num_seeds, key, eval_every
     )
-    pathlib.Path(out_dir).mkdir(parents=True, exist_ok=True)  # an unusable path fails now
-    previous = read_results(out_dir)
+    out = check_output_dir(out_dir)  # an unusable path fails now, not after the work
+    out.mkdir(parents=True, exist_ok=True)
+    previous = read_results(out)
     if previous is not None:
         if previous.get("config") == config:
             return previous, True
@@ -378,7 +396,9 @@ def evaluate_into(
                 f"{', '.join(fields)}); choose another output directory or remove it"
             )
         # results.json marks a finished evaluation: gone until the new one is written.
-        (pathlib.Path(out_dir) / "results.json").unlink()
-    result = _evaluate_resolved(config, specs, key, progress, baseline_cache)
-    write_run(result, out_dir)
+        (out / "results.json").unlink()
+    finished = BaselineCache(out / GRIDS_DIR)
+    result = _evaluate_resolved(config, specs, key, progress, baseline_cache, finished)
+    write_run(result, out)
+    shutil.rmtree(finished.root, ignore_errors=True)  # the results hold what was kept
     return result.to_json(), False

@@ -6,6 +6,8 @@ import argparse
 import sys
 
 from lopt.cli.common import positive_float, positive_int, print_results, setup
+from lopt.errors import split_names
+from lopt.outputs import check_output_dir
 
 
 def add_eval(subparsers) -> None:
@@ -14,7 +16,8 @@ def add_eval(subparsers) -> None:
         help="compare optimizers on a task set",
         description="Train every optimizer on every task, normalize against tuned Adam and "
         "write results.json, results.md and plots. Re-running on the same --out reuses results "
-        "(if the learned optimizers' weights are unchanged).",
+        "(if the learned optimizers' weights are unchanged); an interrupted evaluation resumes "
+        "from the trial grids it had finished.",
     )
     p.add_argument(
         "--optimizer",
@@ -39,6 +42,8 @@ def add_eval(subparsers) -> None:
 
 
 def run_eval(args: argparse.Namespace) -> int:
+    check_output_dir(args.out)
+    specs = split_names("--optimizer", args.optimizer)
     setup()
     import jax
 
@@ -46,7 +51,6 @@ def run_eval(args: argparse.Namespace) -> int:
     from lopt.evaluate import evaluate_into
     from lopt.tasks import task_names
 
-    specs = [s.strip() for s in args.optimizer.split(",") if s.strip()]
     cache = None if args.no_baseline_cache else BaselineCache(default_dir())
     data, reused = evaluate_into(
         args.out,
@@ -68,7 +72,8 @@ def add_bench(subparsers) -> None:
         "bench",
         help="speed benchmarks",
         description="Inner-training steps/s per task family, vmapped-tuning speedup and "
-        "achieved GFLOP/s against a measured matmul peak; writes bench.json.",
+        "achieved GFLOP/s against a measured matmul peak; writes bench.json as each benchmark "
+        "finishes.",
     )
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--quick", action="store_true", help="fewer steps and repeats (smoke run)")
@@ -76,14 +81,16 @@ def add_bench(subparsers) -> None:
 
 
 def run_bench(args: argparse.Namespace) -> int:
+    check_output_dir(args.out)
     setup()
     from lopt.bench import print_bench, run_bench, write_bench
 
     say = lambda msg: print(f"bench: {msg}", file=sys.stderr, flush=True)
-    result = run_bench(quick=args.quick, progress=say)
-    path = write_bench(result, args.out)
+    result = run_bench(
+        quick=args.quick, progress=say, save=lambda partial: write_bench(partial, args.out)
+    )
     print_bench(result)
-    print(f"wrote {path}")
+    print(f"wrote {args.out}/bench.json")
     return 0
 
 
@@ -104,6 +111,7 @@ def add_demo(subparsers) -> None:
 
 
 def run_demo_command(args: argparse.Namespace) -> int:
+    check_output_dir(args.out)
     setup()
     from lopt.demo import run_demo
 

@@ -6,6 +6,8 @@ import argparse
 import sys
 
 from lopt.cli.common import positive_float, positive_int, setup
+from lopt.errors import split_names
+from lopt.outputs import check_output_dir
 
 HUB_DEFAULTS = {"tasks": "all", "steps": 1000, "seeds": 2, "lrs": 14}
 HUB_QUICK = {"tasks": "quick", "steps": 100, "seeds": 1, "lrs": 3}
@@ -40,21 +42,24 @@ def add_hub(subparsers) -> None:
 
 
 def run_hub(args: argparse.Namespace) -> int:
+    check_output_dir(args.out)
     setup()
     if args.cost:
         from lopt.hybrid.cost import COST_TASKS, measure_costs, write_costs
+        from lopt.tasks import task_names
 
         costs = measure_costs(
-            args.tasks.split(",") if args.tasks else COST_TASKS,
+            task_names(args.tasks) if args.tasks is not None else COST_TASKS,
             num_steps=50 if args.quick else (args.steps or 500),
             rounds=2 if args.quick else 3,
             progress=lambda msg: print(f"hub: {msg}", file=sys.stderr, flush=True),
+            save=lambda partial: write_costs(partial, args.out),
             learned=args.learned,
             hand_designed=args.hand_designed,
         )
         for task, c in costs.items():
             print(f"{task}: " + ", ".join(f"{k} {v:.2f}x" for k, v in c["ratios"].items()))
-        print(f"wrote {write_costs(costs, args.out)}")
+        print(f"wrote {args.out}/cost.json")
         return 0
 
     from lopt.hybrid.compare import HubConfig, compare
@@ -73,7 +78,7 @@ def run_hub(args: argparse.Namespace) -> int:
         hand_designed=args.hand_designed,
         temperature=args.temperature or DEFAULT_TEMPERATURE,
         seed=args.seed,
-        modes=tuple(m.strip() for m in args.modes.split(",") if m.strip()),
+        modes=split_names("--modes", args.modes),
     )
     results, reused = compare(config, args.out, progress=not args.no_progress)
     if reused:

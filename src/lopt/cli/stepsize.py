@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from lopt.cli.common import setup
+from lopt.outputs import check_output_dir
 
 
 def add_stepsize(subparsers) -> None:
@@ -24,11 +25,10 @@ def add_stepsize(subparsers) -> None:
 
 
 def run_stepsize(args: argparse.Namespace) -> int:
+    out = check_output_dir(args.out)
     setup()
-    import pathlib
-
     from lopt.stepsize.report import run
 
-    run(pathlib.Path(args.out), quick=args.quick, neural=not args.no_neural)
+    run(out, quick=args.quick, neural=not args.no_neural)
     print(f"report: {args.out}/report.md")
     return 0

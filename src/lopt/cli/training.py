@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 
 from lopt.cli.common import non_negative_int, positive_float, positive_int, setup
-from lopt.errors import LoptError
+from lopt.errors import LoptError, split_names
+from lopt.outputs import check_output_dir
 
 
 def add_average(subparsers) -> None:
@@ -35,7 +36,7 @@ def run_average(args: argparse.Namespace) -> int:
     setup()
     from lopt.learned.io import average_optimizers, save_optimizer
 
-    paths = [s.strip() for s in args.optimizer.split(",") if s.strip()]
+    paths = split_names("--optimizer", args.optimizer)
     weights = None
     if args.weights is not None:
         try:
@@ -179,6 +180,7 @@ def load_run_config(config_class, args: argparse.Namespace, **overrides):
 
 
 def run_meta_train(args: argparse.Namespace) -> int:
+    check_output_dir(args.out)
     setup()
     from lopt.meta import MetaTrainConfig, meta_train
 
@@ -232,6 +234,7 @@ def add_self_train(subparsers) -> None:
 
 
 def run_self_train(args: argparse.Namespace) -> int:
+    check_output_dir(args.out)
     setup()
     from lopt.population import PopulationConfig, self_train
 

@@ -10,7 +10,6 @@ affects them alike and the ratios are measured side by side.
 
 from __future__ import annotations
 
-import json
 import pathlib
 import time
 from collections.abc import Callable, Sequence
@@ -18,9 +17,11 @@ from collections.abc import Callable, Sequence
 import jax
 import optax
 
+from lopt.errors import unknown_name
 from lopt.hybrid.compare import hand_designed_optimizer, learned_optimizer
 from lopt.hybrid.hub import hub
-from lopt.tasks import get_task
+from lopt.outputs import write_json
+from lopt.tasks import TASKS, get_task
 from lopt.train import init_state, run_steps
 
 COST_TASKS = ("mlp-digits-32", "mlp-mnist1d-128x128", "conv-digits-8-16", "charlm-prose")
@@ -74,23 +75,31 @@ def measure_costs(
     num_steps: int = 500,
     rounds: int = 3,
     progress: Callable[[str], None] | None = None,
+    save: Callable[[dict], object] | None = None,
     **components,
 ) -> dict:
     """``step_costs`` on every task in ``tasks``; ``components`` are ``learned=``/
-    ``hand_designed=`` specs."""
+    ``hand_designed=`` specs. ``save`` is called with the costs so far after each task, so that
+    an interrupted run keeps them."""
+    for name in tasks:  # a misspelt name fails before any measurement
+        if name not in TASKS:
+            raise unknown_name("task", name, TASKS)
     say = progress or (lambda _msg: None)
     out = {}
     for name in tasks:
         say(f"cost {name}")
         out[name] = step_costs(name, num_steps=num_steps, rounds=rounds, **components)
+        if save is not None:
+            save(out)
     return out
 
 
 def write_costs(costs: dict, out_dir: str | pathlib.Path) -> pathlib.Path:
-    """Write ``costs`` (with JAX version and device) to ``out_dir/cost.json``; returns it."""
+    """Write ``costs`` (with JAX version and device) to ``out_dir/cost.json`` atomically;
+    returns its path."""
     out = pathlib.Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     path = out / "cost.json"
     meta = {"jax": jax.__version__, "device": str(jax.devices()[0].device_kind)}
-    path.write_text(json.dumps({"machine": meta, "tasks": costs}, indent=2) + "\n")
+    write_json(path, {"machine": meta, "tasks": costs})
     return path

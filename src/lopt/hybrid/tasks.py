@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from lopt.errors import unknown_name
+from lopt.errors import split_names, unknown_name
 from lopt.hybrid.finetune import (
     FineTuneTask,
     MovedTeacherStudent,
@@ -102,13 +102,11 @@ def hub_task_names(spec: str) -> tuple[str, ...]:
     comma-separated list of task names."""
     if spec in HUB_TASK_SETS:
         return HUB_TASK_SETS[spec]
-    names = tuple(n.strip() for n in spec.split(",") if n.strip())
+    names = split_names("tasks", spec)
     valid = (*HUB_TASKS, *TASKS)
     for name in names:
         if name not in valid:
             raise unknown_name("task or task set", name, [*HUB_TASK_SETS, *HUB_TASKS])
-    if not names:
-        raise unknown_name("task or task set", spec, [*HUB_TASK_SETS, *HUB_TASKS])
     return names
 
 

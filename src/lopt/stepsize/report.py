@@ -25,6 +25,7 @@ import jax
 import numpy as np
 from rich.console import Console
 
+from lopt.files import write_atomically
 from lopt.stepsize import experiments as ex
 from lopt.stepsize import neural as nn
 from lopt.stepsize import plots
@@ -214,6 +215,8 @@ def run(
 ) -> dict:
     """Run all experiments, write PNGs, ``report.md``, ``metrics.json``; return the metrics.
 
+    ``metrics.json`` is rewritten as each experiment finishes, so an interrupted run keeps them.
+
     ``neural=False`` skips the neural-network experiment (:func:`lopt.stepsize.neural.run_neural`,
     a few minutes at full size); ``neural_config`` overrides its configuration.
     """
@@ -237,19 +240,29 @@ def run(
         console.log(f"{name}: done in {time.perf_counter() - t0:.1f} s")
         return result
 
+    def save() -> None:  # after each experiment: an interrupted run keeps the finished ones
+        write_atomically(out_dir / "metrics.json", json.dumps(ex.to_json(metrics)).encode())
+
+    def experiment(field: str, name: str, fn) -> None:
+        metrics[field] = stage(name, fn)
+        save()
+
     ts = np.arange(1, cfg.growth_t_max + 1)
-    metrics["growth"] = stage(
+    experiment(
+        "growth",
         "meta-gradient growth",
         lambda: ex.growth(
             problem, cfg.growth_etas, ts, cfg.growth_fit_from, cfg.growth_autodiff_ts
         ),
     )
     p_ts = np.unique(np.geomspace(1, cfg.precision_t_max, cfg.precision_num_t).astype(int))
-    metrics["precision"] = stage(
+    experiment(
+        "precision",
         "autodiff vs stable precision",
         lambda: ex.precision(problem, cfg.precision_etas, p_ts, cfg.precision_rtol),
     )
-    metrics["meta_descent"] = stage(
+    experiment(
+        "meta_descent",
         "meta-gradient descent",
         lambda: ex.meta_descent(
             problem,
@@ -260,7 +273,8 @@ def run(
             cfg.meta_rel_tol,
         ),
     )
-    metrics["spectra"] = stage(
+    experiment(
+        "spectra",
         "meta-gradient descent on other spectra",
         lambda: ex.meta_descent_spectra(
             cfg.spectra,
@@ -274,35 +288,37 @@ def run(
         ),
     )
     grid = np.geomspace(cfg.ls_eta_min, cfg.ls_eta_max, cfg.ls_grid_size)
-    comparisons = stage(
+    experiment(
+        "least_squares",
         "train-by-train vs train-by-validation",
-        lambda: ex.least_squares(
-            jax.random.fold_in(key, 1),
-            d=cfg.ls_d,
-            sample_counts=cfg.ls_sample_counts,
-            sigmas=cfg.ls_sigmas,
-            t=cfg.ls_t,
-            eta_grid=grid,
-            num_meta_problems=cfg.ls_num_meta,
-            num_test_problems=cfg.ls_num_test,
-        ),
+        lambda: {
+            n: c._asdict()
+            for n, c in ex.least_squares(
+                jax.random.fold_in(key, 1),
+                d=cfg.ls_d,
+                sample_counts=cfg.ls_sample_counts,
+                sigmas=cfg.ls_sigmas,
+                t=cfg.ls_t,
+                eta_grid=grid,
+                num_meta_problems=cfg.ls_num_meta,
+                num_test_problems=cfg.ls_num_test,
+            ).items()
+        },
     )
-    metrics["least_squares"] = {n: c._asdict() for n, c in comparisons.items()}
     stage("figures", lambda: plots.write_all(out_dir, metrics))
     if neural_cfg is not None:
         t0 = time.perf_counter()
         metrics["neural"] = nn.run_neural(out_dir, config=neural_cfg, console=console)
+        save()
         console.log(
             f"neural train-by-train vs train-by-validation: done in "
             f"{time.perf_counter() - t0:.1f} s"
         )
     seconds = time.perf_counter() - start
     (out_dir / "report.md").write_text(_markdown(cfg, metrics, seconds, neural_cfg))
-    metrics = ex.to_json(metrics)
-    (out_dir / "metrics.json").write_text(json.dumps(metrics))
     extra = " (+ neural.json/.md/.png)" if neural_cfg is not None else ""
     console.log(f"wrote {out_dir}/report.md, metrics.json and 4 PNGs{extra} in {seconds:.0f} s")
-    return metrics
+    return ex.to_json(metrics)
 
 
 def main(argv: Sequence[str] | None = None) -> dict:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from lopt.errors import unknown_name
+from lopt.errors import split_names, unknown_name
 from lopt.tasks.base import Task, TaskFamily
 from lopt.tasks.charlm import CharLM, CharLMConfig, CharLMFamily
 from lopt.tasks.classifiers import (
@@ -243,7 +243,7 @@ def task_names(spec: str) -> tuple[str, ...]:
     """Expand a task-set name, or a comma-separated list of task names, to task names."""
     if spec in TASK_SETS:
         return TASK_SETS[spec]
-    names = tuple(n.strip() for n in spec.split(",") if n.strip())
+    names = split_names("tasks", spec)
     for name in names:
         if name not in TASKS:
             raise unknown_name("task or task set", name, [*TASK_SETS, *TASKS])
