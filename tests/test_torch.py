@@ -266,7 +266,7 @@ def test_param_groups_and_lr_multiplier(saved):
     )
     torch_run(optimizer, params, grads[:20], losses[:20], valid[:20])
     assert_close([p.detach().numpy() for p in params], ref_params)
-    np.testing.assert_array_equal(params[4].detach().numpy(), arrays[4])
+    np.testing.assert_array_equal(params[4].detach().numpy(), arrays[4])  # p + 0·update is p
 
 
 def test_closure_and_loss_are_the_same(saved):
@@ -290,6 +290,7 @@ def test_closure_and_loss_are_the_same(saved):
                 returned = optimizer.step(loss=torch.tensor(loss))
             assert float(returned) == float(loss)
         results.append([p.detach().clone() for p in params])
+    # eager torch: the same operations on the same inputs either way
     assert all(torch.equal(a, b) for a, b in zip(*results, strict=True))
 
 
@@ -310,6 +311,7 @@ def test_state_dict_round_trip(saved, tmp_path):
     fresh = LearnedOptimizer(restored, stem)
     fresh.load_state_dict(saved_run["opt"])
     actual = torch_run(fresh, restored, grads[10:20], losses[10:20], valid[10:20])
+    # eager torch: the same operations on the same (restored) state and inputs
     for a, b in zip(actual, expected, strict=True):
         for x, y in zip(a, b, strict=True):
             np.testing.assert_array_equal(x, y)
@@ -376,6 +378,7 @@ def test_non_finite_gradient_raises_and_changes_nothing(saved, bad):
     fresh = LearnedOptimizer([{"params": restored[:2]}, {"params": restored[2:]}], stem)
     fresh.load_state_dict(state)
     expected = torch_run(fresh, restored, grads[5:10], losses[5:10], valid[5:10])
+    # eager torch: the same operations on the same state and inputs
     for a, b in zip(actual, expected, strict=True):
         for x, y in zip(a, b, strict=True):
             np.testing.assert_array_equal(x, y)
@@ -435,7 +438,7 @@ def test_run_directory_prefers_best(tmp_path):
     save_optimizer(tmp_path / "optimizer", arch, arch.init_theta(jax.random.key(0)))
     save_optimizer(tmp_path / "best", arch, perturbed_theta(arch, seed=3))
     optimizer = LearnedOptimizer([torch.zeros(2)], tmp_path)
-    expected = np.asarray(perturbed_theta(arch, seed=3)["log_lr"])
+    expected = np.asarray(perturbed_theta(arch, seed=3)["log_lr"])  # the same eager ops again
     np.testing.assert_array_equal(optimizer._theta_cpu["['log_lr']"].numpy(), expected)
 
 
