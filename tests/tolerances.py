@@ -13,6 +13,10 @@ import numpy as np
 # (a resumed run, Ray workers): differences up to 1e-5 seen, where one outer step more or less
 # moves θ by 1e-2 to 1e-1.
 TINY_THETA = {"rtol": 1e-5, "atol": 1e-4}
+# Arrays of a tiny self-training run (a population of small MLP θ, their outer optimizers'
+# moments, scores) likewise: one outer step more or less moves every θ array of the population
+# by 5 to 60 times this.
+TINY_POPULATION = {"rtol": 1e-4, "atol_of_max": 1e-4}
 
 
 def assert_trees_close(
