@@ -9,6 +9,7 @@ import pytest
 from tiny_configs import TINY_META_TRAIN
 
 from lopt.errors import CheckpointError, LoptError
+from lopt.files import read_checkpoint
 from lopt.learned import build_architecture, load_theta
 from lopt.meta import MetaTrainConfig, meta_train
 from lopt.meta.outer import bank_tasks
@@ -19,6 +20,10 @@ TINY = TINY_META_TRAIN
 
 def _theta(run_dir, stem="optimizer"):
     return load_theta(run_dir / stem)[1]
+
+
+def _checkpoint_step(run_dir):
+    return read_checkpoint(run_dir / "checkpoint.safetensors")[1]["step"]
 
 
 def _mean_loss(theta, task):
@@ -45,8 +50,7 @@ def test_interrupted_run_resumes_to_identical_theta(tmp_path):
     meta_train(tmp_path / "straight", cfg)
     # First attempt stops at step 6 (checkpoint at 4, metrics up to 6), as if killed there.
     meta_train(tmp_path / "resumed", MetaTrainConfig(outer_steps=6, **TINY))
-    ckpt = json.loads((tmp_path / "resumed" / "checkpoint.json").read_text())
-    assert ckpt["step"] == 6
+    assert _checkpoint_step(tmp_path / "resumed") == 6
     with open(tmp_path / "resumed" / "metrics.jsonl", "a") as f:
         f.write('{"step": 6, "meta_lo')  # a kill in the middle of the next record's append
     meta_train(tmp_path / "resumed", cfg)
@@ -102,7 +106,7 @@ def test_init_from_continues_a_saved_optimizer(tmp_path):
     meta_train(tmp_path / "warm", MetaTrainConfig(outer_steps=4, **warm))
     (tmp_path / "first").rename(tmp_path / "moved")
     meta_train(tmp_path / "warm", MetaTrainConfig(outer_steps=6, **warm))
-    assert json.loads((tmp_path / "warm" / "checkpoint.json").read_text())["step"] == 6
+    assert _checkpoint_step(tmp_path / "warm") == 6
 
 
 def test_corrupt_checkpoint_falls_back_to_previous(tmp_path):
@@ -188,7 +192,7 @@ def test_config_errors_name_the_field(tmp_path):
 
 
 def test_a_run_directory_is_used_by_one_process_at_a_time(tmp_path):
-    from lopt.meta.rundir import exclusive
+    from lopt.lock import exclusive
 
     run = tmp_path / "run"
     run.mkdir()
@@ -221,7 +225,7 @@ def test_a_time_limit_stops_with_a_checkpoint_and_the_run_resumes(tmp_path):
     assert request.reason(time.time() - 61, 1.0) == "time limit"
     run = tmp_path / "run"
     meta_train(run, MetaTrainConfig(outer_steps=10, **TINY), max_minutes=1e-9)
-    assert json.loads((run / "checkpoint.json").read_text())["step"] == 1  # stopped after one
+    assert _checkpoint_step(run) == 1  # stopped after one
     meta_train(run, MetaTrainConfig(outer_steps=10, **TINY))
     straight = tmp_path / "straight"
     meta_train(straight, MetaTrainConfig(outer_steps=10, **TINY))
@@ -247,7 +251,7 @@ def test_near_the_mapping_limit_meta_training_stops_with_a_checkpoint(tmp_path, 
     monkeypatch.setattr(lopt.mappings, "mapping_usage", usage_after_first_task)
     with pytest.raises(LoptError, match=r"outer step 1: .*60,000 of the 65,530 .*vm.max_map_count"):
         meta_train(run, cfg)
-    assert json.loads((run / "checkpoint.json").read_text())["step"] == 1
+    assert _checkpoint_step(run) == 1
     monkeypatch.setattr(lopt.mappings, "mapping_usage", lambda: (0, 65_530))
     meta_train(run, cfg)
     meta_train(tmp_path / "straight", cfg)

@@ -7,6 +7,7 @@ import sys
 
 from lopt.cli.common import positive_float, positive_int, print_results, setup
 from lopt.errors import split_names
+from lopt.lock import exclusive
 from lopt.outputs import check_output_dir
 
 
@@ -51,18 +52,20 @@ def run_eval(args: argparse.Namespace) -> int:
     from lopt.evaluate import evaluate_into
     from lopt.tasks import task_names
 
+    tasks = task_names(args.tasks)
     cache = None if args.no_baseline_cache else BaselineCache(default_dir())
-    data, reused = evaluate_into(
-        args.out,
-        task_names(args.tasks),
-        specs,
-        args.steps,
-        args.seeds,
-        jax.random.key(args.seed),
-        args.eval_every,
-        progress=not args.no_progress,
-        baseline_cache=cache,
-    )
+    with exclusive(args.out):
+        data, reused = evaluate_into(
+            args.out,
+            tasks,
+            specs,
+            args.steps,
+            args.seeds,
+            jax.random.key(args.seed),
+            args.eval_every,
+            progress=not args.no_progress,
+            baseline_cache=cache,
+        )
     print_results(data, args.out, reused)
     return 0
 
@@ -86,9 +89,10 @@ def run_bench(args: argparse.Namespace) -> int:
     from lopt.bench import print_bench, run_bench, write_bench
 
     say = lambda msg: print(f"bench: {msg}", file=sys.stderr, flush=True)
-    result = run_bench(
-        quick=args.quick, progress=say, save=lambda partial: write_bench(partial, args.out)
-    )
+    with exclusive(args.out):
+        result = run_bench(
+            quick=args.quick, progress=say, save=lambda partial: write_bench(partial, args.out)
+        )
     print_bench(result)
     print(f"wrote {args.out}/bench.json")
     return 0
@@ -115,7 +119,8 @@ def run_demo_command(args: argparse.Namespace) -> int:
     setup()
     from lopt.demo import run_demo
 
-    data, reused = run_demo(args.out, args.minutes, progress=not args.no_progress)
+    with exclusive(args.out):
+        data, reused = run_demo(args.out, args.minutes, progress=not args.no_progress)
     print_results(data, f"{args.out}/eval", reused)
     print(f"meta-training run: {args.out}/meta-train (metrics.jsonl, meta_loss.png)")
     return 0

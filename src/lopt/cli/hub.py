@@ -7,6 +7,7 @@ import sys
 
 from lopt.cli.common import positive_float, positive_int, setup
 from lopt.errors import split_names
+from lopt.lock import exclusive
 from lopt.outputs import check_output_dir
 
 HUB_DEFAULTS = {"tasks": "all", "steps": 1000, "seeds": 2, "lrs": 14}
@@ -48,15 +49,17 @@ def run_hub(args: argparse.Namespace) -> int:
         from lopt.hybrid.cost import COST_TASKS, measure_costs, write_costs
         from lopt.tasks import task_names
 
-        costs = measure_costs(
-            task_names(args.tasks) if args.tasks is not None else COST_TASKS,
-            num_steps=50 if args.quick else (args.steps or 500),
-            rounds=2 if args.quick else 3,
-            progress=lambda msg: print(f"hub: {msg}", file=sys.stderr, flush=True),
-            save=lambda partial: write_costs(partial, args.out),
-            learned=args.learned,
-            hand_designed=args.hand_designed,
-        )
+        tasks = task_names(args.tasks) if args.tasks is not None else COST_TASKS
+        with exclusive(args.out):
+            costs = measure_costs(
+                tasks,
+                num_steps=50 if args.quick else (args.steps or 500),
+                rounds=2 if args.quick else 3,
+                progress=lambda msg: print(f"hub: {msg}", file=sys.stderr, flush=True),
+                save=lambda partial: write_costs(partial, args.out),
+                learned=args.learned,
+                hand_designed=args.hand_designed,
+            )
         for task, c in costs.items():
             print(f"{task}: " + ", ".join(f"{k} {v:.2f}x" for k, v in c["ratios"].items()))
         print(f"wrote {args.out}/cost.json")
@@ -80,7 +83,8 @@ def run_hub(args: argparse.Namespace) -> int:
         seed=args.seed,
         modes=split_names("--modes", args.modes),
     )
-    results, reused = compare(config, args.out, progress=not args.no_progress)
+    with exclusive(args.out):
+        results, reused = compare(config, args.out, progress=not args.no_progress)
     if reused:
         print(f"{args.out}: reused {reused} finished task(s)", file=sys.stderr)
     for mode, s in summary(results)["hub"].items():

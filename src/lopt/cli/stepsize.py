@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from lopt.cli.common import setup
+from lopt.lock import exclusive
 from lopt.outputs import check_output_dir
 
 
@@ -29,6 +30,7 @@ def run_stepsize(args: argparse.Namespace) -> int:
     setup()
     from lopt.stepsize.report import run
 
-    run(out, quick=args.quick, neural=not args.no_neural)
+    with exclusive(out):
+        run(out, quick=args.quick, neural=not args.no_neural)
     print(f"report: {args.out}/report.md")
     return 0

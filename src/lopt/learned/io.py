@@ -152,8 +152,13 @@ def reconfigure_optimizer(path, changes: dict) -> tuple[Architecture, Any]:
     return arch, _fit_theta(path, saved, theta, arch)
 
 
-def load_theta(path, expected_kind: str | None = None) -> tuple[Architecture, Any, dict]:
-    """Load ``(architecture, theta, metadata)`` from a shipped name, file, stem or run dir."""
+def load_theta(
+    path, expected_kind: str | None = None, verify: bool = True
+) -> tuple[Architecture, Any, dict]:
+    """Load ``(architecture, theta, metadata)`` from a shipped name, file, stem or run dir.
+
+    ``verify=False`` accepts a file whose JSON holds no checksum (lopt always writes one).
+    """
     stem = resolve_stem(path)
     meta = read_metadata(stem)
     if meta.get("format") != FORMAT:
@@ -167,5 +172,5 @@ def load_theta(path, expected_kind: str | None = None) -> tuple[Architecture, An
             f"{stem}.safetensors holds a {arch.kind!r} optimizer, expected {expected_kind!r}"
         )
     template = arch.init_theta(jax.random.key(0))
-    theta, meta = checkpoint.load(stem, template)
+    theta, meta = checkpoint.load(stem, template, verify)
     return arch, theta, meta

@@ -5,15 +5,15 @@ Metz et al. 2020 (arXiv 2009.11243): antithetic truncated ES on many sampled tas
 with per-weight clipping of the meta-gradient at 0.1, a normalized outer-validation meta-loss.
 
 Run directory: ``config.json``, ``metrics.jsonl`` (one line per outer step, plus validation
-lines), ``checkpoint.{safetensors,json}`` (+ ``checkpoint-prev``), ``best.*`` (the best θ by
-outer-validation), ``optimizer.*`` (θ where the run last stopped), and PNG plots. Everything
-is a function of the config and the outer step, so a run killed at any moment and re-run on
-its directory continues from its last checkpoint to the same θ as an uninterrupted run.
+lines), ``checkpoint.safetensors`` (+ ``checkpoint-prev``; ``lopt.meta.rundir``), ``best.*``
+(the best θ by outer-validation), ``optimizer.*`` (θ where the run last stopped), and PNG plots.
+Everything is a function of the config and the outer step, so a run killed at any moment and
+re-run on its directory continues from its last checkpoint to the same θ as an uninterrupted
+run.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import pathlib
 import time
@@ -25,14 +25,15 @@ import optax
 from rich.console import Console
 
 from lopt.errors import CheckpointError, LoptError
+from lopt.files import to_json
 from lopt.learned.io import build_architecture, save_optimizer, warm_start_theta
+from lopt.lock import exclusive
 from lopt.mappings import check_mapping_headroom, release_compiled_programs
 from lopt.meta.backend import Backend, InProcess
 from lopt.meta.config import MetaTrainConfig
 from lopt.meta.estimators import Estimator, make_estimator
 from lopt.meta.plots import plot_run
 from lopt.meta.rundir import (
-    exclusive,
     has_checkpoint,
     load_config,
     restore,
@@ -122,11 +123,11 @@ def meta_train(
             on another backend.
     """
     run_dir = pathlib.Path(run_dir)
-    initial_theta = None  # a new run's warm start, read before the run directory is written
+    initial_theta = None  # a new run's warm start, read before the run directory is created
     if config is not None and config.init_from and not (run_dir / "config.json").exists():
         initial_theta = _warm_start(config)
-    cfg = load_config(run_dir, config, MetaTrainConfig)
     with exclusive(run_dir):
+        cfg = load_config(run_dir, config, MetaTrainConfig)
         console, backend = console or Console(), backend or InProcess()
         return _meta_train(run_dir, cfg, max_minutes, console, backend, initial_theta)
 
@@ -264,7 +265,7 @@ def _meta_train(
                     "seconds": dt,
                     **est.info,
                 }
-                metrics_file.write(json.dumps(record) + "\n")
+                metrics_file.write(to_json(record) + "\n")
                 if (step + 1) % cfg.log_every == 0:
                     metrics_file.flush()
                     console.log(
@@ -276,7 +277,7 @@ def _meta_train(
                 if validator is not None and done % cfg.validate_every == 0:
                     _check_headroom(f"validation at outer step {done}", checkpoint_now, done)
                     v = validator.score(arch, state["theta"])
-                    metrics_file.write(json.dumps({"step": step, "validation": v}) + "\n")
+                    metrics_file.write(to_json({"step": step, "validation": v}) + "\n")
                     console.log(
                         f"validation at {done}: score {v['score']:.4f} "
                         f"(tuned Adam {v['adam_tuned']:.4f})"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import pathlib
 
 import matplotlib
@@ -10,6 +9,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+
+from lopt.meta.rundir import read_jsonl  # noqa: E402
 
 
 def _smooth(x: np.ndarray, window: int) -> np.ndarray:
@@ -25,7 +26,7 @@ def plot_run(run_dir: str | pathlib.Path) -> list[pathlib.Path]:
     path = run_dir / "metrics.jsonl"
     if not path.exists():
         return []
-    lines = [json.loads(line) for line in path.read_text().splitlines() if line]
+    lines = read_jsonl(path)
     steps = np.array([r["step"] for r in lines if "meta_loss" in r])
     losses = np.array([r["meta_loss"] for r in lines if "meta_loss" in r])
     written = []

@@ -1,27 +1,28 @@
 """Run directories shared by the outer loops (``lopt meta-train``, ``lopt self-train``).
 
 A run directory holds ``config.json`` (the run's config; only ``outer_steps`` may change on
-resume), ``checkpoint.*`` and ``checkpoint-prev.*`` (the whole training state, atomic and
-SHA-256 checked via ``lopt.checkpoint``; a corrupt checkpoint falls back to the previous one),
-and JSON-lines logs whose records carry a ``step`` so that a resumed run drops the records it is
-about to recompute. One process at a time works in a run directory (``exclusive``).
+resume), ``checkpoint.safetensors`` and ``checkpoint-prev.safetensors`` (the whole training
+state and its metadata, each one file, SHA-256 checked, via ``lopt.checkpoint``), and
+JSON-lines logs whose records carry a ``step`` so that a resumed run drops the records it is
+about to recompute. Saving moves the checkpoint to ``checkpoint-prev`` and writes the new one
+atomically: a kill at any moment leaves the new checkpoint or the previous one whole, and a
+checkpoint that fails verification falls back to the previous one. One process at a time works
+in a run directory (``lopt.lock.exclusive``).
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
-import os
 import pathlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
 
 from lopt import checkpoint
 from lopt.errors import CheckpointError, LoptError
-from lopt.files import read_metadata, stem_file, write_atomically
+from lopt.files import from_json, to_json, write_atomically
 
-CHECKPOINT, PREVIOUS = "checkpoint", "checkpoint-prev"
+CHECKPOINT, PREVIOUS = "checkpoint.safetensors", "checkpoint-prev.safetensors"
+UNUSABLE = "checkpoint-unusable.safetensors"  # one that failed verification, kept to inspect
 
 
 class RunConfig(Protocol):
@@ -36,39 +37,11 @@ class RunConfig(Protocol):
 Config = TypeVar("Config", bound=RunConfig)
 
 
-@contextlib.contextmanager
-def exclusive(run_dir: pathlib.Path) -> Iterator[None]:
-    """Hold ``run_dir``'s lock (``.lock``, an advisory ``flock``) or fail at once.
-
-    Two processes resuming one run would interleave their logs and checkpoints. The lock is
-    released when the block ends or the process dies (even by SIGKILL), so it never goes stale.
-    """
-    path = run_dir / ".lock"
-    with open(path, "a+") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            f.seek(0)
-            holder = f.read().strip() or "unknown"
-            raise LoptError(
-                f"{run_dir} is in use by another process (pid {holder}); wait for it or stop it "
-                "before resuming this run"
-            ) from None
-        f.seek(0)
-        f.truncate()
-        f.write(str(os.getpid()))
-        f.flush()
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
 def load_config(run_dir: pathlib.Path, config: Config | None, cls: type[Config]) -> Config:
     """The config of the run in ``run_dir``; a new run's ``config`` is written there first.
 
     Resuming with a ``config`` that differs from the saved one only in ``outer_steps`` extends
-    (or shortens) the run; any other difference is an error.
+    (or shortens) the run; any other difference is an error. Call it holding the run's lock.
     """
     path = run_dir / "config.json"
     if path.exists():
@@ -81,12 +54,11 @@ def load_config(run_dir: pathlib.Path, config: Config | None, cls: type[Config])
                     "config (only --outer-steps may change) or use another directory"
                 )
             saved = config
-            write_atomically(path, json.dumps(saved.to_dict(), indent=2).encode())
+            write_atomically(path, to_json(saved.to_dict(), indent=2).encode())
         return saved
     if config is None:
         raise LoptError(f"{run_dir} holds no run (no config.json) and no config was given")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_atomically(path, json.dumps(config.to_dict(), indent=2).encode())
+    write_atomically(path, to_json(config.to_dict(), indent=2).encode())
     return config
 
 
@@ -96,33 +68,41 @@ def restore(
     """The newest verified checkpoint ``(tree, metadata)``, or ``None`` for a fresh run.
 
     ``template``: the tree the checkpoint fills, or a function from a checkpoint's metadata to
-    that tree (when its shapes depend on how far the run had got).
+    that tree (when its shapes depend on how far the run had got). When the previous checkpoint
+    is used because the newest one failed verification, the failed one is moved to
+    ``checkpoint-unusable.safetensors``, out of the way of the next save.
     """
-    for stem in (CHECKPOINT, PREVIOUS):
-        if not (run_dir / f"{stem}.json").exists():
+    unusable = None
+    for name in (CHECKPOINT, PREVIOUS):
+        if not (run_dir / name).exists():
             continue
         try:
-            tree = template(read_metadata(run_dir / stem)) if callable(template) else template
-            return checkpoint.load(run_dir / stem, tree)
+            restored = checkpoint.load_file(run_dir / name, template)
         except CheckpointError as e:
             log(f"[yellow]warning:[/] {e}; trying an older checkpoint")
-    if has_checkpoint(run_dir):
+            unusable = run_dir / name
+            continue
+        if unusable is not None:
+            unusable.replace(run_dir / UNUSABLE)
+        return restored
+    if unusable is not None:
         raise CheckpointError(f"no usable checkpoint in {run_dir} (all failed verification)")
     return None
 
 
 def has_checkpoint(run_dir: pathlib.Path) -> bool:
     """Whether ``run_dir`` holds a checkpoint (usable or not): the run has made progress."""
-    return any((run_dir / f"{stem}.json").exists() for stem in (CHECKPOINT, PREVIOUS))
+    return any((run_dir / name).exists() for name in (CHECKPOINT, PREVIOUS))
 
 
 def save_checkpoint(run_dir: pathlib.Path, tree: Any, meta: dict) -> None:
-    """Save ``tree`` as the run's checkpoint, keeping the previous one as a fallback."""
-    cur = run_dir / CHECKPOINT
-    if stem_file(cur, ".json").exists():
-        for extension in (".safetensors", ".json"):
-            stem_file(cur, extension).replace(stem_file(run_dir / PREVIOUS, extension))
-    checkpoint.save(cur, tree, meta)
+    """Save ``tree`` and ``meta`` as the run's checkpoint, keeping the one it replaces as the
+    previous one. Each step is one atomic rename: the old checkpoint becomes the previous one,
+    then the new one appears whole."""
+    current = run_dir / CHECKPOINT
+    if current.exists():
+        current.replace(run_dir / PREVIOUS)
+    checkpoint.save_file(current, tree, meta)
 
 
 def truncate_jsonl(path: pathlib.Path, step: int) -> None:
@@ -146,7 +126,7 @@ def _json_lines(path: pathlib.Path) -> list[tuple[str, dict]]:
     parsed = []
     for number, line in enumerate(lines, 1):
         try:
-            parsed.append((line, json.loads(line)))
+            parsed.append((line, from_json(line)))
         except json.JSONDecodeError:
             if number < len(lines):
                 raise LoptError(f"{path}, line {number}, is not a JSON record") from None

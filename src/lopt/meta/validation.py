@@ -11,7 +11,6 @@ references are computed once per run and cached in the run dir.
 
 from __future__ import annotations
 
-import json
 import pathlib
 
 import jax
@@ -19,7 +18,7 @@ import numpy as np
 
 from lopt.baselines.tuning import tune_adam
 from lopt.evaluate import normalized_loss
-from lopt.files import read_json_or_none, write_atomically
+from lopt.files import read_json_or_none, to_json, write_atomically
 from lopt.learned.base import Architecture
 from lopt.tasks.registry import get_task
 from lopt.train import train
@@ -62,7 +61,7 @@ class Validator:
             per_task[name] = {"initial": initial, "best": best, "adam_tuned": float(np.min(scores))}
         if cache is not None:
             reference = {"tasks": list(self.task_names), "steps": self.steps, "per_task": per_task}
-            write_atomically(cache, json.dumps(reference).encode())
+            write_atomically(cache, to_json(reference).encode())
         return per_task
 
     def _run_fn(self, arch: Architecture, name: str):

@@ -11,19 +11,18 @@ optimizer the whole run executes inside ``no_hand_designed_optimizers()``.
 
 Run directory: ``config.json``; ``metrics.jsonl`` (per outer step: every member's meta-loss,
 best, median, wall-clock; per validation: every member's score); ``lineage.jsonl`` (who copied
-whom, when); ``checkpoint.*`` and ``checkpoint-prev.*`` (the whole population, for exact
-resume); ``members/member-<slot>.*`` (each member's θ as a saved optimizer, with its latest
-score; a fresh copy carries its parent's); ``best.*`` (the
-best member at the latest validation, what ``lopt eval``/``lopt.load`` pick up);
-``summary.json`` (the feedback-loop numbers) and PNG plots. Everything is a function of the
-config and the outer step, so an interrupted run re-run on its directory reaches the same
+whom, when); ``checkpoint.safetensors`` and ``checkpoint-prev.safetensors`` (the whole
+population, for exact resume; ``lopt.meta.rundir``); ``members/member-<slot>.*`` (each
+member's θ as a saved optimizer, with its latest score; a fresh copy carries its parent's);
+``best.*`` (the best member at the latest validation, what ``lopt eval``/``lopt.load`` pick
+up); ``summary.json`` (the feedback-loop numbers) and PNG plots. Everything is a function of
+the config and the outer step, so an interrupted run re-run on its directory reaches the same
 population, bit for bit, as an uninterrupted one.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import pathlib
 import time
 
@@ -33,16 +32,12 @@ import numpy as np
 from rich.console import Console
 
 from lopt.errors import LoptError
+from lopt.files import remove_stale_temporaries, to_json, write_atomically
 from lopt.learned.io import build_architecture, save_optimizer
+from lopt.lock import exclusive
 from lopt.meta.estimators import make_estimator
 from lopt.meta.outer import bank_tasks
-from lopt.meta.rundir import (
-    exclusive,
-    load_config,
-    restore,
-    save_checkpoint,
-    truncate_jsonl,
-)
+from lopt.meta.rundir import load_config, restore, save_checkpoint, truncate_jsonl
 from lopt.population import outer, pbt
 from lopt.population.config import LEARNED_OUTER, PopulationConfig
 from lopt.population.feedback import feedback_summary
@@ -77,12 +72,12 @@ def self_train(
     """
     run_dir = pathlib.Path(run_dir)
     console = console or Console()
-    cfg = load_config(run_dir, config, PopulationConfig)
-    guard = (
-        no_hand_designed_optimizers() if cfg.outer in LEARNED_OUTER else contextlib.nullcontext()
-    )
-    with guard, exclusive(run_dir):
-        return _self_train(run_dir, cfg, max_minutes, console, members)
+    with exclusive(run_dir):
+        cfg = load_config(run_dir, config, PopulationConfig)
+        remove_stale_temporaries(run_dir / "members")
+        learned = cfg.outer in LEARNED_OUTER
+        with no_hand_designed_optimizers() if learned else contextlib.nullcontext():
+            return _self_train(run_dir, cfg, max_minutes, console, members)
 
 
 def _initial_state(cfg: PopulationConfig, arch, rule, estimators) -> dict:
@@ -196,7 +191,7 @@ def _self_train(run_dir, cfg: PopulationConfig, max_minutes, console: Console, m
             "best_member": int(state["member_id"][best]),
             "per_task": {name: v.tolist() for name, v in per_task.items()},
         }
-        metrics_file.write(json.dumps(record) + "\n")
+        metrics_file.write(to_json(record) + "\n")
         metrics_file.flush()
         theta = jax.tree.map(lambda x: x[best], state["thetas"])
         info = {"outer_step": done, "member": record["best_member"], "score": record["best"]}
@@ -230,7 +225,7 @@ def _self_train(run_dir, cfg: PopulationConfig, max_minutes, console: Console, m
         state["member_id"] = jnp.asarray(ids, jnp.int32)
         state["next_id"] = jnp.asarray(next_id, jnp.int32)
         for record in records:
-            lineage_file.write(json.dumps(record) + "\n")
+            lineage_file.write(to_json(record) + "\n")
         lineage_file.flush()
 
     step = start
@@ -273,7 +268,7 @@ def _self_train(run_dir, cfg: PopulationConfig, max_minutes, console: Console, m
                     "diverged": int(np.sum(np.asarray(m["diverged"]))),
                     "bad_grad": int(np.sum(np.asarray(bad))),
                 }
-                metrics_file.write(json.dumps(record) + "\n")
+                metrics_file.write(to_json(record) + "\n")
                 if done % cfg.log_every == 0:
                     metrics_file.flush()
                     console.log(
@@ -292,8 +287,10 @@ def _self_train(run_dir, cfg: PopulationConfig, max_minutes, console: Console, m
                 reason = stop.reason(t_begin, max_minutes)
                 if done % cfg.checkpoint_every == 0 or done == cfg.outer_steps or reason:
                     metrics_file.flush()
-                    save_checkpoint(run_dir, state, {"step": done, "wall": wall()})
+                    # Members first: a kill while they are written leaves the checkpoint before
+                    # them, and the resumed run writes them again.
                     _save_members(run_dir, arch, state, done)
+                    save_checkpoint(run_dir, state, {"step": done, "wall": wall()})
                 if reason:
                     console.log(stopped_message(reason, done))
                     break
@@ -304,7 +301,7 @@ def _self_train(run_dir, cfg: PopulationConfig, max_minutes, console: Console, m
     reached = start if start >= cfg.outer_steps else step + 1
     finished = reached >= cfg.outer_steps
     summary = feedback_summary(run_dir)
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    write_atomically(run_dir / "summary.json", to_json(summary, indent=2).encode())
     plot_population(run_dir)
     stop.reraise()
     return {"run_dir": str(run_dir), "finished": finished, "outer_step": reached, **summary}

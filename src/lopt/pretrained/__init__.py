@@ -72,17 +72,20 @@ def resolve_stem(name_or_path) -> pathlib.Path:
     raise CheckpointError(f"no saved optimizer at {path} (no .safetensors/.json file)")
 
 
-def load(path, total_steps: int | None = None) -> optax.GradientTransformationExtraArgs:
+def load(
+    path, total_steps: int | None = None, verify: bool = True
+) -> optax.GradientTransformationExtraArgs:
     """Any saved learned optimizer (file, stem or run directory) as an optax transformation.
 
     ``total_steps``: the length of the training run, for optimizers that condition on it (the
     horizon feature, a decaying distance scale); the same as passing ``horizon=total_steps`` to
-    every ``update``.
+    every ``update``. ``verify=False`` accepts a file whose JSON holds no SHA-256 checksum of
+    the weights (lopt always writes one; without ``verify=False`` such a file is refused).
     """
     from lopt.learned.base import with_horizon
     from lopt.learned.io import load_theta
 
-    arch, theta, _ = load_theta(path)
+    arch, theta, _ = load_theta(path, verify=verify)
     return with_horizon(arch.optimizer(theta), total_steps)
 
 

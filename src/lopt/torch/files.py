@@ -20,12 +20,16 @@ from lopt.torch.networks import CONFIGS, MLPConfig, RNNMLPConfig, build_config
 FORMAT = "lopt-optimizer"
 
 
-def load(name_or_path) -> tuple[MLPConfig | RNNMLPConfig, dict[str, torch.Tensor]]:
+def load(
+    name_or_path, verify: bool = True
+) -> tuple[MLPConfig | RNNMLPConfig, dict[str, torch.Tensor]]:
     """``(config, theta)`` of a saved "mlp" or "rnn-mlp" optimizer; θ as float32 CPU tensors.
 
     Args:
         name_or_path: ``"small"``, ``"rnn-mlp"``, or a ``.safetensors``/``.json`` file, its stem,
             or a run directory (``best.*`` is preferred to ``optimizer.*``).
+        verify: refuse a file whose JSON holds no checksum (lopt always writes one); ``False``
+            accepts it unverified.
     """
     stem = resolve_stem(name_or_path)
     meta_path, weights_path = stem_file(stem, ".json"), stem_file(stem, ".safetensors")
@@ -51,7 +55,11 @@ def load(name_or_path) -> tuple[MLPConfig | RNNMLPConfig, dict[str, torch.Tensor
 
     expected = config.theta_shapes()
     arrays = read_arrays(
-        stem, meta, expected, f"hold the weights of the {kind!r} optimizer its JSON describes"
+        stem,
+        meta,
+        expected,
+        f"hold the weights of the {kind!r} optimizer its JSON describes",
+        verify,
     )
     tensors = {name: torch.from_numpy(np.array(a)) for name, a in arrays.items()}
     for name, shape in expected.items():
