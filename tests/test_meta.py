@@ -1,4 +1,5 @@
-"""The outer loop: it learns, checkpoints atomically, and resumes to the identical θ."""
+"""The outer loop: it learns, checkpoints atomically, and resumes to the θ of an uninterrupted
+run."""
 
 import json
 import re
@@ -7,6 +8,7 @@ import jax
 import numpy as np
 import pytest
 from tiny_configs import TINY_META_TRAIN
+from tolerances import TINY_THETA, assert_trees_close
 
 from lopt.errors import CheckpointError, LoptError
 from lopt.files import read_checkpoint
@@ -20,6 +22,12 @@ TINY = TINY_META_TRAIN
 
 def _theta(run_dir, stem="optimizer"):
     return load_theta(run_dir / stem)[1]
+
+
+def _assert_same_theta(actual, expected):
+    """A resumed run's programs are compiled apart from the uninterrupted run's: the same θ to
+    float32 rounding (amplified by the meta-gradient estimate), not bit for bit."""
+    assert_trees_close(actual, expected, **TINY_THETA)
 
 
 def _checkpoint_step(run_dir):
@@ -45,7 +53,7 @@ def test_tiny_meta_training_lowers_the_meta_loss(tmp_path):
     assert (tmp_path / "run" / "meta_loss.png").exists()
 
 
-def test_interrupted_run_resumes_to_identical_theta(tmp_path):
+def test_interrupted_run_resumes_to_the_uninterrupted_theta(tmp_path):
     cfg = MetaTrainConfig(outer_steps=10, **TINY)
     meta_train(tmp_path / "straight", cfg)
     # First attempt stops at step 6 (checkpoint at 4, metrics up to 6), as if killed there.
@@ -54,12 +62,7 @@ def test_interrupted_run_resumes_to_identical_theta(tmp_path):
     with open(tmp_path / "resumed" / "metrics.jsonl", "a") as f:
         f.write('{"step": 6, "meta_lo')  # a kill in the middle of the next record's append
     meta_train(tmp_path / "resumed", cfg)
-    for a, b in zip(
-        jax.tree.leaves(_theta(tmp_path / "straight")),
-        jax.tree.leaves(_theta(tmp_path / "resumed")),
-        strict=True,
-    ):
-        assert np.array_equal(np.asarray(a), np.asarray(b))
+    _assert_same_theta(_theta(tmp_path / "resumed"), _theta(tmp_path / "straight"))
     steps = [
         json.loads(x)["step"]
         for x in (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()
@@ -86,14 +89,14 @@ def test_init_from_continues_a_saved_optimizer(tmp_path):
     for a, b in zip(
         jax.tree.leaves(first), jax.tree.leaves(_theta(tmp_path / "second")), strict=True
     ):
-        assert np.array_equal(np.asarray(a), np.asarray(b))
+        assert np.array_equal(np.asarray(a), np.asarray(b))  # read from the file, saved as is
     fresh = build_architecture(TINY["architecture"]).init_theta(jax.random.key(0))
     assert not np.array_equal(np.asarray(fresh["log_lr"]), np.asarray(first["log_lr"]))
     # Settings outside θ may change (here the initial lr, which only shapes a fresh θ) ...
     same_theta = {**TINY, "architecture": {"kind": "learned-adam", "init_lr": 1e-2}}
     cfg = MetaTrainConfig(outer_steps=0, init_from=str(tmp_path / "first"), **same_theta)
     meta_train(tmp_path / "fourth", cfg)
-    assert np.array_equal(_theta(tmp_path / "fourth")["log_lr"], first["log_lr"])
+    assert np.array_equal(_theta(tmp_path / "fourth")["log_lr"], first["log_lr"])  # saved as is
     # ... but θ itself must fit.
     other = {**TINY, "architecture": {"kind": "mlp", "hidden": [2]}}
     with pytest.raises(CheckpointError, match=r"optimizer\.safetensors holds the architecture"):
@@ -126,13 +129,13 @@ def test_corrupt_checkpoint_falls_back_to_previous(tmp_path):
     assert any("resuming" in m and "step 4" in m for m in messages)
     straight = tmp_path / "straight"
     meta_train(straight, MetaTrainConfig(outer_steps=10, **TINY))
-    for a, b in zip(jax.tree.leaves(_theta(run)), jax.tree.leaves(_theta(straight)), strict=True):
-        assert np.array_equal(np.asarray(a), np.asarray(b))
+    _assert_same_theta(_theta(run), _theta(straight))
 
 
 def test_trainable_features_move_only_their_first_layer_weights(tmp_path):
     """With ``trainable_features``, ES perturbs and updates only the first-layer weights that
-    read those inputs: every other weight of θ stays bit for bit where it started."""
+    read those inputs: every other weight of θ stays bit for bit where it started (its
+    perturbation and meta-gradient are masked to 0, so each step adds exactly 0)."""
     arch = {"kind": "mlp", "hidden": [2], "timescales": [10.0], "with_horizon_feature": True}
     base = {**TINY, "architecture": arch, "outer_lr": 0.01}
     meta_train(tmp_path / "all", MetaTrainConfig(outer_steps=3, **base))
@@ -229,8 +232,7 @@ def test_a_time_limit_stops_with_a_checkpoint_and_the_run_resumes(tmp_path):
     meta_train(run, MetaTrainConfig(outer_steps=10, **TINY))
     straight = tmp_path / "straight"
     meta_train(straight, MetaTrainConfig(outer_steps=10, **TINY))
-    for a, b in zip(jax.tree.leaves(_theta(run)), jax.tree.leaves(_theta(straight)), strict=True):
-        assert np.array_equal(np.asarray(a), np.asarray(b))
+    _assert_same_theta(_theta(run), _theta(straight))
 
 
 def test_near_the_mapping_limit_meta_training_stops_with_a_checkpoint(tmp_path, monkeypatch):
@@ -255,10 +257,7 @@ def test_near_the_mapping_limit_meta_training_stops_with_a_checkpoint(tmp_path, 
     monkeypatch.setattr(lopt.mappings, "mapping_usage", lambda: (0, 65_530))
     meta_train(run, cfg)
     meta_train(tmp_path / "straight", cfg)
-    for a, b in zip(
-        jax.tree.leaves(_theta(run)), jax.tree.leaves(_theta(tmp_path / "straight")), strict=True
-    ):
-        assert np.array_equal(np.asarray(a), np.asarray(b))
+    _assert_same_theta(_theta(run), _theta(tmp_path / "straight"))
 
 
 def test_released_programs_give_their_memory_mappings_back():
@@ -278,7 +277,7 @@ def test_released_programs_give_their_memory_mappings_back():
     assert compiled - before > 80 and released > 0.4 * (compiled - before)  # measured: 60-65%
 
 
-def test_a_refreshed_bank_brings_new_tasks_and_resumes_exactly(tmp_path):
+def test_a_refreshed_bank_brings_new_tasks_and_resumes(tmp_path):
     """With ``bank_refresh`` every few outer steps train on a newly sampled bank; a run stopped
     at a bank boundary or inside a bank resumes to the θ of an uninterrupted run."""
     refreshing = {**TINY, "bank_refresh": 4}
@@ -297,10 +296,7 @@ def test_a_refreshed_bank_brings_new_tasks_and_resumes_exactly(tmp_path):
     for stop in (4, 6):  # at the first boundary (the checkpoint holds bank 0), then inside bank 1
         meta_train(run, MetaTrainConfig(outer_steps=stop, **refreshing))
     meta_train(run, cfg)
-    for a, b in zip(
-        jax.tree.leaves(_theta(tmp_path / "straight")), jax.tree.leaves(_theta(run)), strict=True
-    ):
-        assert np.array_equal(np.asarray(a), np.asarray(b))
+    _assert_same_theta(_theta(run), _theta(tmp_path / "straight"))
 
 
 def test_bank_refresh_must_be_a_multiple_of_the_bank():
