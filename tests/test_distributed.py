@@ -1,9 +1,10 @@
-"""The Ray backend on a local Ray: the in-process θ bit for bit, bounded staleness, faults.
+"""The Ray backend on a local Ray: the in-process θ, bounded staleness, faults.
 
 Faults: a worker killed mid-run, the whole run SIGKILLed and re-run, a truncated checkpoint,
 SIGINT and SIGTERM. Every run is test_meta's tiny quadratic meta-training (2 tasks, 4
 particles), where a particle's arithmetic does not depend on how many particles one call runs,
-so Ray's slices of 2 particles give exactly the in-process θ.
+so Ray's slices of 2 particles give the in-process θ, to the rounding of programs compiled in
+other processes.
 """
 
 import json
@@ -12,13 +13,12 @@ import subprocess
 import sys
 import time
 
-import jax
-import numpy as np
 import pytest
 
 ray = pytest.importorskip("ray", reason="the Ray backend needs the optional extra lopt[ray]")
 
 from tiny_configs import TINY_META_TRAIN  # noqa: E402
+from tolerances import TINY_POPULATION, TINY_THETA, assert_trees_close  # noqa: E402
 
 import lopt  # noqa: E402
 from lopt.distributed import RayBackend  # noqa: E402
@@ -54,9 +54,10 @@ def _theta(run_dir):
     return load_theta(run_dir / "optimizer")[1]
 
 
-def _assert_same_theta(a, b):
-    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
-        assert np.array_equal(np.asarray(x), np.asarray(y))
+def _assert_same_theta(actual, expected, tolerance=TINY_THETA):
+    """Ray workers run programs compiled in their own processes: the same θ to float32 rounding
+    (amplified by the meta-gradient estimate), not bit for bit."""
+    assert_trees_close(actual, expected, **tolerance)
 
 
 def _lines(run_dir):
@@ -120,7 +121,7 @@ def test_a_killed_worker_is_replaced_and_the_run_goes_on(backend, in_process, tm
     meta_train(tmp_path, cfg, console=Log(kill_after_step_3), backend=backend)
     assert doomed not in backend.workers
     assert sum(x["workers_replaced"] for x in _lines(tmp_path)) >= 1
-    _assert_same_theta(_theta(tmp_path), in_process)  # the lost work was redone exactly
+    _assert_same_theta(_theta(tmp_path), in_process)  # the lost work was redone
 
 
 def test_truncated_checkpoint_falls_back_to_the_previous_one(backend, in_process, tmp_path):
@@ -194,7 +195,8 @@ def test_self_train_on_ray_reproduces_the_in_process_population(cluster, tmp_pat
     for slot in range(cfg.population):
         member = f"members/member-{slot}"
         ray_theta = load_theta(tmp_path / "ray" / member)[1]
-        _assert_same_theta(ray_theta, load_theta(tmp_path / "in-process" / member)[1])
+        expected = load_theta(tmp_path / "in-process" / member)[1]
+        _assert_same_theta(ray_theta, expected, TINY_POPULATION)
 
 
 def _start_cli(run_dir, cluster, outer_steps, checkpoint_every):
