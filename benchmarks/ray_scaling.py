@@ -3,7 +3,7 @@
     python benchmarks/ray_scaling.py --out runs/ray-scaling            # as in BENCHMARKS.md
     python benchmarks/ray_scaling.py --out runs/ray-scaling --quick    # a smoke run
 
-1. Real workers: the committed ``small-stage1`` config (one task per family, 8 particles)
+1. Real workers: the shipped ``mlp-from-scratch`` config (one task per family, 8 particles)
    meta-trained in-process, then on a local Ray with 1 and 2 synchronous workers and 2
    asynchronous ones. A warm-up run (3 visits to every task) compiles every program in every
    process first; steps/s then counts the measured run's steps after its first visit to every
@@ -31,11 +31,11 @@ import jax
 import numpy as np
 
 from lopt._cache import enable_compilation_cache
+from lopt.configs import shipped_config_path
 from lopt.distributed import RayBackend
 from lopt.distributed.simulated import SimulatedWorker
 from lopt.learned import load_theta
 from lopt.meta import MetaTrainConfig, meta_train
-from lopt.meta.config import shipped_config_path
 
 
 class Quiet:
@@ -51,7 +51,7 @@ def steps_per_second(run_dir: pathlib.Path, skip: int) -> tuple[float, int]:
 
 
 def real_workers(out: pathlib.Path, steps: int) -> list[dict]:
-    base = MetaTrainConfig.from_file(shipped_config_path("small-stage1"))
+    base = MetaTrainConfig.from_file(shipped_config_path("mlp-from-scratch"))
     families = len(base.families)
     cfg = dataclasses.replace(
         base,
@@ -93,7 +93,7 @@ def real_workers(out: pathlib.Path, steps: int) -> list[dict]:
 def simulated_run(out: pathlib.Path, n: int, seconds: float, steps: int) -> tuple[float, int]:
     """Steps/s of the learner fed by ``n`` simulated workers taking ``seconds`` per estimate."""
     cfg = dataclasses.replace(
-        MetaTrainConfig.from_file(shipped_config_path("small-stage1")),
+        MetaTrainConfig.from_file(shipped_config_path("mlp-from-scratch")),
         families=("quadratic",),
         task_bank=n,
         outer_steps=n + steps,
@@ -146,7 +146,7 @@ def main() -> None:
     steps = 5 if args.quick else 20
     counts = [1, 4] if args.quick else [1, 2, 4, 8, 16, 32]
     seconds, window = 0.2, (2.0 if args.quick else 10.0)
-    print("real workers (committed small-stage1 config):", flush=True)
+    print("real workers (shipped mlp-from-scratch config):", flush=True)
     real = real_workers(out, steps)
     print(f"simulated workers ({seconds} s per estimate):", flush=True)
     simulated = simulated_workers(out, counts, seconds, window)

@@ -12,13 +12,13 @@ by side in one process (JAX: ``update_times`` of ``lopt.bench_learned``, interle
 - ``small`` and ``rnn-mlp``: the shipped architectures (random weights);
 - ``per-parameter``: ``small``'s network (one hidden layer of 8, four decays, loss and horizon
   inputs) with ``feature_normalization="parameter"`` — features scaled per parameter, no
-  reduction over the tensor — and no trust region or distance scaling: the architecture of the
-  ``ab-parameter-normalization`` config;
+  reduction over the tensor — and no trust region or distance scaling: the architecture of
+  ``reproduce/configs/ab-parameter-normalization.json``;
 - ``minimal``: the smallest ``mlp`` learned optimizer that corrects Adam's direction as
   ``small`` does (momenta and second moments at Adam's two decays, 0.9 and 0.999, so 8
   per-parameter features, each normalized over its tensor; no time, loss, horizon or distance
   inputs, no trust region) with one hidden layer of 4;
-- ``rnn-mlp minimal``: the smallest hierarchical optimizer with what the issue asks of it
+- ``rnn-mlp minimal``: the smallest hierarchical optimizer that keeps what defines the design
   (features at the five decays 0.5–0.9999, normalized over the tensor; the per-tensor LSTM,
   here of 8 units; the learned gradient clipping) and a per-parameter MLP of two hidden
   layers of 4 (one is not cheaper: with the first layer pooled for the LSTM, XLA's CPU code

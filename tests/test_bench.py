@@ -102,7 +102,7 @@ def test_speed_floor_times_every_rung_against_adam():
     """benchmarks/speed_floor.py: its `minimal` rung is what its docstring says (8 features,
     one hidden layer of 4, nothing else), and both tables time every rung against Adam."""
     speed_floor = load_benchmark("speed_floor")
-    configs = pathlib.Path(__file__).parent.parent / "src" / "lopt" / "configs"
+    configs = pathlib.Path(__file__).parent.parent / "reproduce" / "configs"
     ab = json.loads((configs / "ab-parameter-normalization.json").read_text())
     assert ab["architecture"] == speed_floor.PER_PARAMETER  # what the A/B run meta-trains
     minimal = build_architecture(speed_floor.MINIMAL)

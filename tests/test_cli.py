@@ -104,7 +104,7 @@ def test_user_mistakes_are_one_line(args, message, capsys, tmp_path):
 )
 def test_meta_train_backend_mistakes_are_one_line(args, message, capsys, tmp_path):
     with pytest.raises(SystemExit) as exit_info:
-        status = main(["meta-train", "--config", "small", "--out", str(tmp_path), *args])
+        status = main(["meta-train", "--config", "mlp-from-scratch", "--out", str(tmp_path), *args])
         raise SystemExit(status)
     assert exit_info.value.code == 2
     err = capsys.readouterr().err

@@ -207,17 +207,6 @@ def test_a_run_directory_is_used_by_one_process_at_a_time(tmp_path):
         pass
 
 
-def test_every_committed_config_is_valid():
-    from lopt.meta.config import SHIPPED_CONFIGS, shipped_config_path
-    from lopt.population import PopulationConfig
-
-    paths = sorted(SHIPPED_CONFIGS.glob("*.json"))
-    assert {"small", "rnn-mlp"} <= {p.stem for p in paths}
-    for path in paths:
-        kind = PopulationConfig if path.stem.startswith("self-train") else MetaTrainConfig
-        assert kind.from_file(shipped_config_path(path.stem)).outer_steps > 0, path
-
-
 def test_a_time_limit_stops_with_a_checkpoint_and_the_run_resumes(tmp_path):
     import time
 

@@ -25,7 +25,7 @@ COMMANDS = {
     "hub": (["hub", "--quick"], "lopt.hybrid.compare.compare"),
     "hub-cost": (["hub", "--cost", "--tasks", "quadratic-16"], "lopt.hybrid.cost.measure_costs"),
     "stepsize": (["stepsize", "--quick"], "lopt.stepsize.report.run"),
-    "meta-train": (["meta-train", "--config", "small"], "lopt.meta.meta_train"),
+    "meta-train": (["meta-train", "--config", "mlp-from-scratch"], "lopt.meta.meta_train"),
     "self-train": (["self-train", "--config", "self-train"], "lopt.population.self_train"),
 }
 

@@ -14,10 +14,10 @@ from tolerances import TINY_POPULATION, assert_records_close, assert_trees_close
 
 from lopt.baselines import make, tune_adam
 from lopt.cli import main
+from lopt.configs import shipped_config_path
 from lopt.errors import LoptError
 from lopt.files import read_checkpoint
 from lopt.learned import LearnedAdam, MLPOptimizer, build_architecture, load_theta
-from lopt.meta.config import SHIPPED_CONFIGS
 from lopt.population import (
     HandDesignedOptimizerError,
     PopulationConfig,
@@ -222,7 +222,7 @@ def test_interrupted_run_resumes_to_the_uninterrupted_population(tmp_path):
 
 
 def test_shipped_config_and_cli_mistakes(tmp_path, capsys):
-    cfg = PopulationConfig.from_file(SHIPPED_CONFIGS / "self-train.json")
+    cfg = PopulationConfig.from_file(shipped_config_path("self-train"))
     assert cfg.outer == "self" and cfg.architecture["nominal"] is False
     assert main(["self-train", "--config", "nope", "--out", str(tmp_path / "x")]) == 2
     assert "unknown shipped config 'nope'" in capsys.readouterr().err

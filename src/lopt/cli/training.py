@@ -101,13 +101,7 @@ def add_meta_train(subparsers) -> None:
         "metrics.jsonl, checkpoints (safetensors) and plots to --out; re-running on the same "
         "--out resumes exactly where the run stopped.",
     )
-    p.add_argument(
-        "--config",
-        default=None,
-        help="a JSON config file, or the name of a committed config (small, rnn-mlp, "
-        "rnn-mlp-wide-mix); "
-        "omit to resume the run in --out",
-    )
+    add_config_argument(p, "meta-train")
     p.add_argument("--out", required=True, help="run directory")
     p.add_argument("--outer-steps", type=positive_int, default=None, help="override outer_steps")
     p.add_argument(
@@ -123,6 +117,19 @@ def add_meta_train(subparsers) -> None:
         "from a θ more than K outer steps old",
     )
     p.set_defaults(run=run_meta_train)
+
+
+def add_config_argument(p: argparse.ArgumentParser, command: str) -> None:
+    """``--config``: a JSON file, or one of the configs shipped for ``command``."""
+    from lopt.configs import shipped_config_names
+
+    names = ", ".join(shipped_config_names(command))
+    p.add_argument(
+        "--config",
+        default=None,
+        help=f"a JSON config file (a path with a suffix, e.g. reproduce/configs/*.json), or the "
+        f"name of a shipped config ({names}); omit to resume the run in --out",
+    )
 
 
 def add_backend_arguments(p: argparse.ArgumentParser) -> None:
@@ -161,17 +168,17 @@ def make_backend(args: argparse.Namespace):
 
 def load_run_config(config_class, args: argparse.Namespace, **overrides):
     """The config of a ``meta-train`` / ``self-train`` run: ``--config`` (a JSON file or a
-    shipped config's name), else the run directory's ``config.json`` when flags override some
-    of its fields, else None (resume the run as it is); non-None ``overrides`` are applied."""
+    shipped config's name, ``lopt.configs.config_path``), else the run directory's
+    ``config.json`` when flags override some of its fields, else None (resume the run as it
+    is); non-None ``overrides`` are applied."""
     import dataclasses
     import pathlib
 
-    from lopt.meta.config import shipped_config_path
+    from lopt.configs import config_path
 
     overrides = {k: v for k, v in overrides.items() if v is not None}
     if args.config is not None:
-        path = pathlib.Path(args.config)
-        config = config_class.from_file(path if path.suffix else shipped_config_path(args.config))
+        config = config_class.from_file(config_path(args.config))
     elif overrides:
         config = config_class.from_file(pathlib.Path(args.out) / "config.json")
     else:
@@ -211,12 +218,7 @@ def add_self_train(subparsers) -> None:
         "lineage.jsonl, checkpoints (safetensors), members/, best.*, summary.json and plots to "
         "--out; re-running on the same --out resumes exactly where the run stopped.",
     )
-    p.add_argument(
-        "--config",
-        default=None,
-        help="a JSON config file, or the name of a shipped config (self-train); "
-        "omit to resume the run in --out",
-    )
+    add_config_argument(p, "self-train")
     p.add_argument("--out", required=True, help="run directory")
     p.add_argument(
         "--outer",

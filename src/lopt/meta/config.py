@@ -8,24 +8,13 @@ import pathlib
 from dataclasses import dataclass, field
 from typing import Any, Self
 
-from lopt.errors import LoptError, check_choice, check_range, check_type, unknown_name
+from lopt.errors import LoptError, check_choice, check_range, check_type
 from lopt.learned.io import build_architecture
 from lopt.meta.estimators import ESTIMATORS
 from lopt.meta.truncation import TruncationConfig
 from lopt.tasks.registry import FAMILIES, META_TRAIN_FAMILIES, TASKS
 
 OUTER_OPTIMIZERS = ("adam", "sgd")
-SHIPPED_CONFIGS = pathlib.Path(__file__).resolve().parent.parent / "configs"
-
-
-def shipped_config_path(name: str) -> pathlib.Path:
-    """A committed run config by name (``src/lopt/configs/NAME.json``): those of the shipped
-    optimizers (``small``, ``rnn-mlp``), of self-training, and of reported experiments."""
-    path = SHIPPED_CONFIGS / f"{name}.json"
-    if not path.exists():
-        names = sorted(p.stem for p in SHIPPED_CONFIGS.glob("*.json"))
-        raise unknown_name("shipped config", name, names)
-    return path
 
 
 class JsonConfig:
@@ -74,7 +63,7 @@ class MetaTrainConfig(JsonConfig):
         architecture: learned-optimizer config (``{"kind": "mlp", ...}``; see ``lopt.learned``).
         init_from: start θ from a saved optimizer whose θ fits the architecture (same kind
             and θ shapes; settings outside θ such as the trust region may differ), given as a
-            shipped name such as ``rnn-mlp``, a file, stem or run directory, instead of a fresh
+            shipped optimizer's name (``small``), a file, stem or run directory, instead of a fresh
             initialization: continued meta-training, e.g. on another task mixture or meta-loss.
             Checked when a run starts (it may name a run that a previous command produces).
         estimator: ``es`` | ``pes`` | ``full-es`` | ``tbptt``.

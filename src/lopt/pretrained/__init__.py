@@ -1,8 +1,8 @@
 """Learned optimizers shipped with lopt, and the loaders behind ``lopt.pretrained``/``lopt.load``.
 
-Each shipped optimizer is ``<name>.safetensors`` + ``<name>.json`` in this folder, produced by
-``lopt meta-train`` with the committed config in ``lopt/configs/<name>.json`` (README gives the
-command). Everything loads offline from package data. JAX is imported only when an optimizer
+Each shipped optimizer is ``<name>.safetensors`` + ``<name>.json`` in this folder, made by the
+commands of the repository's ``reproduce/README.md`` (the JSON file's ``info.produced_by``
+records them). Everything loads offline from package data. JAX is imported only when an optimizer
 is loaded, so ``import lopt`` stays light (and ``lopt.torch`` never needs JAX).
 """
 
