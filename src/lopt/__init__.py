@@ -14,7 +14,7 @@ import importlib
 
 from lopt.pretrained import load, pretrained
 
-__version__ = "0.1.0"
+__version__ = "0.12.0"
 __all__ = ["hybrid", "load", "pretrained", "stepsize"]
 
 
