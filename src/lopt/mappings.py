@@ -1,8 +1,8 @@
 """Headroom under the kernel's per-process limit on memory mappings (Linux ``vm.max_map_count``).
 
 XLA's CPU compiler maps the code of every compiled program in many small pieces: about 1,500–
-2,000 mappings per meta-training program on the 2-core machine (seventeenth session, measured
-with ``/proc/<pid>/maps``). When a process reaches the kernel's limit (65,530 by default), LLVM
+2,000 mappings per meta-training program on the 2-core machine (measured with
+``/proc/<pid>/maps``). When a process reaches the kernel's limit (65,530 by default), LLVM
 aborts the whole process ("LLVM ERROR: Unable to allocate section memory") — no exception, no
 checkpoint. Long-lived processes that compile one program per task, such as meta-training over
 a bank of tasks, check before compiling another and stop with one clear error instead.

@@ -88,7 +88,7 @@ META_TRAIN_FAMILIES = (
 # Families sharing nothing with the meta-training families: no dataset, no architecture-and-data
 # combination, no function. (``fn2d`` and ``charlm`` overlap the restricted training families
 # ``fn2d-booth-himmelblau`` and ``charlm-code``, so they are neither.) The last three were added
-# with the ``heldout-unseen`` set (seventeenth session).
+# with the ``heldout-unseen`` set.
 HELDOUT_FAMILIES = (
     "mlp-mnist1d",
     "mlp-wine",
@@ -154,10 +154,11 @@ HELDOUT_FRESH_TASKS: dict[str, Callable[[], Task]] = {
     "autoencoder-digits-64-16": lambda: Autoencoder(AutoencoderConfig(64, 16)),
     "charlm-prose-small": lambda: CharLM(CharLMConfig("prose", 8, 32, 16, 16)),
 }
-# A third held-out set, defined in the seventeenth session when every shipped optimizer had been
-# chosen partly on ``heldout-fresh``: tasks on data that no run or choice had ever touched —
-# two sklearn datasets new to lopt (iris; diabetes, a regression) and MNIST-1D's signals as
-# autoencoder inputs. Evaluated once per shipped optimizer; never used to choose anything.
+# A third held-out set, defined (2026-12-03, with small v10 and rnn-mlp v5 shipped) when every
+# shipped optimizer had been chosen partly on ``heldout-fresh``: tasks on data that no run or
+# choice had ever touched — two sklearn datasets new to lopt (iris; diabetes, a regression) and
+# MNIST-1D's signals as autoencoder inputs. Evaluated once per shipped optimizer; never used to
+# choose anything.
 HELDOUT_UNSEEN_TASKS: dict[str, Callable[[], Task]] = {
     "mlp-iris-16": _mlp("iris", [16], batch_size=16),
     "mlp-iris-32x32-tanh": _mlp("iris", [32, 32], "tanh", batch_size=32),
@@ -168,7 +169,7 @@ HELDOUT_UNSEEN_TASKS: dict[str, Callable[[], Task]] = {
         AutoencoderConfig(64, 4, "tanh", dataset="mnist1d")
     ),
 }
-# A fourth held-out set, defined in the eighteenth session after ``heldout-unseen`` had been
+# A fourth held-out set, defined (2026-12-03, before small v11) after ``heldout-unseen`` had been
 # evaluated (and so had shaped what was tried next): real data still untouched then, sklearn's
 # two bundled photographs — patches of them classified and reconstructed, and one of them
 # fitted by coordinate networks. Evaluated once per shipped optimizer; never used to choose.
