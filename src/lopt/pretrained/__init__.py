@@ -1,6 +1,7 @@
 """Learned optimizers shipped with lopt, and the loaders behind ``lopt.pretrained``/``lopt.load``.
 
-Each shipped optimizer is ``<name>.safetensors`` + ``<name>.json`` in this folder, made by the
+Each shipped optimizer is ``<name>-v<N>.safetensors`` + ``<name>-v<N>.json`` in this folder (every
+version that shipped stays loadable by its versioned name), made by the
 commands of the repository's ``reproduce/README.md`` (the JSON file's ``info.produced_by``
 records them). Everything loads offline from package data. JAX is imported only when an optimizer
 is loaded, so ``import lopt`` stays light (and ``lopt.torch`` never needs JAX).
@@ -19,16 +20,20 @@ from lopt.files import stem_file
 if TYPE_CHECKING:
     import optax
 
-SHIPPED = ("small", "rnn-mlp")
+# The default names and the version each stands for; every versioned name loads as it shipped.
+DEFAULTS = {"small": "small-v11", "rnn-mlp": "rnn-mlp-v6"}
+VERSIONS = ("small-v11", "rnn-mlp-v6")
+SHIPPED = (*DEFAULTS, *VERSIONS)
 # Inside a run directory, these stems are tried in order.
 RUN_DIR_STEMS = ("best", "optimizer")
 
 
 def pretrained_path(name: str) -> pathlib.Path:
-    """Path stem of a shipped optimizer's files."""
+    """Path stem of a shipped optimizer's files (a default name: of the version it stands for)."""
     if name not in SHIPPED:
         raise unknown_name("pretrained optimizer", name, SHIPPED)
-    return pathlib.Path(str(importlib.resources.files("lopt.pretrained"))) / name
+    folder = pathlib.Path(str(importlib.resources.files("lopt.pretrained")))
+    return folder / DEFAULTS.get(name, name)
 
 
 def shipped_architecture(name: str) -> dict:

@@ -23,11 +23,11 @@ import torch
 from safetensors.torch import save as save_safetensors
 
 from lopt.files import stem_file
-from lopt.pretrained import SHIPPED, shipped_architecture
+from lopt.pretrained import DEFAULTS, shipped_architecture
 from lopt.torch.networks import build_config
 from lopt.torch.optimizer import LearnedOptimizer
 
-ARCHITECTURES = {name: shipped_architecture(name) for name in SHIPPED}  # as shipped
+ARCHITECTURES = {name: shipped_architecture(name) for name in DEFAULTS}  # as shipped
 SIZES = (10_000, 100_000, 1_000_000)
 
 
