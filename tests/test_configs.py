@@ -1,7 +1,6 @@
 """Run configs: the shipped ones run on their own, the recipe in reproduce/ runs in the order
 its README gives, and the shipped optimizers' files name that recipe."""
 
-import json
 import pathlib
 import re
 import shlex
@@ -13,8 +12,10 @@ import lopt
 from lopt.cli import build_parser
 from lopt.configs import COMMANDS, command_of, config_path, shipped_config_names
 from lopt.errors import LoptError
+from lopt.files import read_metadata
 from lopt.meta import MetaTrainConfig
 from lopt.population import PopulationConfig
+from lopt.pretrained import pretrained_path
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 REPRODUCE = ROOT / "reproduce"
@@ -87,9 +88,9 @@ def test_the_recipe_runs_in_the_order_of_reproduce_readme():
         assert path.name in run or path.name in fast, f"no command runs {path.name}"
 
 
-@pytest.mark.parametrize("name", ["small", "rnn-mlp"])
+@pytest.mark.parametrize("name", ["small-v11", "rnn-mlp-v6"])
 def test_the_shipped_optimizers_name_the_commands_of_reproduce_readme(name):
-    info = json.loads((ROOT / "src" / "lopt" / "pretrained" / f"{name}.json").read_text())["info"]
+    info = read_metadata(pretrained_path(name))["info"]
     chain = info["produced_by"].split(" (")[0].split(" && ")
     readme = [shlex.join(argv) for argv in _commands((REPRODUCE / "README.md").read_text())]
     for command in chain:
