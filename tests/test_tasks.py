@@ -34,7 +34,14 @@ from lopt.tasks.classifiers import (
     MLPClassifierFamily,
 )
 from lopt.tasks.models import conv_as_matmul
-from lopt.tasks.registry import HELDOUT_FRESH_TASKS, HELDOUT_PHOTO_TASKS, HELDOUT_UNSEEN_TASKS
+from lopt.tasks.registry import (
+    HELDOUT_FRESH_TASKS,
+    HELDOUT_LARGE_TASKS,
+    HELDOUT_PHOTO_TASKS,
+    HELDOUT_UNSEEN_TASKS,
+    TASK_GROUPS,
+    get_family,
+)
 from lopt.tasks.regression import (
     Autoencoder,
     AutoencoderConfig,
@@ -42,6 +49,7 @@ from lopt.tasks.regression import (
     MLPRegressorConfig,
 )
 from lopt.tasks.synthetic import Quadratic, QuadraticConfig
+from lopt.tasks.transformer import TransformerLM, TransformerLMConfig
 from lopt.train import train
 
 FAMILY_NAMES = sorted(FAMILIES)
@@ -146,7 +154,13 @@ def test_heldout_tasks_are_never_sampled_in_meta_training():
     """No held-out named task's config can be drawn from a meta-training family (checked on
     2000 draws per family: the config spaces are small and discrete), and held-out families
     share no name with meta-training families."""
-    names = (*HELDOUT_TASKS, *HELDOUT_FRESH_TASKS, *HELDOUT_UNSEEN_TASKS, *HELDOUT_PHOTO_TASKS)
+    names = (
+        *HELDOUT_TASKS,
+        *HELDOUT_FRESH_TASKS,
+        *HELDOUT_UNSEEN_TASKS,
+        *HELDOUT_PHOTO_TASKS,
+        *HELDOUT_LARGE_TASKS,
+    )
     heldout = {get_task(name).config for name in names}
     assert len(heldout) == len(names)  # all distinct
     for name in META_TRAIN_FAMILIES:
@@ -278,3 +292,46 @@ def test_conv_as_matmul_is_the_convolution(dims, kernel):
     stacked = jax.tree.map(lambda *a: jnp.stack(a), *convs)
     batched = jax.vmap(conv_as_matmul, in_axes=(0, None))(stacked, x)
     np.testing.assert_allclose(batched, jnp.stack(expected), rtol=1e-5, atol=1e-6)
+
+
+def _num_params(task) -> int:
+    return sum(a.size for a in jax.tree.leaves(jax.eval_shape(task.init, jax.random.key(0))))
+
+
+def test_meta_training_models_are_a_tenth_of_the_large_heldout_models_or_less():
+    """The largest model meta-training samples (50 draws per family) or names has the 8,970
+    parameters that registry.py's comment states, and every ``heldout-large`` model has at
+    least 10× that."""
+    sampled = [
+        _num_params(get_family(name).sample(seed))
+        for name in META_TRAIN_FAMILIES
+        for seed in range(50)
+    ]
+    largest = max(*sampled, *(_num_params(get_task(name)) for name in TASK_SETS["train"]))
+    assert largest == 8_970  # mlp-digits at 64×64; update registry.py's comment if it changes
+    for name in TASK_SETS["heldout-large"]:
+        assert _num_params(get_task(name)) >= 10 * largest, name
+
+
+@pytest.mark.parametrize("name", sorted(HELDOUT_LARGE_TASKS))
+def test_large_heldout_task_inits_to_a_finite_loss(name):
+    task = get_task(name)
+    params = task.init(jax.random.key(0))
+    assert 100_000 <= sum(a.size for a in jax.tree.leaves(params)) <= 400_000
+    loss = jax.jit(task.loss)(params, task.batch(jax.random.key(1), "train"))
+    assert np.isfinite(loss) and loss > 0
+    assert name in TASK_SETS["heldout-large"] and name in TASK_GROUPS["large held-out"]
+    assert task_names("heldout-large") == tuple(HELDOUT_LARGE_TASKS)
+
+
+def test_transformer_is_causal():
+    """A token changes the logits at its own and later positions only."""
+    task = TransformerLM(TransformerLMConfig(d_model=16, layers=1, heads=2, seq_len=8))
+    params = task.init(jax.random.key(0))
+    tokens = jnp.arange(8, dtype=jnp.int32)
+    logits = jax.jit(lambda p, t: p(t))
+    changed = np.abs(np.asarray(logits(params, tokens.at[5].set(40)) - logits(params, tokens)))
+    assert changed[:5].max() < 1e-6
+    assert np.all(changed[5:].max(axis=-1) > 1e-3)
+    with pytest.raises(LoptError, match="heads: 3"):
+        TransformerLM(TransformerLMConfig(d_model=16, heads=3))

@@ -1,7 +1,7 @@
 """Classifier task families on the offline datasets: MLPs (logistic regression when there are no
 hidden layers) on digits / MNIST-1D / breast_cancer / wine / iris, and small conv nets on digits
 (8×8 images), MNIST-1D (length-40 signals) and breast_cancer (its 30 features as a length-30
-signal)."""
+signal); and residual MLP classifiers with LayerNorm (named tasks only, no family)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import numpy as np
 
 from lopt.errors import LoptError, check_choice, check_range
 from lopt.tasks.base import DataTask, TaskFamily, config_name, cross_entropy
-from lopt.tasks.models import ACTIVATIONS, MLP, ConvNet, scale_init
+from lopt.tasks.models import ACTIVATIONS, MLP, ConvNet, ResidualMLP, scale_init
 
 CLASSIFICATION_SETS = ("digits", "mnist1d", "breast_cancer", "wine", "iris", "photo-patches")
 
@@ -89,6 +89,39 @@ class ConvClassifier(DataTask):
     def loss(self, params, batch):
         x, y = batch
         return cross_entropy(jax.vmap(params)(x.reshape(x.shape[0], *self.shape)), y)
+
+
+@dataclass(frozen=True)
+class ResMLPClassifierConfig:
+    dataset: str = "mnist1d"
+    width: int = 128
+    blocks: int = 2
+    activation: str = "relu"
+    batch_size: int = 64
+
+
+class ResMLPClassifier(DataTask):
+    """A residual MLP with LayerNorm (``ResidualMLP``) on a dataset's flattened inputs."""
+
+    def __init__(self, config: ResMLPClassifierConfig):
+        check_choice("dataset", config.dataset, CLASSIFICATION_SETS)
+        check_choice("activation", config.activation, ACTIVATIONS)
+        check_range("width", config.width, 1, 4096)
+        check_range("blocks", config.blocks, 1, 64)
+        check_range("batch_size", config.batch_size, 1, 4096)
+        super().__init__(config_name("resmlp", config), config.dataset, config.batch_size)
+        self.config = config
+        self.in_dim = int(np.prod(self.data.x["train"].shape[1:]))
+
+    def init(self, key):
+        c = self.config
+        return ResidualMLP(
+            self.in_dim, c.width, c.blocks, self.data.num_classes, c.activation, key=key
+        )
+
+    def loss(self, params, batch):
+        x, y = batch
+        return cross_entropy(jax.vmap(params)(x.reshape(x.shape[0], -1)), y)
 
 
 class MLPClassifierFamily(TaskFamily):

@@ -45,6 +45,39 @@ class MLP(eqx.Module):
         return self.layers[-1](x)
 
 
+class ResidualMLP(eqx.Module):
+    """A linear map to ``width``, ``blocks`` pre-LayerNorm residual blocks
+    ``x + W₂ act(W₁ LN(x))`` (``width × width`` each), a final LayerNorm and a linear head."""
+
+    embed: eqx.nn.Linear
+    norms: list[eqx.nn.LayerNorm]
+    inner: list[eqx.nn.Linear]
+    outer: list[eqx.nn.Linear]
+    norm: eqx.nn.LayerNorm
+    head: eqx.nn.Linear
+    activation: str = eqx.field(static=True)
+
+    def __init__(
+        self, in_dim: int, width: int, blocks: int, out_dim: int, activation: str, *, key: jax.Array
+    ):
+        keys = jax.random.split(key, 2 * blocks + 2)
+        self.embed = eqx.nn.Linear(in_dim, width, key=keys[0])
+        self.norms = [eqx.nn.LayerNorm(width) for _ in range(blocks)]
+        self.inner = [eqx.nn.Linear(width, width, key=k) for k in keys[2 : 2 + blocks]]
+        self.outer = [eqx.nn.Linear(width, width, key=k) for k in keys[2 + blocks :]]
+        self.norm = eqx.nn.LayerNorm(width)
+        self.head = eqx.nn.Linear(width, out_dim, key=keys[1])
+        self.activation = activation
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        """``x (in_dim,) -> (out_dim,)``."""
+        act = ACTIVATIONS[self.activation]
+        x = self.embed(x)
+        for norm, inner, outer in zip(self.norms, self.inner, self.outer, strict=True):
+            x = x + outer(act(inner(norm(x))))
+        return self.head(self.norm(x))
+
+
 class ConvNet(eqx.Module):
     """Strided convolutions, global average pooling, then a linear head (1-D or 2-D inputs)."""
 

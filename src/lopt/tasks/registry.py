@@ -20,6 +20,8 @@ from lopt.tasks.classifiers import (
     MLPClassifier,
     MLPClassifierConfig,
     MLPClassifierFamily,
+    ResMLPClassifier,
+    ResMLPClassifierConfig,
 )
 from lopt.tasks.regression import (
     Autoencoder,
@@ -43,6 +45,7 @@ from lopt.tasks.synthetic import (
     TestFunctionConfig,
     TestFunctionFamily,
 )
+from lopt.tasks.transformer import TransformerLM, TransformerLMConfig
 
 FAMILIES: dict[str, TaskFamily] = {
     f.name: f
@@ -187,12 +190,27 @@ HELDOUT_PHOTO_TASKS: dict[str, Callable[[], Task]] = {
         MLPRegressorConfig("flower-pixels", (128,), batch_size=128)
     ),
 }
+# Models larger than any meta-training task, for judging optimizers on scale: the largest
+# model a meta-training family samples (``META_TRAIN_FAMILIES``; the ``train`` set's too) has
+# 8,970 parameters (``mlp-digits`` at 64×64; a test checks it), and these have 13–40× that: a
+# character-level transformer (114,528), a wide MLP (301,066), a 1-D CNN (134,922) and a
+# residual MLP with LayerNorm (361,210). Defined before any optimizer was run on them;
+# evaluated once per shipped optimizer, never used to choose anything.
+HELDOUT_LARGE_TASKS: dict[str, Callable[[], Task]] = {
+    "transformer-prose-64x2": lambda: TransformerLM(TransformerLMConfig("prose", 64, 2, 4, 32, 32)),
+    "mlp-digits-512x512": _mlp("digits", [512, 512]),
+    "conv-mnist1d-32-64-128-128": _conv("mnist1d", [32, 64, 128, 128], kernel=5),
+    "resmlp-mnist1d-240x3": lambda: ResMLPClassifier(
+        ResMLPClassifierConfig("mnist1d", 240, 3, batch_size=64)
+    ),
+}
 TASKS: dict[str, Callable[[], Task]] = {
     **TRAIN_TASKS,
     **HELDOUT_TASKS,
     **HELDOUT_FRESH_TASKS,
     **HELDOUT_UNSEEN_TASKS,
     **HELDOUT_PHOTO_TASKS,
+    **HELDOUT_LARGE_TASKS,
 }
 
 TASK_SETS: dict[str, tuple[str, ...]] = {
@@ -204,6 +222,7 @@ TASK_SETS: dict[str, tuple[str, ...]] = {
     "heldout-fresh": tuple(HELDOUT_FRESH_TASKS),
     "heldout-unseen": tuple(HELDOUT_UNSEEN_TASKS),
     "heldout-photos": tuple(HELDOUT_PHOTO_TASKS),
+    "heldout-large": tuple(HELDOUT_LARGE_TASKS),
     "all": tuple(TASKS),
 }
 
@@ -215,6 +234,7 @@ TASK_GROUPS = {
     "fresh held-out": tuple(HELDOUT_FRESH_TASKS),
     "unseen held-out": tuple(HELDOUT_UNSEEN_TASKS),
     "photo held-out": tuple(HELDOUT_PHOTO_TASKS),
+    "large held-out": tuple(HELDOUT_LARGE_TASKS),
 }
 
 
