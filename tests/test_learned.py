@@ -708,3 +708,34 @@ def test_feature_normalization_is_checked():
                 "feature_normalization": "parameter",
             }
         )
+
+
+@pytest.mark.parametrize("name", sorted(VARIANTS))
+def test_conformance_on_float16_with_a_zero_and_an_empty_tensor(name):
+    """float16 parameters, one tensor at 0 (a bias at its initial value) and one empty: every
+    update finite and in float16, the zero tensor moved, the empty one given an empty update
+    (``lopt.learned.guard``: statistics in float32, empty tensors left out)."""
+    arch = build_architecture(VARIANTS[name])
+    theta = _perturbed(arch.init_theta(jax.random.key(0)), 0.3)
+    params = {
+        **_params(jnp.float16),
+        "zero": jnp.zeros((4,), jnp.float16),
+        "empty": jnp.zeros((0, 2), jnp.float16),
+    }
+
+    @jax.jit
+    def run(params):
+        opt = arch.optimizer(theta)
+        state, history = opt.init(params), []
+        for i in range(3):
+            grads = _grads(params, i)
+            updates, state = opt.update(grads, state, params, loss=jnp.float32(1.0 / (i + 1)))
+            params = optax.apply_updates(params, updates)
+            history.append(updates)
+        return history
+
+    for updates in run(params):
+        for key, update in updates.items():
+            assert update.dtype == jnp.float16 and update.shape == params[key].shape
+            assert np.all(np.isfinite(np.asarray(update, np.float32))), key
+        assert float(jnp.abs(updates["zero"]).max()) > 0

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
 from lopt.learned.base import Architecture
+from lopt.learned.guard import guarded
 
 
 @dataclass(frozen=True)
@@ -40,8 +40,10 @@ class LearnedAdam(Architecture):
 
         def update(grads, state, params=None, **extra):
             del extra
-            updates, state = adam.update(grads, state, params)
-            # A traced float32 learning rate would promote low-precision updates: keep dtypes.
-            return jax.tree.map(lambda u, g: u.astype(g.dtype), updates, grads), state
+            return adam.update(grads, state, params)
 
-        return optax.GradientTransformationExtraArgs(adam.init, update)
+        # Updates come back in each parameter's dtype (a traced float32 learning rate would
+        # promote low-precision ones), and Adam's state is float32 (lopt.learned.guard).
+        return guarded(
+            self.kind, optax.GradientTransformationExtraArgs(adam.init, update), reads_params=False
+        )

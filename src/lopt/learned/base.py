@@ -32,7 +32,9 @@ class Architecture(abc.ABC):
 
     @abc.abstractmethod
     def optimizer(self, theta: Theta) -> optax.GradientTransformationExtraArgs:
-        """The optax transformation with weights ``theta`` (jittable, vmappable over θ)."""
+        """The optax transformation with weights ``theta`` (jittable, vmappable over θ), behind
+        ``lopt.learned.guard.guarded``: statistics in float32, empty tensors left out, a step
+        whose squared gradient overflows float32 skipped (zero update, state unchanged)."""
 
     def widen_theta(self, saved: Architecture, theta: Theta) -> Theta | None:
         """θ of this architecture from a saved optimizer's θ that does not fit it as it is

@@ -28,7 +28,6 @@ import optax
 from lopt.learned.base import (
     Architecture,
     check_config,
-    check_update_args,
     dense,
     first_layer_by_name,
     zero_last_layer,
@@ -59,6 +58,7 @@ from lopt.learned.features import (
     time_features,
     update_accumulators,
 )
+from lopt.learned.guard import guarded
 from lopt.learned.trust_region import check_trust_region, trust_region
 
 GRAD_RMS_DECAY = 0.99
@@ -243,7 +243,6 @@ class RNNMLPOptimizer(Architecture):
 
         def update(grads, state, params=None, *, loss=None, valid_loss=None, horizon=None, **extra):
             del extra
-            check_update_args(self.kind, grads, params)
             g_leaves, treedef = jax.tree.flatten(grads)
             p_leaves = jax.tree.leaves(params)
             rms = lambda x: jnp.sqrt(jnp.mean(jnp.square(x)) + EPS)
@@ -309,10 +308,9 @@ class RNNMLPOptimizer(Architecture):
                 direction = direction + nominal_direction(m, v, acc.count, self.decays, 0.9, 0.999)
                 log_step = self.exp_mult * magnitude + log_lr + tensor_log_lr[i]
                 update = -self.step_mult * jnp.exp(log_step) * direction
-                update = trust_region(update, p, self.trust_ratio, self.trust_floor)
-                updates.append(update.astype(p.dtype))
+                updates.append(trust_region(update, p, self.trust_ratio, self.trust_floor))
 
             new_state = RNNMLPState(acc, h, c, jnp.stack(pooled), grad_rms, stats, distance)
             return jax.tree.unflatten(treedef, updates), new_state
 
-        return optax.GradientTransformationExtraArgs(init, update)
+        return guarded(self.kind, optax.GradientTransformationExtraArgs(init, update))

@@ -26,7 +26,6 @@ from lopt.errors import LoptError
 from lopt.learned.base import (
     Architecture,
     check_config,
-    check_update_args,
     first_layer_by_name,
     zero_last_layer,
 )
@@ -57,6 +56,7 @@ from lopt.learned.features import (
     time_features,
     update_accumulators,
 )
+from lopt.learned.guard import guarded
 from lopt.learned.trust_region import check_trust_region, trust_region
 
 
@@ -187,7 +187,6 @@ class MLPOptimizer(Architecture):
 
         def update(grads, state, params=None, *, loss=None, valid_loss=None, horizon=None, **extra):
             del extra
-            check_update_args(self.kind, grads, params)
             acc = update_accumulators(state.acc, grads, self.decays)
             t = time_features(acc.count, self.timescales)
             stats = None
@@ -212,8 +211,7 @@ class MLPOptimizer(Architecture):
                         ms, vs, acc.count, self.decays, 0.9, 0.999
                     )
                 scale = self.step_mult * jnp.exp(self.exp_mult * magnitude + log_lr)
-                update = trust_region(-scale * direction, p, self.trust_ratio, self.trust_floor)
-                return update.astype(p.dtype)
+                return trust_region(-scale * direction, p, self.trust_ratio, self.trust_floor)
 
             ms, vs = leaves_per_decay(acc.momentum), leaves_per_decay(acc.second_moment)
             g_leaves, treedef = jax.tree.flatten(grads)
@@ -222,4 +220,4 @@ class MLPOptimizer(Architecture):
             updates = jax.tree.unflatten(treedef, updates)
             return updates, MLPOptState(acc, stats, distance)
 
-        return optax.GradientTransformationExtraArgs(init, update)
+        return guarded(self.kind, optax.GradientTransformationExtraArgs(init, update))

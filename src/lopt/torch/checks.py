@@ -1,5 +1,6 @@
 """What ``LearnedOptimizer`` accepts: one clear ``LoptError`` per kind of bad input, raised
-before the optimizer changes anything (parameters, state, param groups)."""
+before the optimizer changes anything (parameters, state, param groups); and which steps it
+skips (``gradients_overflow``)."""
 
 from __future__ import annotations
 
@@ -37,22 +38,32 @@ def check_loss(value, name: str) -> None:
         raise LoptError(f"{name} must be a number or a scalar tensor; got {value!r}")
 
 
-def check_finite_gradients(param_groups: list[dict], active: list) -> None:
-    """Raise, naming the first offending parameter, if a gradient of ``active`` (``(param,
-    multiplier)`` pairs) holds a NaN or an inf; one device-to-host sync."""
+def gradients_overflow(param_groups: list[dict], active: list) -> bool:
+    """Whether the step over ``active`` (``(param, multiplier)`` pairs) is to be skipped: its
+    gradients are finite but the sum of some tensor's squared entries in float32 is not (as
+    ``lopt.learned.guard.overflows``). Raise, naming the first offending parameter, if a
+    gradient holds a NaN or an inf. One pass over the gradients and one device-to-host sync."""
     device = active[0][0].device
+    squares = []
+    for p, _ in active:
+        g = p.grad.reshape(-1).to(torch.float32)
+        squares.append(torch.dot(g, g).to(device))
+    if bool(torch.isfinite(torch.stack(squares)).all()):
+        return False
     finite = torch.stack([torch.isfinite(p.grad).all().to(device) for p, _ in active])
     if bool(finite.all()):
-        return
+        return True
     bad = active[int((~finite).nonzero()[0])][0]
-    for g, group in enumerate(param_groups):
-        for i, p in enumerate(group["params"]):
-            if p is bad:
-                raise LoptError(
-                    f"the gradient of parameter {i} of param group {g} (shape {tuple(p.shape)}) "
-                    "holds NaN or inf; the step was not taken: parameters and optimizer state "
-                    "are unchanged"
-                )
+    g, i = next(
+        (g, i)
+        for g, group in enumerate(param_groups)
+        for i, p in enumerate(group["params"])
+        if p is bad
+    )
+    raise LoptError(
+        f"the gradient of parameter {i} of param group {g} (shape {tuple(bad.shape)}) holds NaN "
+        "or inf; the step was not taken: parameters and optimizer state are unchanged"
+    )
 
 
 def check_state_shapes(param_groups: list[dict], state_dict: dict, decays: int) -> None:

@@ -17,11 +17,11 @@ import torch
 from lopt.errors import LoptError, check_count
 from lopt.torch import networks as nets
 from lopt.torch.checks import (
-    check_finite_gradients,
     check_loss,
     check_multiplier,
     check_parameter,
     check_state_shapes,
+    gradients_overflow,
 )
 from lopt.torch.compiled import compiled_tensor_update
 from lopt.torch.files import load
@@ -53,13 +53,17 @@ class LearnedOptimizer(torch.optim.Optimizer):
         loss.backward()
         opt.step(loss=loss)  # or opt.step(closure); the loss feeds the loss features, if any
 
-    A parameter whose ``.grad`` is ``None`` takes no part in a step: its accumulators, step
-    count and LSTM state stay frozen, and the step is the JAX update of the pytree of the
-    parameters that do have gradients (each with its own step count).
+    A parameter whose ``.grad`` is ``None``, or that is empty, takes no part in a step: its
+    accumulators, step count and LSTM state stay frozen, and the step is the JAX update of the
+    pytree of the parameters that do have gradients (each with its own step count).
 
     A gradient with a NaN or an infinity raises ``LoptError`` before anything changes (one
     non-finite entry would otherwise turn its whole tensor and the optimizer's state to NaN,
-    through the per-tensor statistics); the check costs one pass over the gradients and one
+    through the per-tensor statistics). A step whose gradients are finite but whose squares
+    overflow float32 (the sum of a tensor's squared entries is not finite, as with an entry
+    beyond ≈ 1.8·10¹⁹) is skipped as a whole: nothing changes, step counts included, as in
+    JAX (``lopt.learned.guard``); taken, it would leave an infinite second moment and steps
+    far too small for the rest of the run. The checks cost one pass over the gradients and one
     device-to-host sync per step.
     """
 
@@ -114,8 +118,9 @@ class LearnedOptimizer(torch.optim.Optimizer):
         """One update of every parameter with a gradient.
 
         Args:
-            closure: re-evaluates the model and returns the loss (optional).
-            loss: the training loss at the current parameters, if no closure is given. Only
+            closure: re-evaluates the model and returns the loss (optional; one that returns
+                ``None``, as PyTorch Lightning's does, leaves the loss to ``loss=``).
+            loss: the training loss at the current parameters, unless the closure returns it. Only
                 optimizers with loss features read it ("rnn-mlp", and an "mlp" with
                 ``with_loss_features``); as 0 when absent, like the JAX version.
             valid_loss: a validation loss for the loss features (default: ``loss``).
@@ -124,23 +129,28 @@ class LearnedOptimizer(torch.optim.Optimizer):
             The loss (the closure's value, or ``loss``).
         """
         if closure is not None:
-            if loss is not None:
-                raise LoptError("pass the loss either through closure or as loss=, not both")
             with torch.enable_grad():
-                loss = closure()
+                returned = closure()
+            if returned is not None and loss is not None:
+                raise LoptError(
+                    "the closure returned a loss and loss= was given too: pass the loss either "
+                    "through closure or as loss=, not both"
+                )
+            loss = loss if returned is None else returned
         check_loss(loss, "loss")
         check_loss(valid_loss, "valid_loss")
         active = []
         for group in self.param_groups:
             for p in group["params"]:
-                if p.grad is None:
+                if p.grad is None or p.numel() == 0:
                     continue
                 if p.grad.is_sparse:
                     raise LoptError("LearnedOptimizer does not support sparse gradients")
                 active.append((p, group["lr_multiplier"]))
         if not active:
             return loss
-        check_finite_gradients(self.param_groups, active)
+        if gradients_overflow(self.param_groups, active):
+            return loss
         if self.config.kind == "mlp":
             self._step_mlp(active, loss, valid_loss)
         else:
