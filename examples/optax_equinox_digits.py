@@ -1,7 +1,8 @@
 """Train an equinox MLP on sklearn's digits with optax: ``lopt.pretrained("small")`` vs Adam.
 
     python examples/optax_equinox_digits.py
-    python examples/optax_equinox_digits.py --weights runs/meta/best.safetensors
+    lopt meta-train --config mlp-from-scratch --out runs/mine
+    python examples/optax_equinox_digits.py --weights runs/mine/best.safetensors
 
 A learned optimizer is an ``optax.GradientTransformationExtraArgs``: ``update`` takes the
 training loss and the latest validation-minibatch loss as keywords (read as features by the
