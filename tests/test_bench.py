@@ -153,3 +153,27 @@ def test_speed_floor_no_reduction_rung_is_adam_with_its_output_layer_zeroed():
         for key, tensor in tensors.items():
             moved = (tensor.detach() - before[key]).numpy()
             np.testing.assert_allclose(moved, updates["random"][key], rtol=1e-4, atol=1e-9)
+
+
+def test_train_step_times_each_optimizer_against_adam_on_each_model(tmp_path, capsys):
+    """benchmarks/train_step.py: a row per model, a ratio per optimizer (a shipped name and a
+    saved file's path), written to --out as printed; --out is checked before any work."""
+    from lopt.errors import LoptError
+    from lopt.pretrained import pretrained_path
+
+    train_step = load_benchmark("train_step")
+    saved = f"{pretrained_path('small')}.safetensors"
+    out = tmp_path / "steps.json"
+    argv = ["--tasks", "quadratic-16,logreg-wine", "--optimizer", f"small,{saved}"]
+    result = train_step.main([*argv, "--calls", "2", "--repeats", "1", "--out", str(out)])
+    assert json.loads(out.read_text()) == json.loads(json.dumps(result)) and result["finished"]
+    assert list(result["models"]) == ["quadratic-16", "logreg-wine"]
+    assert result["models"]["logreg-wine"]["num_params"] == 13 * 3 + 3
+    for row in result["models"].values():
+        assert set(row["ratio"]) == {"small", saved}
+        assert row["adam_ms"] > 0 and all(r > 0 for r in row["ratio"].values())
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[-4].startswith("| model | params | Adam step (ms) | small ÷ Adam |")
+    assert [line.split(" | ")[0] for line in lines[-2:]] == ["| quadratic-16", "| logreg-wine"]
+    with pytest.raises(LoptError, match="it is a directory"):
+        train_step.main([*argv, "--out", str(tmp_path)])
