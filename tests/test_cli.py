@@ -209,7 +209,10 @@ def test_demo_writes_report(tmp_path):
 
 def test_seed_flag_overrides_the_config_of_a_new_run(tmp_path):
     """``--seed`` (like ``--outer-steps``) overrides the config's field; omitted, it is kept."""
-    for config_class, name in ((MetaTrainConfig, "small"), (PopulationConfig, "self-train")):
+    for config_class, name in (
+        (MetaTrainConfig, "mlp-from-scratch"),
+        (PopulationConfig, "self-train"),
+    ):
         args = argparse.Namespace(config=name, out=str(tmp_path / name))
         assert load_run_config(config_class, args, seed=3).seed == 3
         assert load_run_config(config_class, args, seed=None).seed == 0
