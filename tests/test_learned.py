@@ -57,10 +57,12 @@ TINY = {
         "horizon_thresholds": [0.5],
     },
     "learned-adam": {"kind": "learned-adam"},
+    "fast": {"kind": "fast", "hidden": 3},
 }
 # Settings that change an architecture's update path, each run through conformance too.
 VARIANTS = {
     **TINY,
+    "fast-hierarchical": {"kind": "fast", "hidden": 3, "lstm_hidden": 2},
     "mlp-per-parameter": {
         "kind": "mlp",
         "hidden": [4],

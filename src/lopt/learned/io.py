@@ -18,13 +18,14 @@ from lopt.errors import CheckpointError, LoptError, check_type, did_you_mean, un
 from lopt.files import read_metadata
 from lopt.learned.adam import LearnedAdam
 from lopt.learned.base import Architecture
+from lopt.learned.fast import FastOptimizer
 from lopt.learned.hierarchical import RNNMLPOptimizer
 from lopt.learned.mlp import MLPOptimizer
 from lopt.pretrained import resolve_stem
 
 FORMAT = "lopt-optimizer"
 ARCHITECTURES: dict[str, type[Architecture]] = {
-    cls.kind: cls for cls in (MLPOptimizer, RNNMLPOptimizer, LearnedAdam)
+    cls.kind: cls for cls in (FastOptimizer, MLPOptimizer, RNNMLPOptimizer, LearnedAdam)
 }
 
 

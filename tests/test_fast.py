@@ -1,0 +1,144 @@
+"""The ``fast`` learned optimizer: its specification, JAX implementation and distillation."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from lopt.learned import build_architecture, save_optimizer
+from lopt.learned.io import warm_start_theta
+from lopt.meta import distill
+from lopt.specs.fast import EPS_ROOT, PARAM_FEATURE_NAMES, TENSOR_FEATURE_NAMES, FastSpec
+from lopt.tasks import get_task
+
+FLAT, HIERARCHICAL = {"kind": "fast"}, {"kind": "fast", "lstm_hidden": 4}
+
+
+def _params():
+    k1, k2 = jax.random.split(jax.random.key(3))
+    return {"w": jax.random.normal(k1, (6, 5)), "b": 0.1 * jax.random.normal(k2, (5,))}
+
+
+def _grads(params, i):
+    return jax.tree.map(lambda p: jnp.cos(p * (i + 1)), params)
+
+
+def _perturbed(theta, scale=0.3):
+    keys = dict(zip(theta, jax.random.split(jax.random.key(7), len(theta)), strict=True))
+    return {k: v + scale * jax.random.normal(keys[k], v.shape) for k, v in theta.items()}
+
+
+def test_names_and_shapes_are_derived_from_the_config():
+    spec = FastSpec(hidden=3, timescales=(10.0, 100.0), lstm_hidden=2)
+    assert spec.feature_names[: len(PARAM_FEATURE_NAMES)] == PARAM_FEATURE_NAMES
+    assert spec.feature_names[-len(TENSOR_FEATURE_NAMES) :] == TENSOR_FEATURE_NAMES
+    shapes = spec.theta_shapes()
+    assert shapes["w1"] == (3, len(spec.feature_names))
+    assert shapes["lstm_wx"] == (8, len(spec.lstm_feature_names))
+    assert shapes["lstm_w_out"] == (4, 2)  # a message per hidden unit, then a log step
+    assert "lstm_wx" not in FastSpec().theta_shapes()
+
+
+@pytest.mark.parametrize("config", [FLAT, HIERARCHICAL], ids=["flat", "hierarchical"])
+def test_a_fresh_fast_optimizer_is_adam(config):
+    """Zero output layers: the update is optax's Adam at λ₂ with ε under the square root."""
+    arch = build_architecture(config)
+    opt = arch.optimizer(arch.init_theta(jax.random.key(1)))
+    adam = optax.adam(arch.step_mult, eps=0.0, eps_root=EPS_ROOT)
+    params = _params()
+    s, a = opt.init(params), adam.init(params)
+    for i in range(5):
+        grads = _grads(params, i)
+        u, s = opt.update(grads, s, params, loss=jnp.float32(1.0))
+        v, a = adam.update(grads, a, params)
+        for x, y in zip(jax.tree.leaves(u), jax.tree.leaves(v), strict=True):
+            np.testing.assert_allclose(x, y, rtol=2e-5, atol=1e-10)
+        params = optax.apply_updates(params, u)
+
+
+def test_the_guard_caps_every_entry_at_a_fraction_of_the_tensor_rms():
+    arch = build_architecture({"kind": "fast", "guard_ratio": 0.01, "guard_floor": 1e-3})
+    theta = {**arch.init_theta(jax.random.key(0)), "log_lr": jnp.float32(8.0)}  # huge steps
+    opt = arch.optimizer(theta)
+    params = {**_params(), "zero": jnp.zeros(4)}
+    state = opt.init(params)
+    updates, _ = opt.update(_grads(params, 0), state, params)
+    for key, p in params.items():
+        cap = 0.01 * max(float(jnp.sqrt(jnp.mean(p * p))), 1e-3)
+        assert float(jnp.abs(updates[key]).max()) == pytest.approx(cap, rel=1e-5)
+
+
+def test_hierarchical_widened_from_flat_makes_its_updates(tmp_path):
+    flat = build_architecture(FLAT)
+    theta = _perturbed(flat.init_theta(jax.random.key(0)))
+    save_optimizer(tmp_path / "flat", flat, theta)
+    hierarchical = build_architecture(HIERARCHICAL)
+    widened = warm_start_theta(tmp_path / "flat", hierarchical)
+    params = _params()
+    a, b = flat.optimizer(theta), hierarchical.optimizer(widened)
+    sa, sb = a.init(params), b.init(params)
+    for i in range(4):
+        grads = _grads(params, i)
+        ua, sa = a.update(grads, sa, params, loss=jnp.float32(1.0 / (i + 1)), horizon=10)
+        ub, sb = b.update(grads, sb, params, loss=jnp.float32(1.0 / (i + 1)), horizon=10)
+        for x, y in zip(jax.tree.leaves(ua), jax.tree.leaves(ub), strict=True):
+            np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-10)
+        params = optax.apply_updates(params, ua)
+    assert not np.allclose(sb.h, 0.0)  # the LSTM ran; its zero output layer kept it silent
+
+
+def test_the_step_inputs_do_not_depend_on_theta():
+    """What distillation records is θ-free, and ``updates`` from it is what ``update`` gives."""
+    arch = build_architecture(FLAT)
+    theta = _perturbed(arch.init_theta(jax.random.key(0)))
+    opt = arch.optimizer(theta)
+    params = _params()
+    state = opt.init(params)
+    grads = _grads(params, 0)
+    updates, _ = opt.update(grads, state, params, loss=jnp.float32(2.0))
+    inputs = arch.step_inputs(grads, state, params, jnp.float32(2.0), None, None)
+    again, _, _ = arch.updates(theta, inputs, state.h, state.c)
+    for x, y in zip(jax.tree.leaves(updates), again, strict=True):
+        np.testing.assert_allclose(x, y, rtol=1e-6)
+
+
+def test_distillation_lowers_its_loss_and_moves_towards_the_teacher():
+    """The teacher is Adam at 10× the student's base step: fitting recovers that step size."""
+    task = get_task("quadratic-16")
+    student = build_architecture(FLAT)
+    teacher = optax.with_extra_args_support(optax.adam(1e-2, eps=0.0, eps_root=EPS_ROOT))
+    record = jax.jit(
+        functools.partial(distill.record, task, teacher, student, num_steps=40, num_records=4)
+    )
+    bank = record(jax.random.key(0))
+    theta = student.init_theta(jax.random.key(1))
+    before = float(distill.distill_loss(student, theta, bank))
+    fitted, losses = distill.fit(student, theta, [bank], 150, jax.random.key(2), batch_size=4)
+    after = float(distill.distill_loss(student, fitted, bank))
+    assert after < 0.1 * before
+    last = jax.tree.map(lambda x: x[-1], bank)
+    zeros = jnp.zeros((2, 0))
+    for theta_, ratio in ((theta, 0.1), (fitted, 1.0)):
+        updates, _, _ = student.updates(theta_, last.inputs, zeros, zeros)
+        rms = lambda xs: float(jnp.sqrt(sum(jnp.sum(x * x) for x in xs)))
+        assert rms(updates) / rms(last.target) == pytest.approx(ratio, rel=0.3)
+    assert losses[-1] < losses[0]
+
+
+def test_an_interrupted_distillation_resumes_from_its_records(tmp_path):
+    """Records are kept as they are made; a re-run reads them instead of training again (here
+    with another teacher, whose records would fit another θ)."""
+    tasks = [get_task("quadratic-16")]
+    student = build_architecture(FLAT)
+    rest = (student, tasks, (20,), 2, 150, jax.random.key(0), tmp_path / "records")
+    adam = lambda lr: optax.with_extra_args_support(optax.adam(lr))
+    theta, _ = distill.distill_optimizer(adam(1e-2), *rest)
+    assert len(list((tmp_path / "records").glob("*.safetensors"))) == 1
+    again, _ = distill.distill_optimizer(adam(1.0), *rest)
+    other, _ = distill.distill_optimizer(adam(1.0), *rest[:-1])
+    for x, y in zip(jax.tree.leaves(theta), jax.tree.leaves(again), strict=True):
+        np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-7)
+    assert abs(float(theta["log_lr"] - other["log_lr"])) > 0.1
