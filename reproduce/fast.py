@@ -43,7 +43,7 @@ DISTILL_FAMILIES = (
     "mlp-breast_cancer-few",
 )
 TASKS_PER_FAMILY = 2
-HORIZONS = (250, 2000)  # the teacher's run lengths (it reads the fraction of the run done)
+HORIZONS = (200, 2000)  # the teacher's run lengths (it reads the fraction of the run done)
 RECORDS_PER_RUN = 20
 FIT_STEPS = 3000
 

@@ -158,7 +158,7 @@ class FastOptimizer(FastSpec, Architecture):
         step's ``step_inputs``: the part of a step that θ enters (what distillation fits)."""
         ops, x = JAX_OPS, inputs
         count = x.count.astype(jnp.float32)
-        corrections = bias_corrections(count, jnp.power)
+        corrections = bias_corrections(count, jnp.expm1)
         shared = self.shared_features(ops, count, x.loss_stats, x.loss, x.fraction)
         rows = [
             ops.stack(self.tensor_features(ops, p.size, p.ndim, x.rms_param[i], x.initial_rms[i]))

@@ -32,3 +32,12 @@ def horizon_feature_names(with_feature: bool, thresholds: tuple[float, ...]) -> 
     if not with_feature:
         return ()
     return ("fraction_of_horizon", *(f"fraction_of_horizon_past_{c:g}" for c in thresholds))
+
+
+def run_fraction(count: int, horizon: int | None) -> float:
+    """The fraction of the run done after ``count`` updates, ``count / horizon`` within [0, 1];
+    0 when the horizon is unknown (``None`` or not positive). For concrete numbers (PyTorch); the
+    JAX optimizers compute the same from traced ones (``lopt.learned.features.run_fraction``)."""
+    if not horizon or horizon <= 0:
+        return 0.0
+    return min(max(count / horizon, 0.0), 1.0)

@@ -290,11 +290,12 @@ class FastSpec:
         return self.guard_ratio * ops.clip(rms_param, self.guard_floor, math.inf)
 
 
-def bias_corrections(count: int | float, power) -> tuple:
-    """``1 / (1 − βᵗ)`` for the momenta and the second moment after ``count`` updates;
-    ``power(β, count)`` raises in the caller's framework (``count`` may be traced)."""
+def bias_corrections(count, expm1) -> tuple:
+    """``1 / (1 − βᵗ)`` for the momenta and the second moment after ``count`` updates, written
+    ``−1 / expm1(t·ln β)`` so that float32 keeps its digits (``1 − 0.999²`` in float32 loses
+    four of them); ``expm1`` is the caller's framework's (``count`` may be traced)."""
     decays = (*MOMENTUM_DECAYS, SECOND_MOMENT_DECAY)
-    return tuple(1.0 / (1.0 - power(b, count)) for b in decays)
+    return tuple(-1.0 / expm1(count * math.log(b)) for b in decays)
 
 
 # --- per-run loss statistics (Metz et al. 2020's loss features) ---

@@ -78,6 +78,9 @@ def check_state_shapes(param_groups: list[dict], state_dict: dict, decays: int) 
                 "second_moment": (decays, *shape),
                 "initial": shape,
                 "grad_sum": shape,
+                "m_fast": shape,
+                "m_slow": shape,
+                "v": shape,
             }
             state = state_dict.get("state", {}).get(saved_id, {})
             for key, want in expected.items():

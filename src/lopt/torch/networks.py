@@ -17,6 +17,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from lopt.specs import constants as spec_constants
+from lopt.torch.fast import FastConfig
+
 FEATURE_CLIP = 5.0
 EPS = 1e-8
 LSTM_INPUT_CLIP = 10.0
@@ -152,10 +155,10 @@ class RNNMLPConfig:
         }
 
 
-CONFIGS: dict[str, type] = {cls.kind: cls for cls in (MLPConfig, RNNMLPConfig)}
+CONFIGS: dict[str, type] = {cls.kind: cls for cls in (FastConfig, MLPConfig, RNNMLPConfig)}
 
 
-def build_config(architecture: dict) -> MLPConfig | RNNMLPConfig:
+def build_config(architecture: dict) -> FastConfig | MLPConfig | RNNMLPConfig:
     """The config from a ``NAME.json`` ``"architecture"`` entry; raises ``ValueError``/``KeyError``
     (turned into a clear message by the loader) on an unknown kind or field."""
     architecture = dict(architecture)
@@ -297,10 +300,8 @@ def time_features(count: int, timescales: tuple[float, ...], device) -> torch.Te
 def run_fraction(count: int, horizon: int | None, device) -> torch.Tensor:
     """The fraction of the run done, ``count / horizon`` within [0, 1], float32 (0 when the
     horizon is unknown)."""
-    if not horizon:
-        return torch.zeros((), dtype=torch.float32, device=device)
-    step = torch.tensor(float(count), dtype=torch.float32, device=device)
-    return (step / float(horizon)).clamp(0.0, 1.0)
+    fraction = spec_constants.run_fraction(count, horizon)
+    return torch.tensor(fraction, dtype=torch.float32, device=device)
 
 
 def horizon_features(

@@ -1,7 +1,8 @@
-"""``LearnedOptimizer``: a saved "mlp" or "rnn-mlp" optimizer as a ``torch.optim.Optimizer``.
+"""``LearnedOptimizer``: a saved learned optimizer as a ``torch.optim.Optimizer``.
 
-The update is computed in PyTorch (``lopt.torch.networks``), in float32, and equals the JAX
-optimizer's (``lopt.learned.MLPOptimizer`` / ``RNNMLPOptimizer``) to float32 rounding. The
+The update is computed in PyTorch (``lopt.torch.fast`` from the shared specification;
+``lopt.torch.networks`` for the older architectures), in float32, and equals the JAX
+optimizer's (``lopt.learned``) to float32 rounding. The
 parameters of all param groups, in order, play the role of the JAX pytree's leaves.
 """
 
@@ -15,6 +16,7 @@ from collections.abc import Callable, Iterable
 import torch
 
 from lopt.errors import LoptError, check_count
+from lopt.torch import fast
 from lopt.torch import networks as nets
 from lopt.torch.checks import (
     check_loss,
@@ -81,14 +83,16 @@ class LearnedOptimizer(torch.optim.Optimizer):
         self.total_steps = None if total_steps is None else int(total_steps)
         self.config, self._theta_cpu = load(name_or_path)
         cfg, rnn = self.config, self.config.kind == "rnn-mlp"
-        self._nominal = rnn or cfg.nominal  # "rnn-mlp" always adds Adam's direction
         self._compiled = None  # the compiled per-tensor update (``compile=True``)
-        if compile:
+        if cfg.kind == "fast":
+            self._compiled = fast.compiled_tensor_update(cfg) if compile else None
+        elif compile:
             settings = (cfg.exp_mult, cfg.step_mult, cfg.trust_ratio, cfg.trust_floor)
             per_parameter = cfg.feature_normalization == "parameter"
             self._compiled = compiled_tensor_update(
                 cfg.decays, *settings, self._nominal, rnn, per_parameter
             )
+        self._nominal = cfg.kind != "mlp" or cfg.nominal  # the others add Adam's direction
         self.source = str(name_or_path)
         self._theta_by_device: dict[torch.device, dict[str, torch.Tensor]] = {}
         self._decays_by_shape: dict = {}
@@ -151,7 +155,9 @@ class LearnedOptimizer(torch.optim.Optimizer):
             return loss
         if gradients_overflow(self.param_groups, active):
             return loss
-        if self.config.kind == "mlp":
+        if self.config.kind == "fast":
+            self._step_fast(active, loss, valid_loss)
+        elif self.config.kind == "mlp":
             self._step_mlp(active, loss, valid_loss)
         else:
             self._step_rnn_mlp(active, loss, valid_loss)
@@ -190,7 +196,34 @@ class LearnedOptimizer(torch.optim.Optimizer):
         nets.update_accumulators(state["momentum"], state["second_moment"], g, b, one_minus_b)
         state["step"] += 1
 
-    # --- the two architectures ---
+    # --- the architectures ---
+
+    def _step_fast(self, active: list, loss, valid_loss) -> None:
+        """One step of the "fast" optimizer (``lopt.torch.fast``), per device."""
+        by_device: dict[torch.device, list] = {}
+        for p, multiplier in active:
+            by_device.setdefault(p.device, []).append((p, multiplier))
+        for device, pairs in by_device.items():
+            loss_d = _scalar(loss, device)
+            valid_d = loss_d if valid_loss is None else _scalar(valid_loss, device)
+            stats = self._loss_stats or _initial_loss_stats(device)
+            stats = tuple(
+                stats[k].to(device) if torch.is_tensor(stats[k]) else stats[k] for k in LOSS_KEYS
+            )
+            params = [p for p, _ in pairs]
+            states = []
+            for p in params:
+                if not self.state[p]:
+                    self.state[p].update(fast.init_param_state(self.config, p))
+                states.append(self.state[p])
+            theta = fast.plain_names(self._theta(device))
+            updates, stats = fast.step(
+                self.config, theta, params, states, stats, loss_d, valid_d, self.total_steps,
+                self._compiled,
+            )  # fmt: skip
+            self._loss_stats = dict(zip(LOSS_KEYS, stats, strict=True))
+            for (p, multiplier), update in zip(pairs, updates, strict=True):
+                _apply(p, update, multiplier)
 
     def _loss_features(self, device: torch.device, loss, valid_loss) -> torch.Tensor:
         """Fold this step's losses into the loss statistics; the loss features, ``(3,)``."""
@@ -403,7 +436,7 @@ class LearnedOptimizer(torch.optim.Optimizer):
                 f"this state_dict is not from a {self.config.kind!r} LearnedOptimizer "
                 f"(its architecture: {found!r})"
             )
-        check_state_shapes(self.param_groups, state_dict, len(self.config.decays))
+        check_state_shapes(self.param_groups, state_dict, len(getattr(self.config, "decays", ())))
         super().load_state_dict(state_dict)
         saved_ids = itertools.chain.from_iterable(g["params"] for g in state_dict["param_groups"])
         params = itertools.chain.from_iterable(g["params"] for g in self.param_groups)
@@ -445,6 +478,9 @@ def _scalar(value, device: torch.device) -> torch.Tensor:
         return torch.zeros((), dtype=torch.float32, device=device)
     value = torch.as_tensor(value).detach()
     return value.to(device=device, dtype=torch.float32).reshape(())
+
+
+LOSS_KEYS = ("mean", "var", "valid", "initial", "count")  # the run's loss statistics, in order
 
 
 def _initial_loss_stats(device: torch.device) -> dict:
