@@ -33,15 +33,10 @@ from lopt.meta.backend import Backend, InProcess
 from lopt.meta.config import MetaTrainConfig
 from lopt.meta.estimators import Estimator, make_estimator
 from lopt.meta.plots import plot_run
-from lopt.meta.rundir import (
-    has_checkpoint,
-    load_config,
-    restore,
-    save_checkpoint,
-    truncate_jsonl,
-)
+from lopt.meta.rundir import has_checkpoint, load_config, save_checkpoint, truncate_jsonl
+from lopt.meta.runloop import check_devices, resume, run_outer_steps
 from lopt.meta.validation import Validator
-from lopt.stopping import INTERRUPTED_MESSAGE, stop_on_signals, stopped_message
+from lopt.stopping import stop_on_signals
 from lopt.tasks.registry import get_family
 
 
@@ -159,11 +154,7 @@ def _meta_train(
     initial_theta=None,
 ) -> dict:
     arch = build_architecture(cfg.architecture)
-    if cfg.devices > len(jax.devices()):
-        raise LoptError(
-            f"invalid value for devices: {cfg.devices} (this process sees {len(jax.devices())}; "
-            "set XLA_FLAGS=--xla_force_host_platform_device_count=N)"
-        )
+    check_devices(cfg.devices)
     outer = make_outer_optimizer(cfg)
     base_key = jax.random.key(cfg.seed)
     if initial_theta is not None:
@@ -182,13 +173,12 @@ def _meta_train(
             bank = _Bank.sample(cfg, meta.get("bank", 0))
         return {"theta": theta, "opt_state": opt_state, "est": bank.fresh_states(base_key)}
 
-    restored = restore(run_dir, state_template, console.log)
+    restored = resume(run_dir, state_template, console.log)
     start, best, next_estimate = 0, {"score": math.inf, "step": -1}, 0
     if restored is not None:
         state, meta = restored
         start, best = meta["step"], meta["best"]
         next_estimate = meta.get("next_estimate", start)
-        console.log(f"resuming {run_dir} at outer step {start}")
     else:
         state = {"theta": theta, "opt_state": opt_state, "est": bank.fresh_states(base_key)}
     metrics_path = run_dir / "metrics.jsonl"
@@ -218,91 +208,82 @@ def _meta_train(
             meta["bank"] = bank.generation
         save_checkpoint(run_dir, state, meta)
 
-    t_begin = time.time()
     compiled = set()
     ema = None
-    step = start
+
+    def outer_step(step: int) -> None:
+        nonlocal bank, source, next_estimate, ema, best
+        if bank_generation(cfg, step) != bank.generation:
+            source.close()
+            bank = _Bank.sample(cfg, bank_generation(cfg, step))
+            state["est"] = bank.fresh_states(base_key)
+            compiled.clear()
+            release_compiled_programs()
+            source = backend.start(cfg, bank.estimators, base_key, next_estimate, bank.generation)
+            console.log(f"outer step {step}: a fresh bank of {cfg.task_bank} tasks")
+        if step % cfg.task_bank not in compiled:  # a first visit in this process
+            _check_headroom(f"outer step {step}", checkpoint_now, step)
+        t0 = time.time()
+        est = source.next(step, state["theta"], state["est"])
+        i, m = est.task, est.metrics
+        state["theta"], state["opt_state"], bad_grad = apply(
+            state["theta"], state["opt_state"], est.grad
+        )
+        state["est"][i] = est.state
+        next_estimate = max(next_estimate, est.number + 1)
+        meta_loss = float(m["meta_loss"])
+        dt = time.time() - t0
+        rate = bank.estimators[i].inner_steps_per_estimate / dt if i in compiled else float("nan")
+        compiled.add(i)
+        ema = meta_loss if ema is None else 0.98 * ema + 0.02 * meta_loss
+        record = {
+            "step": step,
+            "task": bank.tasks[i].name,
+            "meta_loss": meta_loss,
+            "diverged": int(m["diverged"]),
+            "bad_grad": bool(bad_grad),
+            "inner_steps_per_s": rate,
+            "seconds": dt,
+            **est.info,
+        }
+        metrics_file.write(to_json(record) + "\n")
+        if (step + 1) % cfg.log_every == 0:
+            metrics_file.flush()
+            console.log(
+                f"step {step + 1}/{cfg.outer_steps}  meta-loss {meta_loss:+.4f} "
+                f"(ema {ema:+.4f})  diverged {int(m['diverged'])}  "
+                f"inner steps/s {rate:,.0f}  task {bank.tasks[i].name[:48]}"
+            )
+        done = step + 1
+        if validator is not None and done % cfg.validate_every == 0:
+            _check_headroom(f"validation at outer step {done}", checkpoint_now, done)
+            v = validator.score(arch, state["theta"])
+            metrics_file.write(to_json({"step": step, "validation": v}) + "\n")
+            console.log(
+                f"validation at {done}: score {v['score']:.4f} (tuned Adam {v['adam_tuned']:.4f})"
+            )
+            if v["score"] < best["score"]:
+                best = {"score": v["score"], "step": done}
+                info = {"outer_step": done, "validation": v}
+                save_optimizer(run_dir / "best", arch, state["theta"], info)
+
+    t_begin = time.time()
     source = backend.start(cfg, bank.estimators, base_key, next_estimate, bank.generation)
     with metrics_path.open("a") as metrics_file, stop_on_signals() as stop:
         try:
-            for step in range(start, cfg.outer_steps):
-                if bank_generation(cfg, step) != bank.generation:
-                    source.close()
-                    bank = _Bank.sample(cfg, bank_generation(cfg, step))
-                    state["est"] = bank.fresh_states(base_key)
-                    compiled.clear()
-                    release_compiled_programs()
-                    source = backend.start(
-                        cfg, bank.estimators, base_key, next_estimate, bank.generation
-                    )
-                    console.log(f"outer step {step}: a fresh bank of {cfg.task_bank} tasks")
-                if step % cfg.task_bank not in compiled:  # a first visit in this process
-                    _check_headroom(f"outer step {step}", checkpoint_now, step)
-                t0 = time.time()
-                est = source.next(step, state["theta"], state["est"])
-                i, m = est.task, est.metrics
-                state["theta"], state["opt_state"], bad_grad = apply(
-                    state["theta"], state["opt_state"], est.grad
-                )
-                state["est"][i] = est.state
-                next_estimate = max(next_estimate, est.number + 1)
-                meta_loss = float(m["meta_loss"])
-                dt = time.time() - t0
-                rate = (
-                    bank.estimators[i].inner_steps_per_estimate / dt
-                    if i in compiled
-                    else float("nan")
-                )
-                compiled.add(i)
-                ema = meta_loss if ema is None else 0.98 * ema + 0.02 * meta_loss
-                record = {
-                    "step": step,
-                    "task": bank.tasks[i].name,
-                    "meta_loss": meta_loss,
-                    "diverged": int(m["diverged"]),
-                    "bad_grad": bool(bad_grad),
-                    "inner_steps_per_s": rate,
-                    "seconds": dt,
-                    **est.info,
-                }
-                metrics_file.write(to_json(record) + "\n")
-                if (step + 1) % cfg.log_every == 0:
-                    metrics_file.flush()
-                    console.log(
-                        f"step {step + 1}/{cfg.outer_steps}  meta-loss {meta_loss:+.4f} "
-                        f"(ema {ema:+.4f})  diverged {int(m['diverged'])}  "
-                        f"inner steps/s {rate:,.0f}  task {bank.tasks[i].name[:48]}"
-                    )
-                done = step + 1
-                if validator is not None and done % cfg.validate_every == 0:
-                    _check_headroom(f"validation at outer step {done}", checkpoint_now, done)
-                    v = validator.score(arch, state["theta"])
-                    metrics_file.write(to_json({"step": step, "validation": v}) + "\n")
-                    console.log(
-                        f"validation at {done}: score {v['score']:.4f} "
-                        f"(tuned Adam {v['adam_tuned']:.4f})"
-                    )
-                    if v["score"] < best["score"]:
-                        best = {"score": v["score"], "step": done}
-                        save_optimizer(
-                            run_dir / "best",
-                            arch,
-                            state["theta"],
-                            {"outer_step": done, "validation": v},
-                        )
-                reason = stop.reason(t_begin, max_minutes)
-                if done % cfg.checkpoint_every == 0 or done == cfg.outer_steps or reason:
-                    checkpoint_now(done)
-                if reason:
-                    console.log(stopped_message(reason, done))
-                    break
-        except KeyboardInterrupt:
-            metrics_file.flush()
-            console.log(INTERRUPTED_MESSAGE)
-            raise
+            reached = run_outer_steps(
+                start,
+                cfg,
+                outer_step,
+                checkpoint_now,
+                stop,
+                t_begin,
+                max_minutes,
+                console.log,
+                metrics_file.flush,
+            )
         finally:
             source.close()
-    reached = start if start >= cfg.outer_steps else step + 1
     finished = reached >= cfg.outer_steps
     info = {"outer_step": reached, "finished": finished}
     save_optimizer(run_dir / "optimizer", arch, state["theta"], info)

@@ -31,13 +31,13 @@ import jax.numpy as jnp
 import numpy as np
 from rich.console import Console
 
-from lopt.errors import LoptError
 from lopt.files import remove_stale_temporaries, to_json, write_atomically
 from lopt.learned.io import build_architecture, save_optimizer
 from lopt.lock import exclusive
 from lopt.meta.estimators import make_estimator
 from lopt.meta.outer import bank_tasks
-from lopt.meta.rundir import load_config, restore, save_checkpoint, truncate_jsonl
+from lopt.meta.rundir import load_config, save_checkpoint, truncate_jsonl
+from lopt.meta.runloop import check_devices, resume, run_outer_steps
 from lopt.population import outer, pbt
 from lopt.population.config import LEARNED_OUTER, PopulationConfig
 from lopt.population.feedback import feedback_summary
@@ -46,7 +46,7 @@ from lopt.population.lopt_task import LearnedOptimizerFamily
 from lopt.population.plots import plot_population
 from lopt.population.scoring import MemberScorer
 from lopt.population.vectorize import over_members
-from lopt.stopping import INTERRUPTED_MESSAGE, stop_on_signals, stopped_message
+from lopt.stopping import stop_on_signals
 
 # Independent PRNG streams, each folded with the outer step.
 INIT, ESTIMATOR_INIT, ESTIMATE, CONTROL, PBT_PLAN, PBT_EXPLORE = range(6)
@@ -137,11 +137,7 @@ def population_estimators(cfg: PopulationConfig) -> tuple[list, list]:
 
 def _self_train(run_dir, cfg: PopulationConfig, max_minutes, console: Console, members) -> dict:
     arch = build_architecture(cfg.architecture)
-    if cfg.devices > len(jax.devices()):
-        raise LoptError(
-            f"invalid value for devices: {cfg.devices} (this process sees {len(jax.devices())}; "
-            "set XLA_FLAGS=--xla_force_host_platform_device_count=N)"
-        )
+    check_devices(cfg.devices)
     trunc = cfg.member_config.truncation_config
     tasks, estimators = population_estimators(cfg)
     if members is None:
@@ -163,12 +159,11 @@ def _self_train(run_dir, cfg: PopulationConfig, max_minutes, console: Console, m
     )
 
     state = _initial_state(cfg, arch, rule, estimators)
-    restored = restore(run_dir, state, console.log)
+    restored = resume(run_dir, state, console.log)
     start, wall0 = 0, 0.0
     if restored is not None:
         state, meta = restored
         start, wall0 = meta["step"], meta["wall"]
-        console.log(f"resuming {run_dir} at outer step {start}")
     metrics_path, lineage_path = run_dir / "metrics.jsonl", run_dir / "lineage.jsonl"
     # Records carry the number of outer steps done; those after the checkpoint are recomputed.
     keep_below = start + 1 if restored is not None else 0
@@ -228,7 +223,60 @@ def _self_train(run_dir, cfg: PopulationConfig, max_minutes, console: Console, m
             lineage_file.write(to_json(record) + "\n")
         lineage_file.flush()
 
-    step = start
+    def outer_step(step: int) -> None:
+        i = step % len(tasks)
+        t0 = time.time()
+        keys = jax.random.split(_step_key(cfg, ESTIMATE, step), cfg.population)
+        grads, state["est"][i], m = population_estimate[i](
+            state["thetas"], state["est"][i], keys, step / cfg.outer_steps
+        )
+        applier = outer.appliers(
+            cfg,
+            _step_key(cfg, CONTROL, step),
+            state["thetas"],
+            state["hyper"],
+            state.get("best_theta"),
+        )
+        state["thetas"], state["outer_state"], bad = apply_updates(
+            applier, state["thetas"], state["outer_state"], grads, m["meta_loss"]
+        )
+        losses = np.asarray(m["meta_loss"])
+        done = step + 1
+        record = {
+            "step": done,
+            "wall": wall(),
+            "seconds": time.time() - t0,
+            "task": tasks[i].name,
+            "meta_loss": losses.tolist(),
+            "best": float(np.min(losses)),
+            "median": float(np.median(losses)),
+            "diverged": int(np.sum(np.asarray(m["diverged"]))),
+            "bad_grad": int(np.sum(np.asarray(bad))),
+        }
+        metrics_file.write(to_json(record) + "\n")
+        if done % cfg.log_every == 0:
+            metrics_file.flush()
+            console.log(
+                f"step {done}/{cfg.outer_steps}  meta-loss best {record['best']:+.4f} "
+                f"median {record['median']:+.4f}  diverged {record['diverged']}  "
+                f"{record['seconds']:.2f}s/step  task {tasks[i].name[:40]}"
+            )
+        # A PBT round's scores enter the state; a last validation off the PBT schedule only
+        # reports, so that extending a run retraces an uninterrupted one.
+        if done % cfg.pbt_every == 0:
+            state["scores"] = jnp.asarray(validate(done, metrics_file), jnp.float32)
+            _remember_best(state)
+            pbt_round(done, lineage_file)
+        elif done == cfg.outer_steps:
+            validate(done, metrics_file)
+
+    def checkpoint(done: int) -> None:
+        metrics_file.flush()
+        # Members first: a kill while they are written leaves the checkpoint before them, and
+        # the resumed run writes them again.
+        _save_members(run_dir, arch, state, done)
+        save_checkpoint(run_dir, state, {"step": done, "wall": wall()})
+
     with (
         metrics_path.open("a") as metrics_file,
         lineage_path.open("a") as lineage_file,
@@ -237,68 +285,17 @@ def _self_train(run_dir, cfg: PopulationConfig, max_minutes, console: Console, m
         if restored is None:
             state["scores"] = jnp.asarray(validate(0, metrics_file), jnp.float32)
             _remember_best(state)
-        try:
-            for step in range(start, cfg.outer_steps):
-                i = step % len(tasks)
-                t0 = time.time()
-                keys = jax.random.split(_step_key(cfg, ESTIMATE, step), cfg.population)
-                grads, state["est"][i], m = population_estimate[i](
-                    state["thetas"], state["est"][i], keys, step / cfg.outer_steps
-                )
-                applier = outer.appliers(
-                    cfg,
-                    _step_key(cfg, CONTROL, step),
-                    state["thetas"],
-                    state["hyper"],
-                    state.get("best_theta"),
-                )
-                state["thetas"], state["outer_state"], bad = apply_updates(
-                    applier, state["thetas"], state["outer_state"], grads, m["meta_loss"]
-                )
-                losses = np.asarray(m["meta_loss"])
-                done = step + 1
-                record = {
-                    "step": done,
-                    "wall": wall(),
-                    "seconds": time.time() - t0,
-                    "task": tasks[i].name,
-                    "meta_loss": losses.tolist(),
-                    "best": float(np.min(losses)),
-                    "median": float(np.median(losses)),
-                    "diverged": int(np.sum(np.asarray(m["diverged"]))),
-                    "bad_grad": int(np.sum(np.asarray(bad))),
-                }
-                metrics_file.write(to_json(record) + "\n")
-                if done % cfg.log_every == 0:
-                    metrics_file.flush()
-                    console.log(
-                        f"step {done}/{cfg.outer_steps}  meta-loss best {record['best']:+.4f} "
-                        f"median {record['median']:+.4f}  diverged {record['diverged']}  "
-                        f"{record['seconds']:.2f}s/step  task {tasks[i].name[:40]}"
-                    )
-                # A PBT round's scores enter the state; a last validation off the PBT schedule
-                # only reports, so that extending a run retraces an uninterrupted one.
-                if done % cfg.pbt_every == 0:
-                    state["scores"] = jnp.asarray(validate(done, metrics_file), jnp.float32)
-                    _remember_best(state)
-                    pbt_round(done, lineage_file)
-                elif done == cfg.outer_steps:
-                    validate(done, metrics_file)
-                reason = stop.reason(t_begin, max_minutes)
-                if done % cfg.checkpoint_every == 0 or done == cfg.outer_steps or reason:
-                    metrics_file.flush()
-                    # Members first: a kill while they are written leaves the checkpoint before
-                    # them, and the resumed run writes them again.
-                    _save_members(run_dir, arch, state, done)
-                    save_checkpoint(run_dir, state, {"step": done, "wall": wall()})
-                if reason:
-                    console.log(stopped_message(reason, done))
-                    break
-        except KeyboardInterrupt:
-            metrics_file.flush()
-            console.log(INTERRUPTED_MESSAGE)
-            raise
-    reached = start if start >= cfg.outer_steps else step + 1
+        reached = run_outer_steps(
+            start,
+            cfg,
+            outer_step,
+            checkpoint,
+            stop,
+            t_begin,
+            max_minutes,
+            console.log,
+            metrics_file.flush,
+        )
     finished = reached >= cfg.outer_steps
     summary = feedback_summary(run_dir)
     write_atomically(run_dir / "summary.json", to_json(summary, indent=2).encode())
