@@ -446,7 +446,9 @@ def test_shipped_optimizers_load_with_their_trust_region():
 
 
 def test_unknown_pretrained_name_lists_valid_ones():
-    with pytest.raises(LoptError, match="valid pretrained optimizers: rnn-mlp, small"):
+    with pytest.raises(
+        LoptError, match="valid pretrained optimizers: rnn-mlp, rnn-mlp-v6, small, small-v11"
+    ):
         lopt.pretrained("huge")
 
 
