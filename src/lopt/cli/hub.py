@@ -65,7 +65,8 @@ def run_hub(args: argparse.Namespace) -> int:
         print(f"wrote {args.out}/cost.json")
         return 0
 
-    from lopt.hybrid.compare import HubConfig, compare
+    from lopt.hybrid.compare import compare
+    from lopt.hybrid.config import HubConfig
     from lopt.hybrid.hub import DEFAULT_TEMPERATURE
     from lopt.hybrid.report import summary
     from lopt.hybrid.tasks import hub_task_names

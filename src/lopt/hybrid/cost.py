@@ -18,7 +18,7 @@ import jax
 import optax
 
 from lopt.errors import unknown_name
-from lopt.hybrid.compare import hand_designed_optimizer, learned_optimizer
+from lopt.hybrid.config import hand_designed_optimizer, learned_optimizer
 from lopt.hybrid.hub import hub
 from lopt.outputs import write_json
 from lopt.tasks import TASKS, get_task

@@ -15,8 +15,9 @@ import pathlib
 
 import numpy as np
 
+from lopt import plots
 from lopt.files import write_atomically
-from lopt.hybrid.compare import COMPETITORS, MODE_LABELS
+from lopt.hybrid.config import COMPETITORS, MODE_LABELS
 
 
 def hub_labels(results: dict) -> list[str]:
@@ -148,8 +149,6 @@ def markdown(results: dict, figures: dict[str, str]) -> str:
 def write_report(results: dict, out_dir: str | pathlib.Path) -> None:
     """Write one curve PNG per task, ``metrics.jsonl`` (one line per task and optimizer),
     ``results.md`` and ``results.json`` (last: it marks the run done) to ``out_dir``."""
-    from lopt import plots
-
     out = pathlib.Path(out_dir)
     with open(out / "metrics.jsonl", "w") as f:
         for name, t in results["tasks"].items():

@@ -1,4 +1,5 @@
-"""Learned optimizers shipped with lopt, and the loaders behind ``lopt.pretrained``/``lopt.load``.
+"""Learned optimizers shipped with lopt, and the loaders behind ``lopt.pretrained``/``lopt.load``
+(their names and files: ``lopt.pretrained.names``).
 
 Each shipped optimizer is ``<name>-v<N>.safetensors`` + ``<name>-v<N>.json`` in this folder (every
 version that shipped stays loadable by its versioned name), made by the
@@ -10,73 +11,35 @@ is loaded, so ``import lopt`` stays light (and ``lopt.torch`` never needs JAX).
 from __future__ import annotations
 
 import functools
-import importlib.resources
 import logging
-import os
-import pathlib
 from typing import TYPE_CHECKING
 
-from lopt.errors import CheckpointError, LoptError, unknown_name
+from lopt.errors import CheckpointError
 from lopt.files import stem_file
+from lopt.pretrained.names import (
+    DEFAULTS,
+    RUN_DIR_STEMS,
+    SHIPPED,
+    VERSIONS,
+    pretrained_path,
+    resolve_stem,
+    shipped_architecture,
+)
 
 if TYPE_CHECKING:
     import optax
 
-# The default names and the version each stands for; every versioned name loads as it shipped.
-DEFAULTS = {"small": "small-v11", "rnn-mlp": "rnn-mlp-v6"}
-VERSIONS = ("small-v11", "rnn-mlp-v6")
-SHIPPED = (*DEFAULTS, *VERSIONS)
-# Inside a run directory, these stems are tried in order.
-RUN_DIR_STEMS = ("best", "optimizer")
-
-
-def pretrained_path(name: str) -> pathlib.Path:
-    """Path stem of a shipped optimizer's files (a default name: of the version it stands for)."""
-    if name not in SHIPPED:
-        raise unknown_name("pretrained optimizer", name, SHIPPED)
-    folder = pathlib.Path(str(importlib.resources.files("lopt.pretrained")))
-    return folder / DEFAULTS.get(name, name)
-
-
-def shipped_architecture(name: str) -> dict:
-    """The architecture config (``{"kind": ..., ...}``) of a shipped optimizer, read from its
-    JSON file without loading weights or importing JAX."""
-    from lopt.files import read_metadata
-
-    return read_metadata(pretrained_path(name))["architecture"]
-
-
-def resolve_stem(name_or_path) -> pathlib.Path:
-    """The file stem of a shipped name, or of a ``.safetensors``/``.json`` file, a stem or a
-    run directory (``best.*`` preferred to ``optimizer.*``). Imports no JAX (``lopt.torch``
-    uses it too)."""
-    if isinstance(name_or_path, str) and name_or_path in SHIPPED:
-        return pretrained_path(name_or_path)
-    if not isinstance(name_or_path, str | os.PathLike):
-        raise LoptError(
-            f"expected the name of a shipped optimizer ({', '.join(SHIPPED)}) or the path of a "
-            f"saved one; got {name_or_path!r}"
-        )
-    path = pathlib.Path(name_or_path)
-    if path.is_dir():
-        for stem in RUN_DIR_STEMS:
-            if (path / f"{stem}.json").exists():
-                return path / stem
-        raise CheckpointError(
-            f"{path} holds no saved optimizer (expected one of "
-            f"{', '.join(s + '.safetensors' for s in RUN_DIR_STEMS)})"
-        )
-    if path.suffix in (".safetensors", ".json"):
-        path = path.with_suffix("")
-    if stem_file(path, ".json").exists() or stem_file(path, ".safetensors").exists():
-        return path
-    if isinstance(name_or_path, str) and "/" not in name_or_path and not path.suffix:
-        raise CheckpointError(
-            f"{unknown_name('pretrained optimizer', name_or_path, SHIPPED)} "
-            "(or give the path of a saved optimizer: a .safetensors file, its stem or a run "
-            "directory)"
-        )
-    raise CheckpointError(f"no saved optimizer at {path} (no .safetensors/.json file)")
+__all__ = [
+    "DEFAULTS",
+    "RUN_DIR_STEMS",
+    "SHIPPED",
+    "VERSIONS",
+    "load",
+    "pretrained",
+    "pretrained_path",
+    "resolve_stem",
+    "shipped_architecture",
+]
 
 
 def load(
@@ -89,6 +52,7 @@ def load(
     every ``update``. ``verify=False`` accepts a file whose JSON holds no SHA-256 checksum of
     the weights (lopt always writes one; without ``verify=False`` such a file is refused).
     """
+    # Imported here, not at the top: importing lopt (and lopt.torch) must not import JAX.
     from lopt.learned.base import with_horizon
     from lopt.learned.io import load_theta
 
