@@ -20,8 +20,8 @@ import optax
 
 import lopt.tasks.models as models
 from lopt.baselines.tuning import ADAM_LRS
-from lopt.bench import best_time
-from lopt.bench_learned import ARCHITECTURES
+from lopt.bench.learned import ARCHITECTURES
+from lopt.bench.timing import best_time
 from lopt.learned import build_architecture
 from lopt.meta.estimators import make_estimator
 from lopt.meta.truncation import TruncationConfig

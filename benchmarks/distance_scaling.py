@@ -5,7 +5,7 @@
 Distance scaling (``lopt.learned.distance``; in ``small`` since v7) multiplies the steps by a
 function of Prodigy's distance estimate, which keeps two more parameter-sized arrays and makes
 one more pass over them per update. For each shipped architecture (``small``, ``rnn-mlp``) both
-variants are timed with ``update_time`` of ``lopt.bench_learned`` on MLP-shaped parameters of
+variants are timed with ``update_time`` of ``lopt.bench.learned`` on MLP-shaped parameters of
 about 10k, 100k and 1M entries, interleaved in one process with ``optax.adam`` (the
 denominator), best of 3 rounds.
 """
@@ -15,7 +15,7 @@ from __future__ import annotations
 import jax
 import optax
 
-from lopt.bench_learned import SIZES, mlp_params, update_time
+from lopt.bench.learned import SIZES, mlp_params, update_time
 from lopt.learned import build_architecture
 from lopt.pretrained import SHIPPED, shipped_architecture
 

@@ -18,7 +18,7 @@ import optax
 
 import lopt.learned.hierarchical as hierarchical
 import lopt.learned.mlp as mlp
-from lopt.bench_learned import ARCHITECTURES, SIZES, mlp_params, update_time
+from lopt.bench.learned import ARCHITECTURES, SIZES, mlp_params, update_time
 from lopt.learned import build_architecture
 from lopt.learned.features import per_param_mlp as fused
 

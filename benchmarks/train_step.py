@@ -28,7 +28,7 @@ import jax
 import optax
 
 import lopt
-from lopt.bench import best_time
+from lopt.bench.timing import best_time
 from lopt.errors import LoptError, check_count, split_names
 from lopt.outputs import check_output_dir, write_json
 from lopt.pretrained import SHIPPED

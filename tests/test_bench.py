@@ -12,7 +12,8 @@ import numpy as np
 import optax
 import pytest
 
-from lopt.bench import bench_rows, inner_throughput, tuning_speedup
+from lopt.bench.inner import inner_throughput, tuning_speedup
+from lopt.bench.suite import bench_rows
 from lopt.learned import build_architecture
 from lopt.tasks import get_task
 
@@ -36,7 +37,7 @@ def test_accumulator_floor_does_the_learned_optimizers_state_update():
     import jax.numpy as jnp
     import numpy as np
 
-    from lopt.bench_learned import accumulators_only, update_time
+    from lopt.bench.learned import accumulators_only, update_time
 
     decays = (0.5, 0.9)
     params = {"w": jnp.ones((3, 2))}
@@ -51,7 +52,7 @@ def test_accumulator_floor_does_the_learned_optimizers_state_update():
 
 
 def test_learned_rows_show_how_many_cores_the_estimate_keeps_busy():
-    from lopt.bench import ES_HEADER, learned_rows
+    from lopt.bench.suite import ES_HEADER, learned_rows
 
     update = {"num_params": 10, "adam_ms": 0.1}
     for arch in ("small", "rnn-mlp"):

@@ -9,7 +9,7 @@ import os
 
 import pytest
 
-import lopt.bench
+import lopt.bench.suite
 import lopt.evaluate
 import lopt.hybrid.cost
 from lopt.cli import main
@@ -138,14 +138,14 @@ def test_bench_keeps_each_benchmark_as_it_finishes(tmp_path, monkeypatch):
         calls.append(task.name)
         return {"steps_per_s": 1.0, "compile_s": 0.0, "flops_per_step": 2.0, "gflop_per_s": 3.0}
 
-    monkeypatch.setattr(lopt.bench, "matmul_peak", lambda *args: 30.0)
-    monkeypatch.setattr(lopt.bench, "inner_throughput", one_family)
+    monkeypatch.setattr(lopt.bench.suite, "matmul_peak", lambda *args: 30.0)
+    monkeypatch.setattr(lopt.bench.suite, "inner_throughput", one_family)
     assert main(["bench", "--quick", "--out", str(tmp_path)]) == 130
     saved = json.loads((tmp_path / "bench.json").read_text())
     assert saved["finished"] is False and saved["matmul_peak_gflop_per_s"] == 30.0
     ((family, stats),) = saved["families"].items()
     assert (
-        family == next(iter(lopt.bench.FAMILIES))
+        family == next(iter(lopt.bench.suite.FAMILIES))
         and stats["task"] == calls[0]
         and stats["fraction_of_peak"] == pytest.approx(0.1)
     )

@@ -1,14 +1,14 @@
-"""Speed benchmarks (``lopt bench``): inner-training throughput, vmapped tuning, FLOP efficiency.
+"""All of ``lopt bench``: each benchmark in turn, its results kept as they finish, and its tables.
 
 Every number is measured after compilation, as the best of a few repeats, and ratios compare
 quantities measured in the same run on the same machine (DESIGN.md "How we judge quality"):
 
-- steps/s of Adam inside the scanned training loop, one sampled task per family;
-- achieved GFLOP/s ÷ a float32 matmul peak measured in the same run. XLA's cost analysis counts
-  a loop body once, whatever its trip count, so FLOPs per step come from compiling one unscanned
-  ``inner_step``;
+- steps/s of Adam inside the scanned training loop, one sampled task per family, and its
+  achieved GFLOP/s ÷ a float32 matmul peak measured in the same run (``lopt.bench.inner``);
 - the speedup of tuning 14 Adam learning rates as one vmapped program over a Python loop of 14
-  calls to one jitted run.
+  calls to one jitted run (``lopt.bench.inner``);
+- learned-optimizer update time ÷ Adam's, and ES meta-training throughput
+  (``lopt.bench.learned``).
 """
 
 from __future__ import annotations
@@ -16,80 +16,20 @@ from __future__ import annotations
 import os
 import pathlib
 import platform
-import time
 from collections.abc import Callable
 
 import jax
-import jax.numpy as jnp
 import optax
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
 
 import lopt
-from lopt.baselines import ADAM_LRS, make
+from lopt.bench.inner import TUNING_TASKS, inner_throughput, tuning_speedup
+from lopt.bench.learned import es_throughput, update_ratios
+from lopt.bench.timing import matmul_peak
 from lopt.outputs import write_json
-from lopt.tasks import FAMILIES, Task, get_task
-from lopt.train import as_extra_args, init_state, inner_step, run_steps, train
-
-TUNING_TASKS = ("quadratic-16", "mlp-digits-32")
-
-
-def best_time(fn: Callable[[], object], repeats: int) -> float:
-    """Best wall time of ``fn()`` (its outputs are waited for) over ``repeats`` calls."""
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(fn())
-        times.append(time.perf_counter() - start)
-    return min(times)
-
-
-def flops(compiled) -> float:
-    """FLOPs of a compiled program from XLA's cost analysis (0 if unavailable)."""
-    cost = compiled.cost_analysis()
-    if isinstance(cost, list | tuple):  # older JAX: one dict per program
-        cost = cost[0] if cost else {}
-    return float((cost or {}).get("flops", 0.0))
-
-
-def matmul_peak(n: int = 1024, repeats: int = 10) -> float:
-    """Measured float32 matmul throughput in GFLOP/s (``n × n`` by ``n × n``, best of repeats)."""
-    a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
-    b = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
-    f = jax.jit(jnp.matmul).lower(a, b).compile()
-    jax.block_until_ready(f(a, b))
-    return 2 * n**3 / best_time(lambda: f(a, b), repeats) / 1e9
-
-
-def inner_throughput(task: Task, optimizer, num_steps: int, repeats: int = 3) -> dict:
-    """Steps/s, compile time and achieved GFLOP/s of ``optimizer`` training ``task``."""
-    optimizer = as_extra_args(optimizer)
-    state = init_state(task, optimizer, jax.random.key(0))
-    start = time.perf_counter()
-    loop = jax.jit(lambda s: run_steps(task, optimizer, s, num_steps)).lower(state).compile()
-    compile_s = time.perf_counter() - start
-    jax.block_until_ready(loop(state))
-    seconds = best_time(lambda: loop(state), repeats)
-    step_flops = flops(jax.jit(lambda s: inner_step(task, optimizer, s)).lower(state).compile())
-    steps_per_s = num_steps / seconds
-    return {
-        "steps_per_s": steps_per_s,
-        "compile_s": compile_s,
-        "flops_per_step": step_flops,
-        "gflop_per_s": step_flops * steps_per_s / 1e9,
-        "num_params": int(sum(x.size for x in jax.tree.leaves(state.params))),
-    }
-
-
-def tuning_speedup(task: Task, num_steps: int, repeats: int = 3) -> dict:
-    """Wall time of 14 Adam lrs as one vmapped program vs a loop of 14 calls to one jitted run."""
-    key = jax.random.key(0)
-    lrs = jnp.asarray(ADAM_LRS, jnp.float32)
-    one = lambda lr: train(task, make("adam", lr), key, num_steps)[1]
-    vmapped = jax.jit(jax.vmap(one)).lower(lrs).compile()
-    single = jax.jit(one).lower(lrs[0]).compile()
-    jax.block_until_ready((vmapped(lrs), single(lrs[0])))
-    vmapped_s = best_time(lambda: vmapped(lrs), repeats)
-    loop_s = best_time(lambda: [single(lr) for lr in lrs], repeats)
-    return {"vmapped_s": vmapped_s, "loop_s": loop_s, "speedup": loop_s / vmapped_s}
+from lopt.tasks import FAMILIES, get_task
 
 
 def run_bench(
@@ -136,8 +76,6 @@ def run_bench(
         say(f"tuning {name}")
         tuning[name] = tuning_speedup(get_task(name), steps, repeats)
         keep(result)
-    from lopt.bench_learned import es_throughput, update_ratios
-
     say("learned-optimizer update time vs Adam")
     result["learned_updates"] = update_ratios(quick)
     keep(result)
@@ -224,10 +162,7 @@ TUNING_HEADER = ["task", "loop of 14 jitted (s)", "one vmapped (s)", "speedup"]
 
 
 def print_bench(result: dict) -> None:
-    from rich.console import Console
-    from rich.markup import escape
-    from rich.table import Table
-
+    """Print the tables of ``run_bench``'s result."""
     families, tuning = bench_rows(result)
     updates, es_rows = learned_rows(result)
     cfg = result["config"]

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from lopt.bench import best_time, flops
+from lopt.bench.timing import best_time, flops
 from lopt.learned import build_architecture
 from lopt.learned.features import init_accumulators, update_accumulators
 from lopt.meta.estimators import make_estimator
