@@ -6,7 +6,7 @@
 lopt's speed targets (BENCHMARKS.md) ask a learned update to cost at most 3× (``small``) or 8×
 (``rnn-mlp``) an Adam update. This measures which parts of a design cost what on this machine,
 from the shipped architectures down to a network with no reduction over the tensor, all side
-by side in one process (JAX: ``update_times`` of ``lopt.bench_learned``, interleaved, best of
+by side in one process (JAX: ``update_times`` of ``lopt.bench.learned``, interleaved, best of
 5; torch: ``step_time`` of ``lopt.torch.bench``, best of 3, taking turns):
 
 - ``small`` and ``rnn-mlp``: the shipped architectures (random weights);
@@ -47,10 +47,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from lopt.bench_learned import SIZES, accumulators_only, mlp_params, update_times
+from lopt.bench.learned import SIZES, accumulators_only, mlp_params, update_times
 from lopt.learned import build_architecture
-from lopt.learned.features import EPS, FEATURE_CLIP, bias_corrected
+from lopt.learned.features import bias_corrected
 from lopt.pretrained import shipped_architecture
+from lopt.specs.constants import EPS, FEATURE_CLIP
 from lopt.unrolled import affine
 
 MINIMAL = {

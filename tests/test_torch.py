@@ -420,7 +420,7 @@ def test_configs_match_jax_defaults():
         assert jax_config == {
             k: list(v) if isinstance(v, tuple) else v for k, v in vars(cls()).items()
         }
-    assert set(CONFIGS) == {"mlp", "rnn-mlp"}
+    assert set(CONFIGS) == {"fast", "mlp", "rnn-mlp"}
     assert MLPConfig.kind == "mlp" and RNNMLPConfig.kind == "rnn-mlp"
 
 

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from lopt.errors import LoptError, check_count, check_range
+from lopt.errors import LoptError, check_count
 
 Theta = Any
 
@@ -57,20 +57,12 @@ class Architecture(abc.ABC):
         return {"kind": self.kind, **fields}
 
 
-def check_config(kind: str, hidden, decays, required_decays) -> None:
-    """Validate the shared settings of the network optimizers with one clear message."""
-    if not hidden or any(int(w) < 1 for w in hidden):
-        raise LoptError(
-            f"invalid hidden sizes for {kind!r}: {list(hidden)} (need >= 1 layer of >= 1)"
-        )
-    for decay in decays:
-        check_range(f"decays of {kind!r}", decay, 0.0, 0.99999)
-    missing = [d for d in required_decays if d not in decays]
-    if missing:
-        raise LoptError(
-            f"invalid decays for {kind!r}: {list(decays)} (must include {list(required_decays)}, "
-            "the decays of the nominal Adam direction)"
-        )
+def check_spec(spec) -> None:
+    """Raise one ``LoptError`` with every problem of an architecture's config (its
+    specification's ``problems()``; ``lopt.specs``), if it has any."""
+    found = spec.problems()
+    if found:
+        raise LoptError("; ".join(found))
 
 
 def check_update_args(kind: str, grads, params) -> None:

@@ -21,12 +21,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from lopt.errors import check_range
 from lopt.learned.features import run_fraction
-
-B1, B2 = 0.9, 0.999
-D0 = 1e-6  # Prodigy's initial estimate
-EPS = 1e-30
+from lopt.specs.constants import DISTANCE_B1, DISTANCE_B2, DISTANCE_D0, MIN_NORM
 
 
 class DistanceStats(NamedTuple):
@@ -41,13 +37,14 @@ class DistanceStats(NamedTuple):
 
 
 def init_distance(params) -> DistanceStats:
-    """The estimator before the first step: ``d = D0``, the initial parameters kept in float32."""
+    """The estimator before the first step: ``d = DISTANCE_D0`` (Prodigy's initial estimate),
+    the initial parameters kept in float32."""
     f32 = lambda p: p.astype(jnp.float32)
     return DistanceStats(
         jax.tree.map(f32, params),
         jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), params),
         jnp.zeros((), jnp.float32),
-        jnp.full((), D0, jnp.float32),
+        jnp.full((), DISTANCE_D0, jnp.float32),
         jnp.zeros((), jnp.int32),
     )
 
@@ -57,8 +54,8 @@ def update_distance(stats: DistanceStats, grads, params) -> DistanceStats:
     estimate leaves ``d`` as it was)."""
     count = stats.count + 1
     k = count.astype(jnp.float32)
-    weight = stats.d**2 * jnp.sqrt(1 - B2**k) / (1 - B1**k) / D0
-    decay = B2**0.5
+    weight = stats.d**2 * jnp.sqrt(1 - DISTANCE_B2**k) / (1 - DISTANCE_B1**k) / DISTANCE_D0
+    decay = DISTANCE_B2**0.5
     g = [x.astype(jnp.float32) for x in jax.tree.leaves(grads)]
     x0, p = jax.tree.leaves(stats.initial), jax.tree.leaves(params)
     moved = sum(jnp.vdot(gi, a - b.astype(jnp.float32)) for gi, a, b in zip(g, x0, p, strict=True))
@@ -66,7 +63,7 @@ def update_distance(stats: DistanceStats, grads, params) -> DistanceStats:
         decay * s + weight * gi for s, gi in zip(jax.tree.leaves(stats.grad_sum), g, strict=True)
     ]
     numerator = decay * stats.numerator + weight * moved
-    estimate = numerator / jnp.maximum(sum(jnp.sum(jnp.abs(s)) for s in sums), EPS)
+    estimate = numerator / jnp.maximum(sum(jnp.sum(jnp.abs(s)) for s in sums), MIN_NORM)
     d = jnp.where(jnp.isfinite(estimate), jnp.maximum(stats.d, estimate), stats.d)
     grad_sum = jax.tree.unflatten(jax.tree.structure(stats.grad_sum), sums)
     return DistanceStats(stats.initial, grad_sum, numerator, d, count)
@@ -90,9 +87,3 @@ def distance_scaled_log_lr(arch, stats: DistanceStats | None, grads, params, log
     if arch.distance_decay:
         scale = scale * (1.0 - run_fraction(stats.count, horizon))
     return stats, log_lr + scale
-
-
-def check_distance_scaling(kind: str, power: float, ref: float, most: float) -> None:
-    check_range(f"distance_power of {kind!r}", power, 0.0)
-    check_range(f"distance_ref of {kind!r}", ref, 1e-12)
-    check_range(f"distance_max of {kind!r}", most, 1.0)

@@ -6,7 +6,8 @@ divided by its root-mean-square over the tensor ("normalized by its second momen
 tensor") and clipped, so the optimizer network sees the same scale on every task; the
 ``mlp`` architecture can instead scale them per parameter, as Adam scales its step
 (``per_parameter_features``: no reduction over the tensor, cheaper on a CPU).
-Feature counts are never hard-coded: ``param_feature_names`` derives them from the config.
+The features' names, their constants and the loss statistics' decays are the architectures'
+specifications' (``lopt.specs``); feature counts are never hard-coded.
 
 Speed: accumulators are kept one array per decay (contiguous), and inputs that are constant
 over a tensor (time, the LSTM's message) are folded into the first layer's bias of the
@@ -20,11 +21,15 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from lopt.errors import LoptError
+from lopt.specs.constants import (
+    EPS,
+    FEATURE_CLIP,
+    HORIZON_SHARPNESS,
+    TRAIN_LOSS_DECAY,
+    VALID_LOSS_DECAY,
+)
+from lopt.specs.mlp import NOMINAL_B1, NOMINAL_B2, PER_PARAMETER_REFERENCE
 from lopt.unrolled import affine
-
-FEATURE_CLIP = 5.0
-EPS = 1e-8
 
 
 class Accumulators(NamedTuple):
@@ -88,30 +93,6 @@ def bias_corrected(x: jax.Array, decay: float, count: jax.Array) -> jax.Array:
     return x / (1 - jnp.power(decay, count.astype(jnp.float32)))
 
 
-FEATURE_NORMALIZATIONS = ("tensor", "parameter")
-PER_PARAMETER_REFERENCE = 0.999  # the decay of the second moment that scales "parameter" features
-
-
-def param_feature_names(
-    decays: tuple[float, ...], normalization: str = "tensor"
-) -> tuple[str, ...]:
-    """Names of the per-parameter features, in the order ``param_features`` (normalization
-    ``"tensor"``) or ``per_parameter_features`` (``"parameter"``) returns them."""
-    if normalization == "parameter":
-        return (
-            "grad_over_rms",
-            *(f"momentum_{b}_over_rms" for b in decays),
-            *(f"momentum_{b}_over_own_rms" for b in decays),
-        )
-    return (
-        "grad",
-        "param",
-        *(f"momentum_{b}" for b in decays),
-        *(f"rsqrt_second_moment_{b}" for b in decays),
-        *(f"momentum_x_rsqrt_second_moment_{b}" for b in decays),
-    )
-
-
 def _normalized(x: jax.Array) -> jax.Array:
     """``x`` divided by its RMS over the tensor, clipped to ±FEATURE_CLIP."""
     scale = jax.lax.rsqrt(jnp.mean(jnp.square(x)) + EPS)
@@ -119,7 +100,8 @@ def _normalized(x: jax.Array) -> jax.Array:
 
 
 def param_features(p: jax.Array, g: jax.Array, ms: list, vs: list) -> list[jax.Array]:
-    """The normalized per-parameter features of one tensor, each of ``param.shape``.
+    """The normalized per-parameter features of one tensor, each of ``param.shape``, in the
+    order of ``lopt.specs.mlp.param_feature_names(decays, "tensor")``.
 
     Args:
         p, g: parameter and gradient.
@@ -133,7 +115,8 @@ def param_features(p: jax.Array, g: jax.Array, ms: list, vs: list) -> list[jax.A
 def per_parameter_features(
     g: jax.Array, ms: list, vs: list, count: jax.Array, decays: tuple[float, ...]
 ) -> list[jax.Array]:
-    """Per-parameter features of one tensor that need no reduction over it, each of ``g.shape``.
+    """Per-parameter features of one tensor that need no reduction over it, each of ``g.shape``,
+    in the order of ``lopt.specs.mlp.param_feature_names(decays, "parameter")``.
 
     The gradient and the momenta are divided by the parameter's own RMS gradient — √v̂ at decay
     ``PER_PARAMETER_REFERENCE`` (bias-corrected), as Adam normalizes its step — and each
@@ -152,20 +135,6 @@ def per_parameter_features(
         *(m * jax.lax.rsqrt(v + EPS) for m, v in zip(ms, vs, strict=True)),
     ]
     return [jnp.clip(x, -FEATURE_CLIP, FEATURE_CLIP) for x in raw]
-
-
-def check_feature_normalization(kind: str, normalization: str, decays: tuple[float, ...]):
-    if normalization not in FEATURE_NORMALIZATIONS:
-        raise LoptError(
-            f"invalid feature_normalization for {kind!r}: {normalization!r} "
-            f"(one of {list(FEATURE_NORMALIZATIONS)})"
-        )
-    if normalization == "parameter" and PER_PARAMETER_REFERENCE not in decays:
-        raise LoptError(
-            f"invalid decays for {kind!r} with feature_normalization 'parameter': "
-            f"{list(decays)} (must include {PER_PARAMETER_REFERENCE}, the second moment "
-            "that scales the features)"
-        )
 
 
 def per_param_mlp(
@@ -209,10 +178,6 @@ def per_param_mlp(
     return [o.reshape(shape) for o in outputs], jnp.mean(hidden, axis=1)
 
 
-def time_feature_names(timescales: tuple[float, ...]) -> tuple[str, ...]:
-    return tuple(f"tanh_step_over_{t:g}" for t in timescales)
-
-
 def time_features(step: jax.Array, timescales: tuple[float, ...]) -> jax.Array:
     """``tanh(step / τ)`` for every timescale τ: ``(len(timescales),)``."""
     return jnp.tanh(step.astype(jnp.float32) / jnp.asarray(timescales, jnp.float32))
@@ -221,26 +186,9 @@ def time_features(step: jax.Array, timescales: tuple[float, ...]) -> jax.Array:
 # The run's progress towards its announced length (VeLO, Metz et al. 2022, conditions on it too):
 # ``f = count / horizon`` clipped to [0, 1], where ``horizon`` is the run's total number of steps
 # as passed by ``update``'s ``horizon=`` argument, and 0 when the horizon is unknown (``None`` or
-# 0); optionally also ``tanh(10·(f − c))`` for thresholds ``c``, steps that a linear first layer
-# can combine into a schedule (VeLO embeds its fraction of training the same way).
-HORIZON_SHARPNESS = 10.0
-
-
-def horizon_feature_names(with_feature: bool, thresholds: tuple[float, ...]) -> tuple[str, ...]:
-    """The horizon features' names (none without ``with_feature``)."""
-    if not with_feature:
-        return ()
-    return ("fraction_of_horizon", *(f"fraction_of_horizon_past_{c:g}" for c in thresholds))
-
-
-def check_horizon_thresholds(kind: str, with_feature: bool, thresholds) -> None:
-    if thresholds and not with_feature:
-        raise LoptError(
-            f"invalid config for {kind!r}: horizon_thresholds {list(thresholds)} need "
-            "with_horizon_feature: true"
-        )
-
-
+# 0); optionally also ``tanh(HORIZON_SHARPNESS·(f − c))`` for thresholds ``c``, steps that a
+# linear first layer can combine into a schedule (VeLO embeds its fraction of training the same
+# way).
 def run_fraction(count: jax.Array, horizon) -> jax.Array:
     """The fraction of the run done after ``count`` updates, ``count / horizon`` within
     ``[0, 1]`` in float32; 0 when the horizon is unknown (``None`` or not positive)."""
@@ -252,26 +200,19 @@ def run_fraction(count: jax.Array, horizon) -> jax.Array:
 
 
 def horizon_features(count: jax.Array, horizon, thresholds: tuple[float, ...] = ()) -> jax.Array:
-    """The ``horizon_feature_names(True, thresholds)`` features after ``count`` updates."""
+    """The ``lopt.specs.horizon_feature_names(True, thresholds)`` features after ``count``
+    updates."""
     fraction = run_fraction(count, horizon)
     steps = jnp.tanh(HORIZON_SHARPNESS * (fraction - jnp.asarray(thresholds, jnp.float32)))
     return jnp.concatenate([fraction[None], steps])
 
 
-def nominal_direction(
-    ms: list, vs: list, count: jax.Array, decays: tuple[float, ...], b1: float, b2: float
-):
-    """Adam's bias-corrected direction m̂/(√v̂ + ε), from the accumulators at decays b1, b2."""
-    m_hat = bias_corrected(ms[decays.index(b1)], b1, count)
-    v_hat = bias_corrected(vs[decays.index(b2)], b2, count)
+def nominal_direction(ms: list, vs: list, count: jax.Array, decays: tuple[float, ...]):
+    """Adam's bias-corrected direction m̂/(√v̂ + ε), from the accumulators at the nominal decays
+    (``lopt.specs.mlp.NOMINAL_B1``, ``NOMINAL_B2``)."""
+    m_hat = bias_corrected(ms[decays.index(NOMINAL_B1)], NOMINAL_B1, count)
+    v_hat = bias_corrected(vs[decays.index(NOMINAL_B2)], NOMINAL_B2, count)
     return m_hat / (sqrt0(v_hat) + EPS)
-
-
-# Per-run loss features (Metz et al. 2020): the minibatch training loss standardized by the EMA
-# mean and deviation of the training loss, the validation-loss EMA on the same scale (the
-# generalization gap), and log(training-loss EMA / first loss) (progress of the run).
-LOSS_FEATURE_NAMES = ("train_loss_standardized", "valid_loss_standardized", "log_loss_ratio")
-TRAIN_LOSS_DECAY, VALID_LOSS_DECAY = 0.9, 0.95
 
 
 class LossStats(NamedTuple):
@@ -292,7 +233,7 @@ def init_loss_stats() -> LossStats:
 def step_loss_features(stats: LossStats, loss, valid_loss) -> tuple[LossStats, jax.Array]:
     """One step of an optimizer's loss inputs: fold ``update``'s ``loss=`` (``None`` reads as 0)
     and ``valid_loss=`` (``None``: the training loss stands in) into ``stats``; return the new
-    statistics and the ``LOSS_FEATURE_NAMES`` features."""
+    statistics and the ``lopt.specs.LOSS_FEATURE_NAMES`` features."""
     loss = jnp.zeros(()) if loss is None else loss
     valid_loss = loss if valid_loss is None else valid_loss
     stats = update_loss_stats(stats, loss, valid_loss)
@@ -316,7 +257,7 @@ def update_loss_stats(stats: LossStats, loss, valid_loss) -> LossStats:
 
 
 def loss_features(stats: LossStats, loss) -> jax.Array:
-    """The ``LOSS_FEATURE_NAMES`` features, clipped to ±FEATURE_CLIP: ``(3,)``."""
+    """The ``lopt.specs.LOSS_FEATURE_NAMES`` features, clipped to ±FEATURE_CLIP: ``(3,)``."""
     scale = jnp.sqrt(stats.var + EPS)
     train = (jnp.where(jnp.isfinite(loss), loss, stats.mean) - stats.mean) / scale
     valid = (stats.valid - stats.mean) / scale

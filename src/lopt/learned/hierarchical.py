@@ -27,43 +27,31 @@ import optax
 
 from lopt.learned.base import (
     Architecture,
-    check_config,
+    check_spec,
     dense,
     first_layer_by_name,
     zero_last_layer,
 )
-from lopt.learned.distance import (
-    DistanceStats,
-    check_distance_scaling,
-    distance_scaled_log_lr,
-    init_distance,
-)
+from lopt.learned.distance import DistanceStats, distance_scaled_log_lr, init_distance
 from lopt.learned.features import (
-    EPS,
-    LOSS_FEATURE_NAMES,
     Accumulators,
     LossStats,
-    check_horizon_thresholds,
-    horizon_feature_names,
     horizon_features,
     init_accumulators,
     init_loss_stats,
     leaves_per_decay,
     nominal_direction,
-    param_feature_names,
     param_features,
     per_param_mlp,
     step_loss_features,
-    time_feature_names,
     time_features,
     update_accumulators,
 )
 from lopt.learned.guard import guarded
-from lopt.learned.trust_region import check_trust_region, trust_region
-
-GRAD_RMS_DECAY = 0.99
-MAX_RANK = 4  # tensor shapes are padded to this rank for the log-shape features
-WIDENED_LOG_CLIP = 10.0  # the learned clip of an rnn-mlp widened from an "mlp" (widen_theta)
+from lopt.learned.trust_region import trust_region
+from lopt.specs.constants import EPS, LSTM_INPUT_CLIP
+from lopt.specs.mlp import NOMINAL_B1
+from lopt.specs.rnn_mlp import GRAD_RMS_DECAY, MAX_RANK, WIDENED_LOG_CLIP, RNNMLPSpec
 
 
 class RNNMLPState(NamedTuple):
@@ -77,85 +65,16 @@ class RNNMLPState(NamedTuple):
 
 
 @dataclass(frozen=True)
-class RNNMLPOptimizer(Architecture):
-    """Hierarchical optimizer: per-tensor LSTM + per-parameter MLP.
-
-    Attributes:
-        mlp_hidden: hidden widths of the per-parameter MLP.
-        lstm_hidden: LSTM state size.
-        to_mlp: size of the LSTM -> MLP projection.
-        deepsets: size of the cross-tensor DeepSets channel.
-        decays, timescales, step_mult, exp_mult: as in ``MLPOptimizer``.
-        clip_mult: gradient clip threshold in units of the gradient-RMS EMA (times exp(θ)).
-        trust_ratio, trust_floor: the per-tensor trust region, as in ``MLPOptimizer``.
-        distance_power, distance_ref, distance_max, distance_decay: distance scaling, as in
-            ``MLPOptimizer`` (Prodigy's estimate is fed the gradients before the learned
-            clipping).
-        mlp_loss_features: also fold the per-run loss features (which the LSTM always reads)
-            into the per-parameter MLP's first-layer bias, as ``MLPOptimizer``'s
-            ``with_loss_features`` does.
-        with_horizon_feature, horizon_thresholds: the run's progress towards its length, as in
-            ``MLPOptimizer`` (``update``'s ``horizon=`` argument), read by the LSTM and folded
-            into the per-parameter MLP's first-layer bias.
-    """
-
-    kind = "rnn-mlp"
-    mlp_hidden: tuple[int, ...] = (32, 32)
-    lstm_hidden: int = 32
-    to_mlp: int = 8
-    deepsets: int = 8
-    decays: tuple[float, ...] = (0.5, 0.9, 0.99, 0.999, 0.9999)
-    timescales: tuple[float, ...] = (10.0, 100.0, 1000.0, 10000.0)
-    step_mult: float = 1e-3
-    exp_mult: float = 1.0
-    clip_mult: float = 10.0
-    trust_ratio: float | None = None
-    trust_floor: float = 1e-3
-    distance_power: float = 0.0
-    distance_ref: float = 0.05
-    distance_max: float = 3.0
-    distance_decay: bool = False
-    mlp_loss_features: bool = False
-    with_horizon_feature: bool = False
-    horizon_thresholds: tuple[float, ...] = ()
+class RNNMLPOptimizer(RNNMLPSpec, Architecture):
+    """Hierarchical optimizer, per-tensor LSTM + per-parameter MLP:
+    ``lopt.specs.rnn_mlp.RNNMLPSpec``'s fields (its docstring), θ and the update in JAX."""
 
     def __post_init__(self):
-        check_config(self.kind, self.mlp_hidden, self.decays, (0.9, 0.999))
-        check_trust_region(self.kind, self.trust_ratio, self.trust_floor)
-        check_distance_scaling(self.kind, self.distance_power, self.distance_ref, self.distance_max)
-        check_horizon_thresholds(self.kind, self.with_horizon_feature, self.horizon_thresholds)
-
-    @property
-    def param_feature_names(self) -> tuple[str, ...]:
-        """The per-parameter MLP's inputs before the LSTM's message: per-parameter features,
-        then the per-run ones folded into its bias."""
-        loss = LOSS_FEATURE_NAMES if self.mlp_loss_features else ()
-        return (
-            param_feature_names(self.decays)
-            + time_feature_names(self.timescales)
-            + loss
-            + horizon_feature_names(self.with_horizon_feature, self.horizon_thresholds)
-        )
-
-    @property
-    def tensor_feature_names(self) -> tuple[str, ...]:
-        return (
-            "log_rms_grad",
-            "log_rms_param",
-            "log_rms_momentum_0.9",
-            "is_scalar",
-            "log_num_params",
-            *(f"log_dim_{i}" for i in range(MAX_RANK)),
-            *time_feature_names(self.timescales),
-            *LOSS_FEATURE_NAMES,
-            *horizon_feature_names(self.with_horizon_feature, self.horizon_thresholds),
-            *(f"mlp_pooled_{i}" for i in range(self.mlp_hidden[-1])),
-            *(f"deepsets_{i}" for i in range(self.deepsets)),
-        )
+        check_spec(self)
 
     def init_theta(self, key):
         k_mlp, k_lstm, k_proj, k_lr, k_ds = jax.random.split(key, 5)
-        sizes = (len(self.param_feature_names) + self.to_mlp, *self.mlp_hidden, 2)
+        sizes = self.mlp_layer_sizes
         # per-parameter features, then the time features and the LSTM message (see update)
         keys = jax.random.split(k_mlp, len(sizes) - 1)
         mlp = [
@@ -271,10 +190,10 @@ class RNNMLPOptimizer(Architecture):
             ms, vs = leaves_per_decay(acc.momentum), leaves_per_decay(acc.second_moment)
 
             # Per-tensor LSTM.
-            i09 = self.decays.index(0.9)
+            i_nominal = self.decays.index(NOMINAL_B1)
             dynamic = jnp.stack(
                 [
-                    jnp.stack([jnp.log(rms(g)), jnp.log(rms(p)), jnp.log(rms(m[i09]))])
+                    jnp.stack([jnp.log(rms(g)), jnp.log(rms(p)), jnp.log(rms(m[i_nominal]))])
                     for g, p, m in zip(g_leaves, p_leaves, ms, strict=True)
                 ]
             )
@@ -291,7 +210,7 @@ class RNNMLPOptimizer(Architecture):
                 ],
                 axis=1,
             )
-            x = jnp.clip(x, -10.0, 10.0)
+            x = jnp.clip(x, -LSTM_INPUT_CLIP, LSTM_INPUT_CLIP)
             h, c = jax.vmap(theta["lstm"])(x, (state.h, state.c))
             to_mlp = dense(theta["to_mlp"], h)  # (n, to_mlp)
             tensor_log_lr = dense(theta["lr_head"], h)[:, 0]  # (n,)
@@ -305,7 +224,7 @@ class RNNMLPOptimizer(Architecture):
                     theta["mlp"], param_features(p, g, m, v), constants, pool=True
                 )
                 pooled.append(pooled_i)
-                direction = direction + nominal_direction(m, v, acc.count, self.decays, 0.9, 0.999)
+                direction = direction + nominal_direction(m, v, acc.count, self.decays)
                 log_step = self.exp_mult * magnitude + log_lr + tensor_log_lr[i]
                 update = -self.step_mult * jnp.exp(log_step) * direction
                 updates.append(trust_region(update, p, self.trust_ratio, self.trust_floor))

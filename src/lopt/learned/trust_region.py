@@ -14,15 +14,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from lopt.errors import check_range
 from lopt.learned.features import sqrt0
-
-
-def check_trust_region(kind: str, ratio: float | None, floor: float) -> None:
-    """Validate the trust-region settings of architecture ``kind`` with one clear message."""
-    if ratio is not None:
-        check_range(f"trust_ratio of {kind!r}", ratio, 1e-6)
-    check_range(f"trust_floor of {kind!r}", floor, 0.0)
+from lopt.specs.constants import MIN_NORM
 
 
 def trust_region(update: jax.Array, param: jax.Array, ratio: float | None, floor: float):
@@ -36,4 +29,4 @@ def trust_region(update: jax.Array, param: jax.Array, ratio: float | None, floor
         return update
     rms = lambda x: sqrt0(jnp.mean(jnp.square(x.astype(jnp.float32))))
     limit = ratio * jnp.maximum(rms(param), floor)
-    return update * jnp.minimum(1.0, limit / jnp.maximum(rms(update), 1e-30))
+    return update * jnp.minimum(1.0, limit / jnp.maximum(rms(update), MIN_NORM))

@@ -21,6 +21,14 @@ TRAIN_LOSS_DECAY, VALID_LOSS_DECAY = 0.9, 0.95
 # optionally ``tanh(HORIZON_SHARPNESS · (fraction − c))`` for thresholds ``c``.
 HORIZON_SHARPNESS = 10.0
 
+NUM_OUTPUTS = 2  # the per-parameter network's outputs: a direction (correction), a log-magnitude
+
+# Prodigy's distance estimate (Mishchenko & Defazio 2023), a step scale of "mlp" and "rnn-mlp":
+# Adam's decays in its weights, and its initial estimate.
+DISTANCE_B1, DISTANCE_B2 = 0.9, 0.999
+DISTANCE_D0 = 1e-6
+MIN_NORM = 1e-30  # a smaller norm divides as this (the trust region, the distance estimate)
+
 
 def time_feature_names(timescales: tuple[float, ...]) -> tuple[str, ...]:
     """The names of the ``tanh(step / τ)`` features, one per timescale τ."""

@@ -41,6 +41,7 @@ from lopt.specs.constants import (
     FEATURE_CLIP,
     LOSS_FEATURE_NAMES,
     LSTM_INPUT_CLIP,
+    NUM_OUTPUTS,
     TRAIN_LOSS_DECAY,
     VALID_LOSS_DECAY,
     time_feature_names,
@@ -60,7 +61,6 @@ PARAM_FEATURE_NAMES = (
 TENSOR_FEATURE_NAMES = ("log_num_params", "is_vector", "log_rms_param", "log_rms_param_change")
 HORIZON_FEATURE_NAMES = ("fraction_of_horizon",)
 LSTM_FEATURE_NAMES = ("log_rms_grad_over_rms", "log_rms_momentum_over_rms")
-NUM_OUTPUTS = 2  # a direction correction and a log-magnitude, per parameter
 LOG_SIZE_SCALE = math.log(1e6)  # log(#params) is divided by this: about 1 for a 1M tensor
 
 

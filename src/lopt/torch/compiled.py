@@ -17,14 +17,9 @@ import functools
 
 import torch
 
-from lopt.torch.networks import (
-    EPS,
-    FEATURE_CLIP,
-    NOMINAL_B1,
-    NOMINAL_B2,
-    PER_PARAMETER_REFERENCE,
-    trust_region,
-)
+from lopt.specs.constants import EPS, FEATURE_CLIP
+from lopt.specs.mlp import NOMINAL_B1, NOMINAL_B2, PER_PARAMETER_REFERENCE
+from lopt.torch.networks import trust_region
 from lopt.unrolled import affine
 
 

@@ -2,10 +2,10 @@
 
 Each function mirrors one in ``lopt.learned`` (``features.py``, ``mlp.py``, ``hierarchical.py``)
 operation for operation, in float32, so that a step here equals a step of the JAX optimizer to
-float32 rounding (``tests/test_torch.py`` checks it). The architectures' static configs are plain
-dataclasses with the same fields and defaults as ``lopt.learned.MLPOptimizer`` and
-``lopt.learned.RNNMLPOptimizer``; θ is a flat dict of tensors named by the JAX leaf paths
-(``"['mlp'][0].weight"``), exactly as the ``.safetensors`` file stores it.
+float32 rounding (``tests/test_torch.py`` checks it). The architectures' static configs, their
+constants, feature names and θ's shapes are the specifications that the JAX optimizers subclass
+too (``lopt.specs.mlp``, ``lopt.specs.rnn_mlp``); θ is a flat dict of tensors named by the JAX
+leaf paths (``"['mlp'][0].weight"``), exactly as the ``.safetensors`` file stores it.
 """
 
 from __future__ import annotations
@@ -18,141 +18,42 @@ import numpy as np
 import torch
 
 from lopt.specs import constants as spec_constants
+from lopt.specs.constants import (
+    DISTANCE_B1,
+    DISTANCE_B2,
+    DISTANCE_D0,
+    EPS,
+    FEATURE_CLIP,
+    HORIZON_SHARPNESS,
+    MIN_NORM,
+    TRAIN_LOSS_DECAY,
+    VALID_LOSS_DECAY,
+)
+from lopt.specs.mlp import NOMINAL_B1, NOMINAL_B2, PER_PARAMETER_REFERENCE, MLPSpec
+from lopt.specs.rnn_mlp import MAX_RANK, RNNMLPSpec
 from lopt.torch.fast import FastConfig
 
-FEATURE_CLIP = 5.0
-EPS = 1e-8
-LSTM_INPUT_CLIP = 10.0
-TRAIN_LOSS_DECAY, VALID_LOSS_DECAY = 0.9, 0.95
-GRAD_RMS_DECAY = 0.99
-MAX_RANK = 4
-NUM_LOSS_FEATURES = 3
-HORIZON_SHARPNESS = 10.0
-NOMINAL_B1, NOMINAL_B2 = 0.9, 0.999
-FEATURE_NORMALIZATIONS = ("tensor", "parameter")
-PER_PARAMETER_REFERENCE = 0.999
-
-
-def num_param_features(decays: tuple[float, ...], normalization: str = "tensor") -> int:
-    """grad, param, then momentum, rsqrt second moment and their product at each decay; with
-    normalization ``"parameter"``: grad, then each momentum over the reference RMS and over its
-    own (``lopt.learned.features.param_feature_names``)."""
-    if normalization == "parameter":
-        return 1 + 2 * len(decays)
-    return 2 + 3 * len(decays)
-
-
-def num_horizon_features(with_feature: bool, thresholds: tuple[float, ...]) -> int:
-    """The fraction of the run done, then one step feature per threshold (none without)."""
-    return 1 + len(thresholds) if with_feature else 0
-
 
 @dataclass(frozen=True)
-class MLPConfig:
-    """Static config of ``lopt.learned.MLPOptimizer`` (kind ``"mlp"``); same fields, defaults."""
-
-    hidden: tuple[int, ...] = (32,)
-    decays: tuple[float, ...] = (0.5, 0.9, 0.99, 0.999)
-    timescales: tuple[float, ...] = (10.0, 100.0, 1000.0, 10000.0)
-    step_mult: float = 1e-3
-    exp_mult: float = 1.0
-    nominal: bool = True
-    trust_ratio: float | None = None
-    trust_floor: float = 1e-3
-    with_loss_features: bool = False
-    distance_power: float = 0.0
-    distance_ref: float = 0.05
-    distance_max: float = 3.0
-    distance_decay: bool = False
-    with_horizon_feature: bool = False
-    horizon_thresholds: tuple[float, ...] = ()
-    feature_normalization: str = "tensor"
-
-    kind = "mlp"
+class MLPConfig(MLPSpec):
+    """Static config of the ``mlp`` optimizer: ``lopt.specs.mlp.MLPSpec`` (the fields and
+    defaults of ``lopt.learned.MLPOptimizer``)."""
 
     def __post_init__(self):
-        if self.feature_normalization not in FEATURE_NORMALIZATIONS:
-            raise ValueError(
-                f"feature_normalization {self.feature_normalization!r} is not one of "
-                f"{list(FEATURE_NORMALIZATIONS)}"
-            )
-
-    def theta_shapes(self) -> dict[str, tuple[int, ...]]:
-        """Leaf name -> shape of every tensor in θ."""
-        shared = (
-            len(self.timescales)
-            + (NUM_LOSS_FEATURES if self.with_loss_features else 0)
-            + num_horizon_features(self.with_horizon_feature, self.horizon_thresholds)
-        )
-        per_parameter = num_param_features(self.decays, self.feature_normalization)
-        sizes = (per_parameter + shared, *self.hidden, 2)
-        return {"['log_lr']": (), **_linear_shapes("['mlp']", sizes)}
+        found = self.problems()
+        if found:
+            raise ValueError("; ".join(found))
 
 
 @dataclass(frozen=True)
-class RNNMLPConfig:
-    """Static config of ``lopt.learned.RNNMLPOptimizer`` (kind ``"rnn-mlp"``)."""
+class RNNMLPConfig(RNNMLPSpec):
+    """Static config of the ``rnn-mlp`` optimizer: ``lopt.specs.rnn_mlp.RNNMLPSpec`` (the fields
+    and defaults of ``lopt.learned.RNNMLPOptimizer``)."""
 
-    mlp_hidden: tuple[int, ...] = (32, 32)
-    lstm_hidden: int = 32
-    to_mlp: int = 8
-    deepsets: int = 8
-    decays: tuple[float, ...] = (0.5, 0.9, 0.99, 0.999, 0.9999)
-    timescales: tuple[float, ...] = (10.0, 100.0, 1000.0, 10000.0)
-    step_mult: float = 1e-3
-    exp_mult: float = 1.0
-    clip_mult: float = 10.0
-    trust_ratio: float | None = None
-    trust_floor: float = 1e-3
-    distance_power: float = 0.0
-    distance_ref: float = 0.05
-    distance_max: float = 3.0
-    distance_decay: bool = False
-    mlp_loss_features: bool = False
-    with_horizon_feature: bool = False
-    horizon_thresholds: tuple[float, ...] = ()
-
-    kind = "rnn-mlp"
-    feature_normalization = "tensor"  # not a setting of "rnn-mlp": always across the tensor
-
-    @property
-    def num_tensor_features(self) -> int:
-        """LSTM inputs: 3 log-RMS, is_scalar, log size, MAX_RANK log dims, time, loss, horizon,
-        pooled MLP hidden, DeepSets."""
-        return (
-            3
-            + 2
-            + MAX_RANK
-            + len(self.timescales)
-            + NUM_LOSS_FEATURES
-            + num_horizon_features(self.with_horizon_feature, self.horizon_thresholds)
-            + self.mlp_hidden[-1]
-            + self.deepsets
-        )
-
-    def theta_shapes(self) -> dict[str, tuple[int, ...]]:
-        n_in = (
-            num_param_features(self.decays)
-            + len(self.timescales)
-            + (NUM_LOSS_FEATURES if self.mlp_loss_features else 0)
-            + num_horizon_features(self.with_horizon_feature, self.horizon_thresholds)
-            + self.to_mlp
-        )
-        gates = 4 * self.lstm_hidden
-        return {
-            "['deepsets'].weight": (self.deepsets, self.lstm_hidden),
-            "['deepsets'].bias": (self.deepsets,),
-            "['log_clip']": (),
-            "['log_lr']": (),
-            "['lr_head'].weight": (1, self.lstm_hidden),
-            "['lr_head'].bias": (1,),
-            "['lstm'].weight_ih": (gates, self.num_tensor_features),
-            "['lstm'].weight_hh": (gates, self.lstm_hidden),
-            "['lstm'].bias": (gates,),
-            **_linear_shapes("['mlp']", (n_in, *self.mlp_hidden, 2)),
-            "['to_mlp'].weight": (self.to_mlp, self.lstm_hidden),
-            "['to_mlp'].bias": (self.to_mlp,),
-        }
+    def __post_init__(self):
+        found = self.problems()
+        if found:
+            raise ValueError("; ".join(found))
 
 
 CONFIGS: dict[str, type] = {cls.kind: cls for cls in (FastConfig, MLPConfig, RNNMLPConfig)}
@@ -168,14 +69,6 @@ def build_config(architecture: dict) -> FastConfig | MLPConfig | RNNMLPConfig:
     if unknown:
         raise ValueError(f"unknown field(s) {unknown} (allowed: {sorted(fields)})")
     return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in architecture.items()})
-
-
-def _linear_shapes(prefix: str, sizes: tuple[int, ...]) -> dict[str, tuple[int, ...]]:
-    shapes = {}
-    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
-        shapes[f"{prefix}[{i}].weight"] = (b, a)
-        shapes[f"{prefix}[{i}].bias"] = (b,)
-    return shapes
 
 
 def mlp_layers(theta: dict[str, torch.Tensor]) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -246,7 +139,8 @@ def param_features(p, g, m, v) -> torch.Tensor:
 
 def per_parameter_features(g, m, v, count: int, decays: tuple[float, ...]) -> torch.Tensor:
     """Features needing no reduction over the tensor, one row each: ``(1 + 2K, numel)``
-    (``lopt.learned.features.per_parameter_features``): the gradient and the momenta over √v̂ at
+    (``lopt.learned.features.per_parameter_features``; names from
+    ``lopt.specs.mlp.param_feature_names``): the gradient and the momenta over √v̂ at
     the reference decay (bias-corrected), then each momentum over the root of its own second
     moment; clipped to ±FEATURE_CLIP."""
     k = m.shape[0]
@@ -314,7 +208,8 @@ def horizon_features(
 
 
 def nominal_direction(m, v, count: int, decays: tuple[float, ...]) -> torch.Tensor:
-    """Adam's bias-corrected direction m̂/(√v̂ + ε) from the accumulators at 0.9 / 0.999."""
+    """Adam's bias-corrected direction m̂/(√v̂ + ε) from the accumulators at the nominal decays
+    (``NOMINAL_B1``, ``NOMINAL_B2``)."""
     m_hat = m[decays.index(NOMINAL_B1)] / bias_correction(NOMINAL_B1, count)
     v_hat = v[decays.index(NOMINAL_B2)] / bias_correction(NOMINAL_B2, count)
     return m_hat.div_(v_hat.sqrt_().add_(EPS))
@@ -327,12 +222,10 @@ def trust_region(update: torch.Tensor, param: torch.Tensor, ratio, floor: float)
         return update
     rms = lambda x: x.square().mean().sqrt()
     limit = rms(param).clamp(min=floor).mul(ratio)
-    return update.mul_(limit.div_(rms(update).clamp(min=1e-30)).clamp(max=1.0))
+    return update.mul_(limit.div_(rms(update).clamp(min=MIN_NORM)).clamp(max=1.0))
 
 
 # --- Prodigy's distance estimate (lopt.learned.distance) ---
-
-DISTANCE_B1, DISTANCE_B2, DISTANCE_D0 = 0.9, 0.999, 1e-6
 
 
 def update_distance(stats: dict, tensors: list, device) -> dict:
@@ -358,7 +251,7 @@ def update_distance(stats: dict, tensors: list, device) -> dict:
         grad_sum.mul_(decay).addcmul_(weight.to(g.device), g)
         denominator = denominator + grad_sum.abs().sum().to(device)
     numerator = decay * stats["numerator"] + weight * moved
-    estimate = numerator / denominator.clamp(min=1e-30)
+    estimate = numerator / denominator.clamp(min=MIN_NORM)
     d = torch.where(torch.isfinite(estimate), torch.maximum(d, estimate), d)
     return {"numerator": numerator, "d": d, "count": count}
 

@@ -16,6 +16,9 @@ from collections.abc import Callable, Iterable
 import torch
 
 from lopt.errors import LoptError, check_count
+from lopt.specs.constants import DISTANCE_D0, LOSS_FEATURE_NAMES, LSTM_INPUT_CLIP
+from lopt.specs.mlp import NOMINAL_B1, NOMINAL_B2
+from lopt.specs.rnn_mlp import GRAD_RMS_DECAY
 from lopt.torch import fast
 from lopt.torch import networks as nets
 from lopt.torch.checks import (
@@ -83,6 +86,7 @@ class LearnedOptimizer(torch.optim.Optimizer):
         self.total_steps = None if total_steps is None else int(total_steps)
         self.config, self._theta_cpu = load(name_or_path)
         cfg, rnn = self.config, self.config.kind == "rnn-mlp"
+        self._nominal = cfg.kind != "mlp" or cfg.nominal  # the others add Adam's direction
         self._compiled = None  # the compiled per-tensor update (``compile=True``)
         if cfg.kind == "fast":
             self._compiled = fast.compiled_tensor_update(cfg) if compile else None
@@ -92,7 +96,6 @@ class LearnedOptimizer(torch.optim.Optimizer):
             self._compiled = compiled_tensor_update(
                 cfg.decays, *settings, self._nominal, rnn, per_parameter
             )
-        self._nominal = cfg.kind != "mlp" or cfg.nominal  # the others add Adam's direction
         self.source = str(name_or_path)
         self._theta_by_device: dict[torch.device, dict[str, torch.Tensor]] = {}
         self._decays_by_shape: dict = {}
@@ -275,7 +278,7 @@ class LearnedOptimizer(torch.optim.Optimizer):
             return None
         if self._distance is None:
             zero = torch.zeros((), dtype=torch.float32, device=device)
-            d0 = torch.full((), nets.DISTANCE_D0, dtype=torch.float32, device=device)
+            d0 = torch.full((), DISTANCE_D0, dtype=torch.float32, device=device)
             self._distance = {"numerator": zero, "d": d0, "count": 0}
         tensors = []
         for p, _ in active:
@@ -308,7 +311,7 @@ class LearnedOptimizer(torch.optim.Optimizer):
             g = p.grad.to(torch.float32)
             g_rms = nets.rms(g)
             if state["step"] > 0:
-                g_rms = nets.GRAD_RMS_DECAY * state["grad_rms"] + (1 - nets.GRAD_RMS_DECAY) * g_rms
+                g_rms = GRAD_RMS_DECAY * state["grad_rms"] + (1 - GRAD_RMS_DECAY) * g_rms
             state["grad_rms"] = g_rms
             limit = (clip.to(p.device) * g_rms).to(torch.float32)
             g = torch.clamp(g, -limit, limit)
@@ -319,7 +322,7 @@ class LearnedOptimizer(torch.optim.Optimizer):
         losses = self._loss_features(device, loss, valid_loss)
 
         # Per-tensor LSTM over the tensors taking part in this step.
-        i09 = cfg.decays.index(0.9)
+        nom = cfg.decays.index(NOMINAL_B1)  # the momentum of the nominal direction
         counts = [s["step"] for s in states]
         times = {c: nets.time_features(c, cfg.timescales, device) for c in set(counts)}
         horizons = {  # empty without the horizon feature
@@ -331,7 +334,7 @@ class LearnedOptimizer(torch.optim.Optimizer):
         params = [p.to(torch.float32) for p, _ in active]
         dynamic = torch.stack(
             [
-                torch.stack([nets.rms(g), nets.rms(p), nets.rms(s["momentum"][i09])]).to(device)
+                torch.stack([nets.rms(g), nets.rms(p), nets.rms(s["momentum"][nom])]).to(device)
                 for g, p, s in zip(grads, params, states, strict=True)
             ]
         ).log()
@@ -349,14 +352,14 @@ class LearnedOptimizer(torch.optim.Optimizer):
                 dynamic,
                 static,
                 torch.stack([times[c] for c in counts]),
-                losses.expand(n, nets.NUM_LOSS_FEATURES),
+                losses.expand(n, len(LOSS_FEATURE_NAMES)),
                 torch.stack([horizons[c] for c in counts]),
                 torch.stack([s["pooled"].to(device) for s in states]),
                 deepsets.expand(n, cfg.deepsets),
             ],
             dim=1,
         )
-        x = torch.clamp(x, -nets.LSTM_INPUT_CLIP, nets.LSTM_INPUT_CLIP)
+        x = torch.clamp(x, -LSTM_INPUT_CLIP, LSTM_INPUT_CLIP)
         h, c = nets.lstm_cell(theta, x, h_prev, c_prev)
         to_mlp = nets.dense(theta, "to_mlp", h)  # (n, to_mlp)
         tensor_log_lr = nets.dense(theta, "lr_head", h)[:, 0]  # (n,)
@@ -468,7 +471,7 @@ def _apply(p: torch.Tensor, update: torch.Tensor, multiplier: float) -> None:
 def _nominal_bias_corrections(count: int, device: torch.device) -> torch.Tensor:
     """``1 − β**count`` at the nominal decays, ``(2,)`` float32 (shared by a step's tensors;
     read, never written)."""
-    corrections = [nets.bias_correction(b, count) for b in (nets.NOMINAL_B1, nets.NOMINAL_B2)]
+    corrections = [nets.bias_correction(b, count) for b in (NOMINAL_B1, NOMINAL_B2)]
     return torch.tensor(corrections, dtype=torch.float32, device=device)
 
 
