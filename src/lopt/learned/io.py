@@ -21,7 +21,7 @@ from lopt.learned.base import Architecture
 from lopt.learned.fast import FastOptimizer
 from lopt.learned.hierarchical import RNNMLPOptimizer
 from lopt.learned.mlp import MLPOptimizer
-from lopt.pretrained import resolve_stem
+from lopt.pretrained.names import resolve_stem
 
 FORMAT = "lopt-optimizer"
 ARCHITECTURES: dict[str, type[Architecture]] = {
