@@ -144,19 +144,17 @@ def test_an_interrupted_distillation_resumes_from_its_records(tmp_path):
     assert abs(float(theta["log_lr"] - other["log_lr"])) > 0.1
 
 
-def test_a_learned_optimizer_not_told_the_run_length_says_so_once(tmp_path, caplog):
-    import importlib
-
-    import lopt
-
-    shipped = importlib.import_module("lopt.pretrained")  # the module, not lopt.pretrained()
+def test_a_learned_optimizer_not_told_the_run_length_says_so_once(caplog):
+    from lopt.learned import guard
 
     arch = build_architecture(FLAT)
-    save_optimizer(tmp_path / "opt", arch, arch.init_theta(jax.random.key(0)))
-    shipped._say_once.cache_clear()
+    opt = arch.optimizer(arch.init_theta(jax.random.key(0)))
+    params = _params()
+    state = opt.init(params)
+    guard.say_once.cache_clear()
     with caplog.at_level("WARNING", logger="lopt"):
-        lopt.load(tmp_path / "opt", total_steps=100)
+        opt.update(_grads(params, 0), state, params, horizon=100)
         assert not caplog.records
-        lopt.load(tmp_path / "opt")
-        lopt.load(tmp_path / "opt")
+        opt.update(_grads(params, 0), state, params)
+        opt.update(_grads(params, 1), state, params)
     assert len(caplog.records) == 1 and "total_steps=N" in caplog.records[0].getMessage()

@@ -132,7 +132,9 @@ class FastOptimizer(FastSpec, Architecture):
             )  # fmt: skip
             return jax.tree.unflatten(treedef, updates), new_state
 
-        return guarded(self.kind, optax.GradientTransformationExtraArgs(init, update))
+        return guarded(
+            self.kind, optax.GradientTransformationExtraArgs(init, update), reads_horizon=True
+        )
 
     def step_inputs(self, grads, state: FastState, params, loss, valid_loss, horizon) -> StepInputs:
         """Fold one step's gradients and losses into the statistics: everything ``updates``

@@ -25,6 +25,8 @@ The PyTorch front end applies the same rules (``lopt.torch.checks``).
 
 from __future__ import annotations
 
+import functools
+import logging
 import numbers
 
 import jax
@@ -92,14 +94,24 @@ def overflows(grads) -> jax.Array:
     return jnp.all(finite) & ~jnp.all(squares)
 
 
+@functools.cache
+def say_once(message: str) -> None:
+    """Log ``message`` as a warning of the ``lopt`` logger, once per process."""
+    logging.getLogger("lopt").warning(message)
+
+
 def guarded(
-    kind: str, optimizer: optax.GradientTransformationExtraArgs, reads_params: bool = True
+    kind: str,
+    optimizer: optax.GradientTransformationExtraArgs,
+    reads_params: bool = True,
+    reads_horizon: bool = False,
 ) -> optax.GradientTransformationExtraArgs:
     """``optimizer`` (architecture ``kind``) behind this module's checks: it sees the non-empty
     leaves only, in float32 (its updates must be float32 too), and its steps with overflowing
     squared gradients are skipped. With ``reads_params=False`` (an optimizer that does not read
     them) ``update`` may be called without parameters; the gradients' dtypes and shapes stand
-    in for theirs.
+    in for theirs. With ``reads_horizon`` (an optimizer that reads how far the run has gone),
+    an ``update`` traced without ``horizon=`` says once that it should be given.
 
     The skip is a ``lax.cond``, so a normal step costs one reduction over the gradients more
     than the bare optimizer's; under ``vmap`` with a per-example decision both branches run
@@ -115,6 +127,12 @@ def guarded(
         reference = grads if params is None else params
         check_float_params(kind, reference)
         check_horizon(extra.get("horizon"))
+        if reads_horizon and extra.get("horizon") is None:
+            say_once(
+                f"the {kind!r} learned optimizer reads how far the run has gone, and was not told "
+                "the run's length: give it (lopt.pretrained(..., total_steps=N), or horizon=N to "
+                "every update) for the updates it was meta-trained to make"
+            )
         grads32, params32 = nonempty_float32(grads), nonempty_float32(params)
         if not jax.tree.leaves(grads32):  # nothing to update
             return with_empty([], reference), state

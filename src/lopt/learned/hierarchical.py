@@ -232,4 +232,9 @@ class RNNMLPOptimizer(RNNMLPSpec, Architecture):
             new_state = RNNMLPState(acc, h, c, jnp.stack(pooled), grad_rms, stats, distance)
             return jax.tree.unflatten(treedef, updates), new_state
 
-        return guarded(self.kind, optax.GradientTransformationExtraArgs(init, update))
+        reads_horizon = self.with_horizon_feature or self.distance_decay
+        return guarded(
+            self.kind,
+            optax.GradientTransformationExtraArgs(init, update),
+            reads_horizon=reads_horizon,
+        )

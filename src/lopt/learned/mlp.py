@@ -143,4 +143,9 @@ class MLPOptimizer(MLPSpec, Architecture):
             updates = jax.tree.unflatten(treedef, updates)
             return updates, MLPOptState(acc, stats, distance)
 
-        return guarded(self.kind, optax.GradientTransformationExtraArgs(init, update))
+        reads_horizon = self.with_horizon_feature or self.distance_decay
+        return guarded(
+            self.kind,
+            optax.GradientTransformationExtraArgs(init, update),
+            reads_horizon=reads_horizon,
+        )
