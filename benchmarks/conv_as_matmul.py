@@ -7,7 +7,7 @@ flattened kernel (``conv_as_matmul``). Under ``jax.vmap`` over several sets of w
 of Adam learning rates, ES particles — JAX batches a convolution into a grouped convolution,
 which XLA on CPU runs slowly; the matmul form batches into a batched matmul. Timed side by
 side in one process, best of 3 (after compilation), for three ways the conv tasks are run
-(through lopt.train.run_steps, the inner loop of `lopt bench`):
+(through lopt.inner.run_steps, the inner loop of `lopt bench`):
 one Adam run (1000 steps), Adam over the 14 learning rates of the tuning grid vmapped (200
 steps each), and ES estimates for the shipped ``small`` (8 antithetic pairs, truncation 50).
 """
@@ -22,11 +22,11 @@ import lopt.tasks.models as models
 from lopt.baselines.tuning import ADAM_LRS
 from lopt.bench.learned import ARCHITECTURES
 from lopt.bench.timing import best_time
+from lopt.inner import as_extra_args, init_state, run_steps
 from lopt.learned import build_architecture
 from lopt.meta.estimators import make_estimator
 from lopt.meta.truncation import TruncationConfig
 from lopt.tasks import FAMILIES, get_task
-from lopt.train import as_extra_args, init_state, run_steps
 
 FORMS = {"convolution": lambda conv, x: conv(x), "patches @ kernel": models.conv_as_matmul}
 TASKS = {

@@ -30,12 +30,12 @@ import shutil
 import jax
 import numpy as np
 
-from lopt._cache import enable_compilation_cache
 from lopt.configs import shipped_config_path
 from lopt.distributed import RayBackend
 from lopt.distributed.simulated import SimulatedWorker
 from lopt.learned import load_theta
 from lopt.meta import MetaTrainConfig, meta_train
+from lopt.runtime.compilation_cache import enable_compilation_cache
 
 
 class Quiet:

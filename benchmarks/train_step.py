@@ -10,7 +10,7 @@ update's share depends on the model. Measured on each model of a task set (by de
 ``heldout-large``: 100k–400k parameters, a transformer, a wide MLP, a CNN and a residual MLP)
 for each optimizer given — a shipped name (``lopt.pretrained(name, total_steps=1000)``) or the
 path of a saved one (``lopt.load(path, total_steps=1000)``), updated with ``loss=`` as
-``lopt.train`` passes it (no ``valid_loss``). The optimizers are timed side by side in one
+``lopt.inner`` passes it (no ``valid_loss``). The optimizers are timed side by side in one
 process, taking turns loop by loop, best of ``--repeats`` loops of ``--calls`` steps each (one
 fixed minibatch, parameters and optimizer state carried from step to step), so a slow phase of a
 shared machine falls on all of them alike. Prints a markdown table; ``--out`` writes the numbers
@@ -30,10 +30,10 @@ import optax
 import lopt
 from lopt.bench.timing import best_time
 from lopt.errors import LoptError, check_count, split_names
-from lopt.outputs import check_output_dir, write_json
+from lopt.inner import as_extra_args
 from lopt.pretrained import SHIPPED
+from lopt.storage.outputs import check_output_dir, write_json
 from lopt.tasks import Task, get_task, task_names
-from lopt.train import as_extra_args
 
 TOTAL_STEPS = 1000  # the horizon the learned optimizers are told
 

@@ -12,7 +12,7 @@ import os
 import shutil
 import tempfile
 
-from lopt._cache import enable_compilation_cache
+from lopt.runtime.compilation_cache import enable_compilation_cache
 
 enable_compilation_cache()
 os.environ["LOPT_BASELINE_CACHE"] = tempfile.mkdtemp(prefix="lopt-baselines-")

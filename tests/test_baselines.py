@@ -11,8 +11,8 @@ import pytest
 from lopt.baselines import ADAM_LRS, NADAMW_TRIALS, global_best_index, run_trials, selection_score
 from lopt.baselines import make as make_baseline
 from lopt.errors import LoptError
+from lopt.inner import Curves, train
 from lopt.tasks import get_task
-from lopt.train import Curves, train
 
 
 def test_adam_grid_is_14_log_spaced_lrs():

@@ -111,10 +111,13 @@ def test_speed_floor_times_every_rung_against_adam():
     assert minimal.trust_ratio is None and minimal.distance_power == 0.0
     assert not minimal.with_loss_features and not minimal.with_horizon_feature
     rows = speed_floor.jax_ratios(sizes=(1000,), calls=1, repeats=1)
-    rungs = {"small", "per-parameter", "minimal", "rnn-mlp", "rnn-mlp minimal"}
+    rungs = {"fast", "fast hierarchical", "small", "per-parameter", "minimal", "rnn-mlp"}
+    rungs |= {"rnn-mlp minimal"}
     assert set(rows[1000]) == {"adam_ms", *rungs, "no reductions", "accumulators"}
     assert all(value > 0 for value in rows[1000].values())
     assert "| 1,000 |" in speed_floor.table("JAX", rows)
+    states = speed_floor.state_ratios(sizes=(1000,))[1000]
+    assert states["fast"] == pytest.approx(1.5, rel=0.02)  # three accumulators to Adam's two
     pytest.importorskip("torch")
     rows = speed_floor.torch_ratios(sizes=(1000,), calls=1, repeats=1)
     compiled = {f"{name} compiled" for name in [*rungs, "no reductions"]}

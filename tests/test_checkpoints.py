@@ -18,12 +18,12 @@ from tolerances import TINY_POPULATION, TINY_THETA, assert_trees_close
 import lopt
 from lopt.cli import main
 from lopt.errors import CheckpointError, LoptError
-from lopt.files import from_json, read_checkpoint, read_metadata, to_json
 from lopt.learned import LearnedAdam, load_theta, save_optimizer
-from lopt.lock import exclusive
 from lopt.meta import MetaTrainConfig, meta_train
 from lopt.meta.rundir import CHECKPOINT, PREVIOUS, UNUSABLE, restore, save_checkpoint
 from lopt.population import PopulationConfig
+from lopt.storage.files import from_json, read_checkpoint, read_metadata, to_json
+from lopt.storage.lock import exclusive
 
 KILLED = 86  # the exit status of a process killed by the fault injection
 SAVE_OPERATIONS = 5  # of a save that replaces a checkpoint: rename, then open, write, sync, rename
@@ -325,10 +325,10 @@ COMMANDS = {
     "self-train": (["self-train", "--outer-steps", "3000"], None),
     "eval": (
         ["eval", "--optimizer", "sgd@0.1", "--tasks", "quadratic-16"],
-        "lopt.evaluate.evaluate_into",
+        "lopt.evaluation.harness.evaluate_into",
     ),
     "bench": (["bench", "--quick"], "lopt.bench.run_bench"),
-    "demo": (["demo"], "lopt.demo.run_demo"),
+    "demo": (["demo"], "lopt.cli.demo.run_demo"),
     "hub": (["hub", "--quick"], "lopt.hybrid.compare.compare"),
     "hub-cost": (["hub", "--cost", "--tasks", "quadratic-16"], "lopt.hybrid.cost.measure_costs"),
     "stepsize": (["stepsize", "--quick"], "lopt.stepsize.report.run"),

@@ -196,7 +196,7 @@ def test_reconfigure_keeps_theta_and_changes_the_settings(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_demo_writes_report(tmp_path):
-    from lopt.demo import run_demo
+    from lopt.cli.demo import run_demo
 
     data, reused = run_demo(tmp_path, minutes=0.5, steps=100, seeds=1, progress=False)
     learned = str(tmp_path / "meta-train" / "optimizer")

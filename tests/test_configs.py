@@ -12,10 +12,10 @@ import lopt
 from lopt.cli import build_parser
 from lopt.configs import COMMANDS, command_of, config_path, shipped_config_names
 from lopt.errors import LoptError
-from lopt.files import read_metadata
 from lopt.meta import MetaTrainConfig
 from lopt.population import PopulationConfig
 from lopt.pretrained import pretrained_path
+from lopt.storage.files import read_metadata
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 REPRODUCE = ROOT / "reproduce"

@@ -25,10 +25,10 @@ from lopt.distributed import RayBackend  # noqa: E402
 from lopt.distributed.members import RayMembers  # noqa: E402
 from lopt.distributed.simulated import SimulatedWorker  # noqa: E402
 from lopt.errors import CheckpointError  # noqa: E402
-from lopt.files import read_checkpoint  # noqa: E402
 from lopt.learned import load_theta  # noqa: E402
 from lopt.meta import MetaTrainConfig, meta_train  # noqa: E402
 from lopt.population import PopulationConfig, self_train  # noqa: E402
+from lopt.storage.files import read_checkpoint  # noqa: E402
 
 # All Ray tests share one local cluster: keep them on one xdist worker.
 pytestmark = pytest.mark.xdist_group("ray")

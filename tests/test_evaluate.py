@@ -10,10 +10,10 @@ import pytest
 from tolerances import assert_records_close
 
 import lopt
-from lopt import report
 from lopt.baselines import ADAM_LRS
 from lopt.errors import LoptError
-from lopt.evaluate import (
+from lopt.evaluation import report
+from lopt.evaluation.harness import (
     REFERENCE_SPECS,
     EvalResult,
     Metrics,
@@ -24,7 +24,7 @@ from lopt.evaluate import (
     reference_losses,
     run_config,
 )
-from lopt.optimizer_specs import resolve_optimizer
+from lopt.evaluation.optimizer_specs import resolve_optimizer
 
 
 def test_normalized_loss_by_hand():
@@ -93,8 +93,8 @@ def test_bad_evaluate_arguments():
 def test_bad_training_schedule_is_one_clear_error():
     import optax
 
+    from lopt.inner import train
     from lopt.tasks.registry import get_task
-    from lopt.train import train
 
     task, key = get_task("quadratic-16"), jax.random.key(0)
     with pytest.raises(LoptError, match=r"num_steps: '100' \(expected an integer\)"):
@@ -133,8 +133,7 @@ def _without_timings(result) -> dict:
 
 
 def test_baseline_cache_reuses_reference_grids_of_the_same_code(tmp_path, monkeypatch):
-    from lopt import baseline_cache
-    from lopt import evaluate as evaluate_module
+    from lopt.evaluation import baseline_cache, harness
 
     cache = baseline_cache.BaselineCache(tmp_path / "cache")
     args = (["quadratic-16"], ["sgd@0.1"], 20, 2, jax.random.key(0), 10, False)
@@ -142,9 +141,9 @@ def test_baseline_cache_reuses_reference_grids_of_the_same_code(tmp_path, monkey
     entries = sorted((tmp_path / "cache").glob("*.npz"))
     assert len(entries) == 1  # the Adam grid; the fixed sgd@0.1 is never cached
     grids = []
-    run_grid = evaluate_module._run_grid
+    run_grid = harness._run_grid
     monkeypatch.setattr(
-        evaluate_module,
+        harness,
         "_run_grid",
         lambda task, spec, *a: grids.append(spec.grid) or run_grid(task, spec, *a),
     )
@@ -169,12 +168,13 @@ def test_baseline_cache_key_covers_the_grids_code_and_not_the_learned_optimizers
     """The digest keying cached Adam grids follows the evaluation code's lopt imports: inner
     training, the tasks (every module of the package) and the baselines are in it, a learned
     optimizer's or meta-training's source is not, so editing those keeps the cache."""
-    from lopt.baseline_cache import grid_source_files
+    from lopt.evaluation.baseline_cache import grid_source_files
 
     root = pathlib.Path(lopt.__file__).parent
     files = {str(p.relative_to(root)) for p in grid_source_files()}
     tasks = {f"tasks/{p.name}" for p in (root / "tasks").glob("*.py")}
-    assert {"train.py", "evaluate.py", "baselines/tuning.py", "baselines/optimizers.py"} <= files
+    assert {"inner.py", "evaluation/harness.py", "baselines/tuning.py"} <= files
+    assert "baselines/optimizers.py" in files
     assert tasks <= files
     assert not {f for f in files if f.startswith(("learned/", "meta/", "torch/", "population/"))}
 
@@ -214,7 +214,7 @@ def test_other_specs_go_through_lopt_load(monkeypatch):
     import optax
 
     import lopt
-    from lopt import optimizer_specs
+    from lopt.evaluation import optimizer_specs
 
     def fake_load(path):
         if path != "runs/my-opt":
@@ -266,8 +266,8 @@ def test_reuse_needs_the_same_learned_weights(tmp_path):
 
 def test_digest_covers_the_architecture(tmp_path):
     """The same weights under other settings outside θ are another optimizer."""
+    from lopt.evaluation.optimizer_specs import weights_digest
     from lopt.learned import build_architecture, save_optimizer
-    from lopt.optimizer_specs import weights_digest
 
     theta = build_architecture({"kind": "mlp", "hidden": [4]}).init_theta(jax.random.key(0))
     for name, settings in (("a", {}), ("b", {"distance_power": 0.5})):

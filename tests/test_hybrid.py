@@ -27,11 +27,11 @@ from lopt.hybrid import (
 )
 from lopt.hybrid.finetune import MovedTeacherStudent, label_subset, pretrain, shifted_signals
 from lopt.hybrid.report import beats_all
+from lopt.inner import init_state, train
 from lopt.learned import LearnedAdam, MLPOptimizer
 from lopt.tasks import TASKS
 from lopt.tasks.datasets import load
 from lopt.tasks.regression import TeacherStudent, TeacherStudentConfig
-from lopt.train import init_state, train
 
 ARCH = MLPOptimizer(hidden=(4,))
 

@@ -13,6 +13,7 @@ from tolerances import assert_trees_close
 
 import lopt
 from lopt.errors import CheckpointError, LoptError
+from lopt.inner import train
 from lopt.learned import ARCHITECTURES, build_architecture, load_theta, save_optimizer
 from lopt.learned.base import with_horizon
 from lopt.learned.features import horizon_features, per_parameter_features, sqrt0
@@ -23,7 +24,6 @@ from lopt.learned.trust_region import trust_region
 from lopt.meta.truncation import TruncationConfig, init_particle, unroll
 from lopt.specs.mlp import param_feature_names
 from lopt.tasks import get_task
-from lopt.train import train
 
 # "mlp" runs with the trust region, loss and horizon features and distance scaling on (its
 # reference so large that the scale stays 1: a fresh "mlp" is still Adam) and "rnn-mlp" without a
@@ -200,7 +200,7 @@ def test_the_horizon_reaches_the_network_from_update_and_from_total_steps():
 
 
 def test_training_passes_its_length_as_the_horizon():
-    """``lopt.train.train`` tells the optimizer the run's length; a particle of meta-training its
+    """``lopt.inner.train`` tells the optimizer the run's length; a particle of meta-training its
     sampled horizon."""
     seen = []
 

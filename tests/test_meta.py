@@ -11,11 +11,11 @@ from tiny_configs import TINY_META_TRAIN
 from tolerances import TINY_THETA, assert_trees_close
 
 from lopt.errors import CheckpointError, LoptError
-from lopt.files import read_checkpoint
+from lopt.inner import train
 from lopt.learned import build_architecture, load_theta
 from lopt.meta import MetaTrainConfig, meta_train
 from lopt.meta.outer import bank_tasks
-from lopt.train import train
+from lopt.storage.files import read_checkpoint
 
 TINY = TINY_META_TRAIN
 
@@ -195,7 +195,7 @@ def test_config_errors_name_the_field(tmp_path):
 
 
 def test_a_run_directory_is_used_by_one_process_at_a_time(tmp_path):
-    from lopt.lock import exclusive
+    from lopt.storage.lock import exclusive
 
     run = tmp_path / "run"
     run.mkdir()
@@ -210,7 +210,7 @@ def test_a_run_directory_is_used_by_one_process_at_a_time(tmp_path):
 def test_a_time_limit_stops_with_a_checkpoint_and_the_run_resumes(tmp_path):
     import time
 
-    from lopt.stopping import StopRequest
+    from lopt.runtime.stopping import StopRequest
 
     request = StopRequest()
     assert request.reason(time.time(), None) is None
@@ -228,9 +228,10 @@ def test_near_the_mapping_limit_meta_training_stops_with_a_checkpoint(tmp_path, 
     """Before compiling for a task it has not visited yet, a run whose process is close to the
     kernel's memory-mapping limit (where XLA's compiler would abort it) stops with one clear
     error and a checkpoint, and resumes to the θ of an uninterrupted run."""
-    import lopt.mappings
+    import lopt.runtime.mappings
 
-    assert lopt.mappings.mapping_usage() is not None  # Linux: the kernel reports both numbers
+    # Linux: the kernel reports both numbers
+    assert lopt.runtime.mappings.mapping_usage() is not None
     cfg = MetaTrainConfig(outer_steps=6, **{**TINY, "task_bank": 3})
     run = tmp_path / "run"
     calls = []
@@ -239,11 +240,11 @@ def test_near_the_mapping_limit_meta_training_stops_with_a_checkpoint(tmp_path, 
         calls.append(1)
         return (0 if len(calls) == 1 else 60_000), 65_530
 
-    monkeypatch.setattr(lopt.mappings, "mapping_usage", usage_after_first_task)
+    monkeypatch.setattr(lopt.runtime.mappings, "mapping_usage", usage_after_first_task)
     with pytest.raises(LoptError, match=r"outer step 1: .*60,000 of the 65,530 .*vm.max_map_count"):
         meta_train(run, cfg)
     assert _checkpoint_step(run) == 1
-    monkeypatch.setattr(lopt.mappings, "mapping_usage", lambda: (0, 65_530))
+    monkeypatch.setattr(lopt.runtime.mappings, "mapping_usage", lambda: (0, 65_530))
     meta_train(run, cfg)
     meta_train(tmp_path / "straight", cfg)
     _assert_same_theta(_theta(run), _theta(tmp_path / "straight"))
@@ -254,7 +255,7 @@ def test_released_programs_give_their_memory_mappings_back():
     memory mappings until ``release_compiled_programs`` drops them."""
     import jax.numpy as jnp
 
-    from lopt.mappings import mapping_usage, release_compiled_programs
+    from lopt.runtime.mappings import mapping_usage, release_compiled_programs
 
     release_compiled_programs()
     before = mapping_usage()[0]

@@ -10,7 +10,7 @@ import os
 import pytest
 
 import lopt.bench.suite
-import lopt.evaluate
+import lopt.evaluation.harness
 import lopt.hybrid.cost
 from lopt.cli import main
 
@@ -18,10 +18,10 @@ from lopt.cli import main
 COMMANDS = {
     "eval": (
         ["eval", "--optimizer", "sgd@0.1", "--tasks", "quadratic-16"],
-        "lopt.evaluate._evaluate_resolved",
+        "lopt.evaluation.harness._evaluate_resolved",
     ),
     "bench": (["bench"], "lopt.bench.run_bench"),
-    "demo": (["demo"], "lopt.demo.run_demo"),
+    "demo": (["demo"], "lopt.cli.demo.run_demo"),
     "hub": (["hub", "--quick"], "lopt.hybrid.compare.compare"),
     "hub-cost": (["hub", "--cost", "--tasks", "quadratic-16"], "lopt.hybrid.cost.measure_costs"),
     "stepsize": (["stepsize", "--quick"], "lopt.stepsize.report.run"),
@@ -94,7 +94,7 @@ def test_an_unwritable_out_fails_before_any_work(
 
 
 EVAL = ["eval", "--optimizer", "sgd@0.1"]
-EVALUATE = "lopt.evaluate._evaluate_resolved"
+EVALUATE = "lopt.evaluation.harness._evaluate_resolved"
 EMPTY = "empty"
 
 
@@ -167,7 +167,7 @@ def test_hub_cost_keeps_each_task_as_it_finishes(tmp_path, monkeypatch):
 def test_an_interrupted_eval_resumes_from_its_finished_grids(tmp_path, monkeypatch):
     """Each grid's run is kept as it finishes; the re-run runs only the others, and its results
     match an evaluation that was never interrupted."""
-    run_grid = lopt.evaluate._run_grid
+    run_grid = lopt.evaluation.harness._run_grid
     ran = []
 
     def counted(task, spec, *args):
@@ -176,7 +176,7 @@ def test_an_interrupted_eval_resumes_from_its_finished_grids(tmp_path, monkeypat
         ran.append((task.name, spec.grid))
         return run_grid(task, spec, *args)
 
-    monkeypatch.setattr(lopt.evaluate, "_run_grid", counted)
+    monkeypatch.setattr(lopt.evaluation.harness, "_run_grid", counted)
     argv = ["eval", "--optimizer", "sgd@0.1", "--tasks", "quadratic-16,beale", "--steps"]
     argv += ["20", "--seeds", "1", "--eval-every", "10", "--no-progress", "--no-baseline-cache"]
     stop_after = 3  # of the 4 grids: 2 optimizers' grids (sgd@0.1, Adam's lrs) × 2 tasks

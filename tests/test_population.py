@@ -16,7 +16,7 @@ from lopt.baselines import make, tune_adam
 from lopt.cli import main
 from lopt.configs import shipped_config_path
 from lopt.errors import LoptError
-from lopt.files import read_checkpoint
+from lopt.inner import train
 from lopt.learned import LearnedAdam, MLPOptimizer, build_architecture, load_theta
 from lopt.population import (
     HandDesignedOptimizerError,
@@ -28,8 +28,8 @@ from lopt.population import (
     selftrain,
 )
 from lopt.population.lopt_task import RATIO_CAP, LearnedOptimizerTask, LearnedOptimizerTaskConfig
+from lopt.storage.files import read_checkpoint
 from lopt.tasks import get_task
-from lopt.train import train
 
 TINY = dict(
     population=4,

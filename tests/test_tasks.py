@@ -14,6 +14,7 @@ import pytest
 from tolerances import assert_trees_close
 
 from lopt.errors import LoptError
+from lopt.inner import train
 from lopt.tasks import (
     FAMILIES,
     HELDOUT_FAMILIES,
@@ -50,7 +51,6 @@ from lopt.tasks.regression import (
 )
 from lopt.tasks.synthetic import Quadratic, QuadraticConfig
 from lopt.tasks.transformer import TransformerLM, TransformerLMConfig
-from lopt.train import train
 
 FAMILY_NAMES = sorted(FAMILIES)
 # Adam learning rate per family for the "training reduces the loss" check (default 1e-2).

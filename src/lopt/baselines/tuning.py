@@ -17,8 +17,8 @@ import optax
 
 from lopt.baselines.optimizers import make
 from lopt.errors import check_choice
+from lopt.inner import Curves, train
 from lopt.tasks.base import Task
-from lopt.train import Curves, train
 
 # 14 log-spaced Adam learning rates, 1e-4 … 1 (ratio ≈ 2.03 between neighbours).
 ADAM_LRS = tuple(float(x) for x in np.geomspace(1e-4, 1.0, 14))
@@ -102,7 +102,8 @@ def selection_score(
     The ``split`` curve is first averaged over seeds, then reduced over evaluation points:
 
     - ``"curve"`` (default): the mean over all evaluation points — the same criterion as the
-      primary metric of ``lopt.evaluate`` (it rewards fast progress as well as a low final loss);
+      primary metric of ``lopt.evaluation.harness`` (it rewards fast progress as well as a low
+      final loss);
     - ``"final"``: the value at the last evaluation point.
 
     A trial with any non-finite value in the reduced points scores ``+inf``.

@@ -14,8 +14,8 @@ import jax.numpy as jnp
 
 from lopt.baselines import ADAM_LRS, make
 from lopt.bench.timing import best_time, flops
+from lopt.inner import as_extra_args, init_state, inner_step, run_steps, train
 from lopt.tasks import Task
-from lopt.train import as_extra_args, init_state, inner_step, run_steps, train
 
 TUNING_TASKS = ("quadratic-16", "mlp-digits-32")
 

@@ -19,13 +19,13 @@ import numpy as np
 import optax
 
 from lopt.bench.timing import best_time, flops
+from lopt.inner import init_state, inner_step
 from lopt.learned import build_architecture
 from lopt.learned.features import init_accumulators, update_accumulators
 from lopt.meta.estimators import make_estimator
 from lopt.meta.truncation import TruncationConfig
 from lopt.pretrained import DEFAULTS, shipped_architecture
 from lopt.tasks import get_task
-from lopt.train import init_state, inner_step
 
 ARCHITECTURES = {name: shipped_architecture(name) for name in DEFAULTS}  # as shipped
 SIZES = (10_000, 100_000, 1_000_000)

@@ -28,7 +28,7 @@ import lopt
 from lopt.bench.inner import TUNING_TASKS, inner_throughput, tuning_speedup
 from lopt.bench.learned import es_throughput, update_ratios
 from lopt.bench.timing import matmul_peak
-from lopt.outputs import write_json
+from lopt.storage.outputs import write_json
 from lopt.tasks import FAMILIES, get_task
 
 

@@ -4,9 +4,9 @@ Each subcommand is one ``add_<name>(subparsers)`` function: it declares its argu
 ``run`` to a function ``(args) -> exit code``. They live in one module per concern
 (``evaluation``, ``training``, ``stepsize``, ``hub``; shared argument types in ``common``); to
 add one, write such a function and list it in ``SUBCOMMANDS``. A command that writes into
-``--out`` checks it first (``lopt.outputs.check_output_dir``), so a path it cannot write fails
-before any work. User mistakes (a ``LoptError`` or a bad argument) print one line ``error: ...``
-to stderr and exit with status 2.
+``--out`` checks it first (``lopt.storage.outputs.check_output_dir``), so a path it cannot
+write fails before any work. User mistakes (a ``LoptError`` or a bad argument) print one line
+``error: ...`` to stderr and exit with status 2.
 """
 
 from __future__ import annotations

@@ -39,13 +39,13 @@ def positive_float(text: str) -> float:
 
 def setup() -> None:
     """Work every command needs before it computes (the persistent compilation cache)."""
-    from lopt._cache import enable_compilation_cache
+    from lopt.runtime.compilation_cache import enable_compilation_cache
 
     enable_compilation_cache()
 
 
 def print_results(data: dict, out_dir: str, reused: bool) -> None:
-    from lopt.report import print_summary
+    from lopt.evaluation.report import print_summary
 
     if reused:
         print(f"{out_dir} already holds these results (remove it to re-run)", file=sys.stderr)

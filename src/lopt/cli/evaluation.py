@@ -7,8 +7,8 @@ import sys
 
 from lopt.cli.common import positive_float, positive_int, print_results, setup
 from lopt.errors import split_names
-from lopt.lock import exclusive
-from lopt.outputs import check_output_dir
+from lopt.storage.lock import exclusive
+from lopt.storage.outputs import check_output_dir
 
 
 def add_eval(subparsers) -> None:
@@ -48,8 +48,8 @@ def run_eval(args: argparse.Namespace) -> int:
     setup()
     import jax
 
-    from lopt.baseline_cache import BaselineCache, default_dir
-    from lopt.evaluate import evaluate_into
+    from lopt.evaluation.baseline_cache import BaselineCache, default_dir
+    from lopt.evaluation.harness import evaluate_into
     from lopt.tasks import task_names
 
     tasks = task_names(args.tasks)
@@ -117,7 +117,7 @@ def add_demo(subparsers) -> None:
 def run_demo_command(args: argparse.Namespace) -> int:
     check_output_dir(args.out)
     setup()
-    from lopt.demo import run_demo
+    from lopt.cli.demo import run_demo
 
     with exclusive(args.out):
         data, reused = run_demo(args.out, args.minutes, progress=not args.no_progress)

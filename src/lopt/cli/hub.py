@@ -7,8 +7,8 @@ import sys
 
 from lopt.cli.common import positive_float, positive_int, setup
 from lopt.errors import split_names
-from lopt.lock import exclusive
-from lopt.outputs import check_output_dir
+from lopt.storage.lock import exclusive
+from lopt.storage.outputs import check_output_dir
 
 HUB_DEFAULTS = {"tasks": "all", "steps": 1000, "seeds": 2, "lrs": 14}
 HUB_QUICK = {"tasks": "quick", "steps": 100, "seeds": 1, "lrs": 3}

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 
 from lopt.cli.common import setup
-from lopt.lock import exclusive
-from lopt.outputs import check_output_dir
+from lopt.storage.lock import exclusive
+from lopt.storage.outputs import check_output_dir
 
 
 def add_stepsize(subparsers) -> None:

@@ -6,7 +6,7 @@ import argparse
 
 from lopt.cli.common import non_negative_int, positive_float, positive_int, setup
 from lopt.errors import LoptError, split_names
-from lopt.outputs import check_output_dir
+from lopt.storage.outputs import check_output_dir
 
 
 def add_average(subparsers) -> None:

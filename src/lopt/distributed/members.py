@@ -18,12 +18,12 @@ import jax
 import numpy as np
 
 import lopt
-from lopt._cache import enable_compilation_cache
 from lopt.distributed.backend import RayBackend
 from lopt.distributed.wire import concatenate, from_host, particle_slice, to_host
 from lopt.population.config import PopulationConfig
 from lopt.population.selftrain import population_estimators
 from lopt.population.vectorize import over_members
+from lopt.runtime.compilation_cache import enable_compilation_cache
 
 
 class MemberWorker:

@@ -17,11 +17,11 @@ from typing import Any
 import jax
 
 import lopt
-from lopt._cache import enable_compilation_cache
 from lopt.distributed.wire import from_host, to_host
-from lopt.mappings import release_compiled_programs
 from lopt.meta.config import MetaTrainConfig
 from lopt.meta.outer import bank_estimators
+from lopt.runtime.compilation_cache import enable_compilation_cache
+from lopt.runtime.mappings import release_compiled_programs
 
 ESTIMATOR_FIELDS = (
     "architecture",

@@ -30,8 +30,8 @@ import optax
 
 from lopt.baselines import make, run_trials, selection_score
 from lopt.errors import LoptError
-from lopt.evaluate import task_key
-from lopt.files import read_json_or_none, write_atomically
+from lopt.evaluation.harness import task_key
+from lopt.evaluation.report import progress_bar
 from lopt.hybrid.config import (
     ADAMW_WEIGHT_DECAY,
     LEARNED_LABEL,
@@ -44,7 +44,7 @@ from lopt.hybrid.config import (
 from lopt.hybrid.hub import hub
 from lopt.hybrid.report import write_report
 from lopt.hybrid.tasks import get_hub_task, is_finetune
-from lopt.report import progress_bar
+from lopt.storage.files import read_json_or_none, write_atomically
 from lopt.tasks.base import Task
 
 

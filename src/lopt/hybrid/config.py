@@ -15,8 +15,8 @@ import lopt
 from lopt.baselines import make
 from lopt.errors import LoptError, check_choice, check_range
 from lopt.hybrid.hub import DEFAULT_TEMPERATURE, MODES
+from lopt.inner import check_schedule, default_eval_every
 from lopt.pretrained import SHIPPED
-from lopt.train import check_schedule, default_eval_every
 
 TUNED = ("adam", "adamw", "sgd-momentum")
 ADAMW_WEIGHT_DECAY = 1e-4  # as ``baselines.make("adamw", lr)``

@@ -3,7 +3,7 @@
 A HUB step runs both component optimizers and combines their updates; the selection mode also
 evaluates the minibatch loss under both candidates (two extra forward passes). We time whole
 training steps (minibatch, forward, backward, optimizer update) inside the scanned loop of
-``lopt.train.run_steps``, after compilation. The four optimizers of a task are timed in
+``lopt.inner.run_steps``, after compilation. The four optimizers of a task are timed in
 interleaved rounds and each keeps its best round, so load from other jobs on the machine
 affects them alike and the ratios are measured side by side.
 """
@@ -20,9 +20,9 @@ import optax
 from lopt.errors import unknown_name
 from lopt.hybrid.config import hand_designed_optimizer, learned_optimizer
 from lopt.hybrid.hub import hub
-from lopt.outputs import write_json
+from lopt.inner import init_state, run_steps
+from lopt.storage.outputs import write_json
 from lopt.tasks import TASKS, get_task
-from lopt.train import init_state, run_steps
 
 COST_TASKS = ("mlp-digits-32", "mlp-mnist1d-128x128", "conv-digits-8-16", "charlm-prose")
 

@@ -47,7 +47,7 @@ def pretrain(task: Task, pretraining: Pretraining):
 
 @functools.partial(jax.jit, static_argnums=(0, 1))
 def _pretrain(task: Task, pretraining: Pretraining):
-    from lopt.train import train
+    from lopt.inner import train
 
     key = jax.random.key(pretraining.seed)
     return train(task, optax.adam(pretraining.lr), key, pretraining.steps)[0]

@@ -109,7 +109,7 @@ def hub(
         weight: pin the learned update's weight (``"weighting"`` only; ``[0, 1]``; may be
             traced, so a population can vmap over it).
         loss_fn: ``(params, batch) -> scalar`` loss, required by ``"select"``; ``update`` then
-            needs the minibatch as ``batch=`` (``lopt.train`` passes it).
+            needs the minibatch as ``batch=`` (``lopt.inner`` passes it).
 
     Returns:
         An ``optax.GradientTransformationExtraArgs`` whose state is a ``HubState``.

@@ -15,9 +15,9 @@ import pathlib
 
 import numpy as np
 
-from lopt import plots
-from lopt.files import write_atomically
+from lopt.evaluation import plots
 from lopt.hybrid.config import COMPETITORS, MODE_LABELS
+from lopt.storage.files import write_atomically
 
 
 def hub_labels(results: dict) -> list[str]:

@@ -13,15 +13,15 @@ from typing import Any
 
 import jax
 
-from lopt import checkpoint
 from lopt.errors import CheckpointError, LoptError, check_type, did_you_mean, unknown_name
-from lopt.files import read_metadata
 from lopt.learned.adam import LearnedAdam
 from lopt.learned.base import Architecture
 from lopt.learned.fast import FastOptimizer
 from lopt.learned.hierarchical import RNNMLPOptimizer
 from lopt.learned.mlp import MLPOptimizer
 from lopt.pretrained.names import resolve_stem
+from lopt.storage import checkpoint
+from lopt.storage.files import read_metadata
 
 FORMAT = "lopt-optimizer"
 ARCHITECTURES: dict[str, type[Architecture]] = {

@@ -75,7 +75,7 @@ class MetaTrainConfig(JsonConfig):
         bank_refresh: outer steps between fresh banks (0: one bank for the whole run). Every
             ``bank_refresh`` steps the bank is replaced by ``task_bank`` newly sampled tasks and
             the old tasks' compiled programs are released, so a run sees many more tasks than
-            one process could hold compiled at once (``lopt.mappings``). A multiple of
+            one process could hold compiled at once (``lopt.runtime.mappings``). A multiple of
             ``task_bank``, so that every task of a bank gets the same number of visits.
         outer_steps: number of meta-gradient steps.
         outer_optimizer, outer_lr, outer_clip: outer optax optimizer (per-weight clipping of

@@ -24,12 +24,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from lopt import checkpoint
 from lopt.errors import LoptError
+from lopt.inner import init_state, refresh_valid_loss
 from lopt.learned.fast import FastOptimizer, FastState, StepInputs
 from lopt.learned.guard import nonempty_float32
+from lopt.storage import checkpoint
 from lopt.tasks.base import Task
-from lopt.train import init_state, refresh_valid_loss
 
 TINY_STEP = 1e-7  # a teacher update this small per entry counts as (about) zero
 VALID_EVERY = 10  # steps between refreshes of the validation loss the optimizers read

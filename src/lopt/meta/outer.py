@@ -25,10 +25,7 @@ import optax
 from rich.console import Console
 
 from lopt.errors import CheckpointError, LoptError
-from lopt.files import to_json
 from lopt.learned.io import build_architecture, save_optimizer, warm_start_theta
-from lopt.lock import exclusive
-from lopt.mappings import check_mapping_headroom, release_compiled_programs
 from lopt.meta.backend import Backend, InProcess
 from lopt.meta.config import MetaTrainConfig
 from lopt.meta.estimators import Estimator, make_estimator
@@ -36,7 +33,10 @@ from lopt.meta.plots import plot_run
 from lopt.meta.rundir import has_checkpoint, load_config, save_checkpoint, truncate_jsonl
 from lopt.meta.runloop import check_devices, resume, run_outer_steps
 from lopt.meta.validation import Validator
-from lopt.stopping import stop_on_signals
+from lopt.runtime.mappings import check_mapping_headroom, release_compiled_programs
+from lopt.runtime.stopping import stop_on_signals
+from lopt.storage.files import to_json
+from lopt.storage.lock import exclusive
 from lopt.tasks.registry import get_family
 
 
@@ -137,7 +137,7 @@ def _warm_start(cfg: MetaTrainConfig):
 
 def _check_headroom(what: str, checkpoint_now, done: int) -> None:
     """Stop with a checkpoint (at ``done`` outer steps) and one clear error before a compile
-    that could exhaust the process's memory mappings (``lopt.mappings``)."""
+    that could exhaust the process's memory mappings (``lopt.runtime.mappings``)."""
     try:
         check_mapping_headroom(f"meta-training stopped before {what}")
     except LoptError as e:

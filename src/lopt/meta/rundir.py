@@ -2,12 +2,12 @@
 
 A run directory holds ``config.json`` (the run's config; only ``outer_steps`` may change on
 resume), ``checkpoint.safetensors`` and ``checkpoint-prev.safetensors`` (the whole training
-state and its metadata, each one file, SHA-256 checked, via ``lopt.checkpoint``), and
+state and its metadata, each one file, SHA-256 checked, via ``lopt.storage.checkpoint``), and
 JSON-lines logs whose records carry a ``step`` so that a resumed run drops the records it is
 about to recompute. Saving moves the checkpoint to ``checkpoint-prev`` and writes the new one
 atomically: a kill at any moment leaves the new checkpoint or the previous one whole, and a
 checkpoint that fails verification falls back to the previous one. One process at a time works
-in a run directory (``lopt.lock.exclusive``).
+in a run directory (``lopt.storage.lock.exclusive``).
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ import pathlib
 from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
 
-from lopt import checkpoint
 from lopt.errors import CheckpointError, LoptError
-from lopt.files import from_json, to_json, write_atomically
+from lopt.storage import checkpoint
+from lopt.storage.files import from_json, to_json, write_atomically
 
 CHECKPOINT, PREVIOUS = "checkpoint.safetensors", "checkpoint-prev.safetensors"
 UNUSABLE = "checkpoint-unusable.safetensors"  # one that failed verification, kept to inspect

@@ -3,9 +3,9 @@
 Both run outer steps from the last checkpoint to ``outer_steps`` in a run directory
 (``lopt.meta.rundir``) and stop the same way: a checkpoint every ``checkpoint_every`` outer
 steps and at the end; on SIGINT/SIGTERM or once ``max_minutes`` have passed, a checkpoint after
-the current step, then a message saying how to resume (``lopt.stopping``); on a second SIGINT,
-the last checkpoint is kept and ``KeyboardInterrupt`` propagates. What an outer step does and
-what a checkpoint holds are the caller's::
+the current step, then a message saying how to resume (``lopt.runtime.stopping``); on a second
+SIGINT, the last checkpoint is kept and ``KeyboardInterrupt`` propagates. What an outer step
+does and what a checkpoint holds are the caller's::
 
     check_devices(cfg.devices)
     restored = resume(run_dir, template, console.log)
@@ -26,7 +26,7 @@ import jax
 
 from lopt.errors import LoptError
 from lopt.meta.rundir import restore
-from lopt.stopping import INTERRUPTED_MESSAGE, StopRequest, stopped_message
+from lopt.runtime.stopping import INTERRUPTED_MESSAGE, StopRequest, stopped_message
 
 
 class LoopConfig(Protocol):

@@ -21,8 +21,8 @@ import jax
 import jax.numpy as jnp
 
 from lopt.errors import check_choice, check_range
+from lopt.inner import InnerState, init_state, inner_step, refresh_valid_loss
 from lopt.tasks.base import Task
-from lopt.train import InnerState, init_state, inner_step, refresh_valid_loss
 
 META_LOSSES = ("outer_valid", "train", "last")
 HORIZON_SCHEDULES = ("uniform", "log-uniform", "growing")

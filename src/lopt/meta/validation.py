@@ -3,7 +3,7 @@ learning-rate-tuned Adam on fixed meta-training-family tasks, scored on their ``
 split (never the test split, never held-out tasks), used to keep the best checkpoint.
 
 Score per task: the mean over the run of the normalized ``outer_valid`` loss (the primary metric
-of ``lopt.evaluate``), normalized by the initial loss and the best loss any of the 14 Adam
+of ``lopt.evaluation.harness``), normalized by the initial loss and the best loss any of the 14 Adam
 learning rates reached. The Adam line it is compared with is the best of the 14 learning rates
 on this very split (an oracle, slightly stronger than selecting on inner_valid). Adam's
 references are computed once per run and cached in the run dir.
@@ -17,11 +17,11 @@ import jax
 import numpy as np
 
 from lopt.baselines.tuning import tune_adam
-from lopt.evaluate import normalized_loss
-from lopt.files import read_json_or_none, to_json, write_atomically
+from lopt.evaluation.harness import normalized_loss
+from lopt.inner import train
 from lopt.learned.base import Architecture
+from lopt.storage.files import read_json_or_none, to_json, write_atomically
 from lopt.tasks.registry import get_task
-from lopt.train import train
 
 SPLIT = "outer_valid"
 

@@ -13,10 +13,10 @@ from __future__ import annotations
 import jax
 import numpy as np
 
+from lopt.inner import train
 from lopt.learned.base import Architecture
 from lopt.population.vectorize import over_members
 from lopt.tasks.registry import get_task
-from lopt.train import train
 
 SPLIT = "outer_valid"
 

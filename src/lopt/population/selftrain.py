@@ -31,9 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 from rich.console import Console
 
-from lopt.files import remove_stale_temporaries, to_json, write_atomically
 from lopt.learned.io import build_architecture, save_optimizer
-from lopt.lock import exclusive
 from lopt.meta.estimators import make_estimator
 from lopt.meta.outer import bank_tasks
 from lopt.meta.rundir import load_config, save_checkpoint, truncate_jsonl
@@ -46,7 +44,9 @@ from lopt.population.lopt_task import LearnedOptimizerFamily
 from lopt.population.plots import plot_population
 from lopt.population.scoring import MemberScorer
 from lopt.population.vectorize import over_members
-from lopt.stopping import stop_on_signals
+from lopt.runtime.stopping import stop_on_signals
+from lopt.storage.files import remove_stale_temporaries, to_json, write_atomically
+from lopt.storage.lock import exclusive
 
 # Independent PRNG streams, each folded with the outer step.
 INIT, ESTIMATOR_INIT, ESTIMATE, CONTROL, PBT_PLAN, PBT_EXPLORE = range(6)

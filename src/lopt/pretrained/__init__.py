@@ -10,12 +10,9 @@ is loaded, so ``import lopt`` stays light (and ``lopt.torch`` never needs JAX).
 
 from __future__ import annotations
 
-import functools
-import logging
 from typing import TYPE_CHECKING
 
 from lopt.errors import CheckpointError
-from lopt.files import stem_file
 from lopt.pretrained.names import (
     DEFAULTS,
     RUN_DIR_STEMS,
@@ -25,6 +22,7 @@ from lopt.pretrained.names import (
     resolve_stem,
     shipped_architecture,
 )
+from lopt.storage.files import stem_file
 
 if TYPE_CHECKING:
     import optax
@@ -57,21 +55,7 @@ def load(
     from lopt.learned.io import load_theta
 
     arch, theta, _ = load_theta(path, verify=verify)
-    if total_steps is None and (
-        arch.kind == "fast" or getattr(arch, "with_horizon_feature", False)
-    ):
-        _say_once(
-            "this learned optimizer reads how far the run has gone: give the run's length "
-            "(lopt.pretrained(..., total_steps=N), or horizon=N to every update) for the updates "
-            "it was meta-trained to make"
-        )
     return with_horizon(arch.optimizer(theta), total_steps)
-
-
-@functools.cache
-def _say_once(message: str) -> None:
-    """Log ``message`` as a warning of the ``lopt`` logger, once per process."""
-    logging.getLogger("lopt").warning(message)
 
 
 def pretrained(

@@ -9,7 +9,7 @@ import os
 import pathlib
 
 from lopt.errors import CheckpointError, LoptError, unknown_name
-from lopt.files import read_metadata, stem_file
+from lopt.storage.files import read_metadata, stem_file
 
 # The default names and the version each stands for; every versioned name loads as it shipped.
 DEFAULTS = {"small": "small-v11", "rnn-mlp": "rnn-mlp-v6"}

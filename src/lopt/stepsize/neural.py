@@ -40,6 +40,7 @@ import optax
 from rich.console import Console
 
 from lopt.errors import LoptError, check_range
+from lopt.inner import check_schedule, train
 from lopt.learned import MLPOptimizer
 from lopt.learned.io import save_optimizer
 from lopt.meta.estimators import make_estimator
@@ -47,7 +48,6 @@ from lopt.meta.truncation import TruncationConfig
 from lopt.stepsize.small_data import SmallDataClassifier, SmallDataConfig
 from lopt.tasks.base import Task
 from lopt.tasks.datasets import SPLITS
-from lopt.train import check_schedule, train
 
 VARIANTS = ("adam", "train-by-train", "train-by-validation")
 META_LOSS = {"train-by-train": "train", "train-by-validation": "outer_valid"}
@@ -342,7 +342,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--out", type=pathlib.Path, required=True, help="output directory")
     parser.add_argument("--quick", action="store_true", help="tiny smoke-test configuration")
     args = parser.parse_args(argv)
-    from lopt._cache import enable_compilation_cache
+    from lopt.runtime.compilation_cache import enable_compilation_cache
 
     enable_compilation_cache()
     return run_neural(args.out, quick=args.quick)

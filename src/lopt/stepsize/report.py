@@ -25,11 +25,11 @@ import jax
 import numpy as np
 from rich.console import Console
 
-from lopt.files import write_atomically
 from lopt.stepsize import experiments as ex
 from lopt.stepsize import neural as nn
 from lopt.stepsize import plots
 from lopt.stepsize.quadratic import make_quadratic
+from lopt.storage.files import write_atomically
 
 
 @dataclasses.dataclass(frozen=True)

@@ -3,7 +3,7 @@
     python -m lopt.torch.bench [--quick] [--threads 1] [--device cpu]
 
 Models are two square linear layers (weights and biases) of about 10k, 100k and 1M parameters,
-as in ``lopt.bench_learned``; the optimizers are the shipped architectures (read from the
+as in ``lopt.bench.learned``; the optimizers are the shipped architectures (read from the
 shipped files: "small" is "mlp" with hidden [8], "rnn-mlp" has mlp_hidden [8, 8], both with the
 trust region) with random weights, so nothing needs to be trained. Each runs eagerly and with
 ``compile=True`` (``lopt.torch.compiled``; compilation happens in the warm-up step, untimed).
@@ -22,8 +22,8 @@ import time
 import torch
 from safetensors.torch import save as save_safetensors
 
-from lopt.files import stem_file
 from lopt.pretrained import DEFAULTS, shipped_architecture
+from lopt.storage.files import stem_file
 from lopt.torch.networks import build_config
 from lopt.torch.optimizer import LearnedOptimizer
 

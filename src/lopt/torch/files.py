@@ -3,8 +3,8 @@
 A saved optimizer is ``NAME.safetensors`` (θ, leaves named by their JAX pytree paths) plus
 ``NAME.json`` (``{"format": "lopt-optimizer", "architecture": {...}, "sha256": ...}``), as
 written by ``lopt.learned.save_optimizer``. The checksum, the architecture and every tensor's
-name, shape and dtype are checked (the file checks shared with ``lopt.checkpoint``, in
-``lopt.files``); any mismatch is one ``LoptError`` naming the file and what was expected.
+name, shape and dtype are checked (the file checks shared with ``lopt.storage.checkpoint``, in
+``lopt.storage.files``); any mismatch is one ``LoptError`` naming the file and what was expected.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import numpy as np
 import torch
 
 from lopt.errors import LoptError
-from lopt.files import read_arrays, read_metadata, stem_file
 from lopt.pretrained import SHIPPED, resolve_stem
+from lopt.storage.files import read_arrays, read_metadata, stem_file
 from lopt.torch.networks import CONFIGS, MLPConfig, RNNMLPConfig, build_config
 
 FORMAT = "lopt-optimizer"

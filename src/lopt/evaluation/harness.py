@@ -33,14 +33,16 @@ import jax
 import numpy as np
 
 import lopt
-from lopt.baseline_cache import BaselineCache, entry_key
 from lopt.baselines import global_best_index, run_trials, selection_score
 from lopt.errors import LoptError, check_count, unknown_name
-from lopt.files import write_atomically
-from lopt.optimizer_specs import OptimizerSpec, resolve_optimizer
-from lopt.outputs import check_output_dir
+from lopt.evaluation import plots, report
+from lopt.evaluation.baseline_cache import BaselineCache, entry_key
+from lopt.evaluation.optimizer_specs import OptimizerSpec, resolve_optimizer
+from lopt.evaluation.report import progress_bar, read_results
+from lopt.inner import check_schedule, default_eval_every
+from lopt.storage.files import write_atomically
+from lopt.storage.outputs import check_output_dir
 from lopt.tasks import SPLITS, TASKS, get_task
-from lopt.train import check_schedule, default_eval_every
 
 # Always run: normalization needs the Adam grid, and these two are the baselines to beat.
 REFERENCE_SPECS = ("adam-tuned", "adam-global")
@@ -223,8 +225,6 @@ def _evaluate_resolved(config, specs, key, progress, baseline_cache, finished=No
     """``evaluate`` of a config from ``_resolved_config``; ``finished`` (a ``BaselineCache`` in
     the run directory) keeps every grid's run as it finishes and gives back those an
     interrupted evaluation of the same config had finished."""
-    from lopt.report import progress_bar
-
     task_names = config["tasks"]
     grids: dict[str, OptimizerSpec] = {}  # one run per grid (its first spec builds it)
     for spec in specs:
@@ -325,8 +325,6 @@ def _run_grid(task, spec: OptimizerSpec, key, num_steps, num_seeds, config) -> d
 def write_run(result: EvalResult, out_dir: str | pathlib.Path) -> pathlib.Path:
     """Write ``config.json``, ``results.json``, ``results.md``, ``metrics.jsonl``,
     ``curves.npz``, one learning-curve PNG per task and ``summary.png`` into ``out_dir``."""
-    from lopt import plots, report
-
     out = pathlib.Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     data = result.to_json()
@@ -377,8 +375,6 @@ def evaluate_into(
     interrupted evaluation, re-run with the same config, runs only the grids it had not
     finished.
     """
-    from lopt.report import read_results
-
     config, specs = _resolved_config(
         task_names, optimizer_specs, num_steps, num_seeds, key, eval_every
     )

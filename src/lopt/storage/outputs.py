@@ -14,7 +14,7 @@ import pathlib
 import tempfile
 
 from lopt.errors import LoptError
-from lopt.files import write_atomically
+from lopt.storage.files import write_atomically
 
 
 def check_output_dir(path: str | os.PathLike) -> pathlib.Path:

@@ -16,7 +16,7 @@ import pathlib
 from collections.abc import Iterator
 
 from lopt.errors import LoptError
-from lopt.files import remove_stale_temporaries
+from lopt.storage.files import remove_stale_temporaries
 
 LOCK = ".lock"
 
@@ -27,7 +27,7 @@ def exclusive(directory: str | os.PathLike) -> Iterator[pathlib.Path]:
 
     The lock is released when the block ends or the process dies (even by SIGKILL), so it
     never goes stale. Once it is held, the temporary files of writes killed before their rename
-    (``lopt.files.write_atomically``) are deleted from the directory.
+    (``lopt.storage.files.write_atomically``) are deleted from the directory.
 
     Yields:
         ``directory`` as a ``Path``.

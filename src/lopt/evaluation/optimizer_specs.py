@@ -22,8 +22,8 @@ import lopt
 from lopt.baselines import ADAM_LRS, BASELINES, DEFAULT_LR, NADAMW_TRIALS, make
 from lopt.baselines.tuning import NAdamWTrial, nadamw_trial
 from lopt.errors import LoptError, check_range, did_you_mean
-from lopt.files import read_metadata
 from lopt.pretrained import SHIPPED, resolve_stem
+from lopt.storage.files import read_metadata
 
 
 @dataclasses.dataclass(frozen=True)

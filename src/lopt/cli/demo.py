@@ -14,7 +14,7 @@ import pathlib
 import jax
 
 from lopt.errors import check_range
-from lopt.evaluate import evaluate_into
+from lopt.evaluation.harness import evaluate_into
 from lopt.meta import MetaTrainConfig, meta_train
 
 DEMO_TASKS = ("mlp-mnist1d-64", "mlp-wine-16", "autoencoder-digits", "quadratic-64-ill")

@@ -10,7 +10,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from lopt.report import SUMMARY_COLUMNS
+from lopt.evaluation.report import SUMMARY_COLUMNS
 
 
 def curve_filename(task_name: str) -> str:

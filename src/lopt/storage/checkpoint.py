@@ -1,4 +1,4 @@
-"""Pytrees on disk as checksummed safetensors (the layouts of ``lopt.files``).
+"""Pytrees on disk as checksummed safetensors (the layouts of ``lopt.storage.files``).
 
 Every array leaf is a tensor named by its pytree path. ``save``/``load``: a pair
 ``NAME.safetensors`` + ``NAME.json`` (metadata plus the SHA-256 of the safetensors file), for
@@ -22,7 +22,7 @@ import numpy as np
 from safetensors.numpy import save as st_save
 
 from lopt.errors import CheckpointError
-from lopt.files import (
+from lopt.storage.files import (
     METADATA,
     SHA256,
     check_names,
@@ -77,7 +77,7 @@ def load(stem: str | os.PathLike, template: Any, verify: bool = True) -> tuple[A
     shapes, dtypes.
 
     Args:
-        verify: refuse a pair whose JSON holds no checksum (``lopt.files.read_arrays``).
+        verify: refuse a pair whose JSON holds no checksum (``lopt.storage.files.read_arrays``).
 
     Returns:
         ``(tree, metadata)``.

@@ -52,7 +52,8 @@ def write_atomically(path: str | os.PathLike, data: bytes) -> None:
 
 def remove_stale_temporaries(directory: str | os.PathLike) -> None:
     """Delete the temporary files that writes killed before their rename left in ``directory``
-    (call it only while no other process writes there, e.g. holding ``lopt.lock.exclusive``)."""
+    (call it only while no other process writes there, e.g. holding
+    ``lopt.storage.lock.exclusive``)."""
     directory = pathlib.Path(directory)
     if directory.is_dir():
         for path in directory.glob(f".*{TEMPORARY}*"):

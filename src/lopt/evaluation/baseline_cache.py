@@ -1,4 +1,4 @@
-"""A disk cache of the reference baselines' runs in ``lopt.evaluate``.
+"""A disk cache of the reference baselines' runs in ``lopt.evaluation.harness``.
 
 An evaluation spends most of its time on the 14 Adam learning rates (and the NAdamW trials) of
 every task, which are the same every time a new learned optimizer is evaluated on the same
@@ -35,10 +35,10 @@ def default_dir() -> pathlib.Path:
 # The modules that run the reference grids: the evaluation loop, the optimizer specs that build
 # the baselines, the baselines, inner training and the tasks.
 GRID_MODULES = (
-    "lopt.evaluate",
-    "lopt.optimizer_specs",
+    "lopt.evaluation.harness",
+    "lopt.evaluation.optimizer_specs",
     "lopt.baselines",
-    "lopt.train",
+    "lopt.inner",
     "lopt.tasks",
 )
 

@@ -112,7 +112,7 @@ def run_steps(
     return state, losses.reshape(-1)
 
 
-def evaluate(task: Task, params) -> dict[str, jax.Array]:
+def eval_losses(task: Task, params) -> dict[str, jax.Array]:
     """Loss of ``params`` on every split's fixed evaluation batch."""
     return {s: task.loss(params, task.eval_batch(s)) for s in EVAL_SPLITS}
 
@@ -165,9 +165,9 @@ def train(
 
     def segment(state, _):
         state, losses = run_steps(task, optimizer, state, eval_every, valid_every)
-        return state, (jnp.mean(losses), evaluate(task, state.params))
+        return state, (jnp.mean(losses), eval_losses(task, state.params))
 
-    first = evaluate(task, state.params)
+    first = eval_losses(task, state.params)
     state, (train_mb, evals) = jax.lax.scan(segment, state, length=num_steps // eval_every)
     curves = Curves(
         step=jnp.arange(num_steps // eval_every + 1) * eval_every,
