@@ -9,6 +9,9 @@ from the shipped architectures down to a network with no reduction over the tens
 by side in one process (JAX: ``update_times`` of ``lopt.bench.learned``, interleaved, best of
 5; torch: ``step_time`` of ``lopt.torch.bench``, best of 3, taking turns):
 
+- ``fast`` and ``fast hierarchical``: the ``fast`` architecture (``lopt.specs.fast``: three
+  accumulators, features scaled per parameter, one reduction over each tensor, a network of 4
+  hidden units) and its hierarchical variant with a per-tensor LSTM of 8 units;
 - ``small`` and ``rnn-mlp``: the shipped architectures (random weights);
 - ``per-parameter``: ``small``'s network (one hidden layer of 8, four decays, loss and horizon
   inputs) with ``feature_normalization="parameter"`` — features scaled per parameter, no
@@ -75,7 +78,11 @@ PER_PARAMETER = {
     "with_horizon_feature": True,
     "feature_normalization": "parameter",
 }
+FAST = {"kind": "fast"}
+FAST_HIERARCHICAL = {"kind": "fast", "lstm_hidden": 8}
 LADDER = {
+    "fast": FAST,
+    "fast hierarchical": FAST_HIERARCHICAL,
     "small": shipped_architecture("small"),
     "per-parameter": PER_PARAMETER,
     "minimal": MINIMAL,
@@ -239,6 +246,22 @@ def torch_ratios(sizes=SIZES, calls: int = 20, repeats: int = 3) -> dict[int, di
     return rows
 
 
+def state_ratios(sizes=SIZES) -> dict[int, dict[str, float]]:
+    """Per size: the bytes of each rung's optimizer state ÷ the bytes of Adam's."""
+    nbytes = lambda tree: sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(tree))
+    rows = {}
+    for size in sizes:
+        params = mlp_params(size)
+        adam = nbytes(optax.adam(1e-3).init(params))
+        row = {"adam_ms": float("nan")}
+        for name, config in LADDER.items():
+            arch = build_architecture(config)
+            state = jax.eval_shape(arch.optimizer(arch.init_theta(jax.random.key(0))).init, params)
+            row[name] = nbytes(state) / adam
+        rows[size] = row
+    return rows
+
+
 def table(title: str, rows: dict[int, dict[str, float]]) -> str:
     names = [n for n in next(iter(rows.values())) if n != "adam_ms"]
     lines = [
@@ -247,7 +270,8 @@ def table(title: str, rows: dict[int, dict[str, float]]) -> str:
         "|---:|---:|" + "---:|" * len(names),
     ]
     for size, row in rows.items():
-        cells = [f"{size:,}", f"{row['adam_ms']:.3f}", *(f"{row[n]:.1f}×" for n in names)]
+        adam = f"{row['adam_ms']:.3f}" if row["adam_ms"] == row["adam_ms"] else "–"  # NaN: none
+        cells = [f"{size:,}", adam, *(f"{row[n]:.1f}×" for n in names)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -257,6 +281,8 @@ def main() -> None:
     parser.add_argument("--no-torch", action="store_true", help="JAX only")
     args = parser.parse_args()
     print(table("JAX: jitted update ÷ optax.adam", jax_ratios()), flush=True)
+    print()
+    print(table("optimizer state ÷ Adam's (bytes)", state_ratios()), flush=True)
     if not args.no_torch:
         print()
         print(table("torch (1 thread): step ÷ torch.optim.Adam", torch_ratios()))
