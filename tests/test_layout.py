@@ -111,3 +111,35 @@ def _loaded_after(code: str) -> list[str]:
 
 def test_import_lopt_does_not_import_jax():
     assert _loaded_after("import lopt; lopt.__version__, lopt.__all__") == []
+
+
+PUBLIC_FUNCTIONS = (
+    "evaluate",
+    "get_task",
+    "load",
+    "meta_train",
+    "pretrained",
+    "self_train",
+    "train",
+)
+KIND = (
+    "(inspect.isfunction(v) and 'function') or (inspect.ismodule(v) and 'module') "
+    "or (inspect.isclass(v) and 'class') or type(v).__name__"
+)
+
+
+def test_the_public_api_names_what_it_says_whatever_was_imported_first():
+    """Every name of ``lopt.__all__`` resolves; a function of the API stays that function after
+    the modules around it are imported (a submodule named like it would replace it)."""
+    probe = (
+        "import inspect, json, lopt, lopt.inner, lopt.evaluation.harness, lopt.pretrained.names, "
+        "lopt.meta.outer, lopt.population.selftrain; "
+        f"print(json.dumps({{n: (lambda v: {KIND})(getattr(lopt, n)) for n in lopt.__all__}}))"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    kinds = json.loads(out.stdout)
+    assert {n for n, kind in kinds.items() if kind == "module"} == {"hybrid", "stepsize"}
+    assert {n: kinds[n] for n in PUBLIC_FUNCTIONS} == dict.fromkeys(PUBLIC_FUNCTIONS, "function")
+    assert kinds["MLPOptimizer"] == kinds["MetaTrainConfig"] == "class"
+    assert kinds["__version__"] == "str"
+    assert lopt.train is lopt.inner.train and lopt.evaluate is lopt.evaluation.evaluate
