@@ -6,7 +6,8 @@ Each subcommand is one ``add_<name>(subparsers)`` function: it declares its argu
 add one, write such a function and list it in ``SUBCOMMANDS``. A command that writes into
 ``--out`` checks it first (``lopt.storage.outputs.check_output_dir``), so a path it cannot
 write fails before any work. User mistakes (a ``LoptError`` or a bad argument) print one line
-``error: ...`` to stderr and exit with status 2.
+``error: ...`` to stderr and exit with status 2. A ``run`` function imports what its command
+needs when it runs, so that ``lopt --help`` and a mistaken argument answer without loading JAX.
 """
 
 from __future__ import annotations

@@ -24,6 +24,7 @@ import numpy as np
 import optax
 
 from lopt.errors import check_range
+from lopt.inner import train
 from lopt.tasks.base import DataTask, Task
 from lopt.tasks.datasets import SPLITS, Dataset
 from lopt.tasks.regression import TeacherStudent, TeacherStudentConfig
@@ -47,8 +48,6 @@ def pretrain(task: Task, pretraining: Pretraining):
 
 @functools.partial(jax.jit, static_argnums=(0, 1))
 def _pretrain(task: Task, pretraining: Pretraining):
-    from lopt.inner import train
-
     key = jax.random.key(pretraining.seed)
     return train(task, optax.adam(pretraining.lr), key, pretraining.steps)[0]
 

@@ -45,6 +45,7 @@ from lopt.learned import MLPOptimizer
 from lopt.learned.io import save_optimizer
 from lopt.meta.estimators import make_estimator
 from lopt.meta.truncation import TruncationConfig
+from lopt.runtime.compilation_cache import enable_compilation_cache
 from lopt.stepsize.small_data import SmallDataClassifier, SmallDataConfig
 from lopt.tasks.base import Task
 from lopt.tasks.datasets import SPLITS
@@ -342,8 +343,6 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--out", type=pathlib.Path, required=True, help="output directory")
     parser.add_argument("--quick", action="store_true", help="tiny smoke-test configuration")
     args = parser.parse_args(argv)
-    from lopt.runtime.compilation_cache import enable_compilation_cache
-
     enable_compilation_cache()
     return run_neural(args.out, quick=args.quick)
 

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lopt.errors import LoptError, check_choice, check_range
-from lopt.tasks.datasets import SPLITS
+from lopt.tasks.datasets import SPLITS, load
 
 Params = Any
 Batch = Any
@@ -137,8 +137,6 @@ class DataTask(Task):
     def __init__(
         self, name: str, dataset_name: str, batch_size: int, train_rows: int | None = None
     ):
-        from lopt.tasks.datasets import load
-
         self.name = name
         self.data = load(dataset_name)
         self.batch_size = batch_size
