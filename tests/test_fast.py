@@ -145,16 +145,33 @@ def test_an_interrupted_distillation_resumes_from_its_records(tmp_path):
 
 
 def test_a_learned_optimizer_not_told_the_run_length_says_so_once(caplog):
-    from lopt.learned import guard
+    from lopt import errors
 
     arch = build_architecture(FLAT)
     opt = arch.optimizer(arch.init_theta(jax.random.key(0)))
     params = _params()
     state = opt.init(params)
-    guard.say_once.cache_clear()
+    errors.say_once.cache_clear()
     with caplog.at_level("WARNING", logger="lopt"):
         opt.update(_grads(params, 0), state, params, horizon=100)
         assert not caplog.records
         opt.update(_grads(params, 0), state, params)
         opt.update(_grads(params, 1), state, params)
+    assert len(caplog.records) == 1 and "total_steps=N" in caplog.records[0].getMessage()
+
+
+def test_a_torch_optimizer_not_told_the_run_length_says_so_once(tmp_path, caplog):
+    torch = pytest.importorskip("torch")
+    from lopt import errors
+    from lopt.torch import LearnedOptimizer
+
+    arch = build_architecture(FLAT)
+    save_optimizer(tmp_path / "opt", arch, arch.init_theta(jax.random.key(0)))
+    params = [torch.zeros(3, requires_grad=True)]
+    errors.say_once.cache_clear()
+    with caplog.at_level("WARNING", logger="lopt"):
+        LearnedOptimizer(params, tmp_path / "opt", total_steps=10)
+        assert not caplog.records
+        LearnedOptimizer(params, tmp_path / "opt")
+        LearnedOptimizer(params, tmp_path / "opt")
     assert len(caplog.records) == 1 and "total_steps=N" in caplog.records[0].getMessage()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import difflib
+import functools
+import logging
 import numbers
 from collections.abc import Iterable
 
@@ -113,3 +115,9 @@ def _is_a(type_name: str, value: object) -> bool:
         return isinstance(value, bool if type_name == "bool" else str)
     number = numbers.Integral if type_name == "int" else numbers.Real
     return isinstance(value, number) and not isinstance(value, bool)
+
+
+@functools.cache
+def say_once(message: str) -> None:
+    """Log ``message`` as a warning of the ``lopt`` logger, once per process."""
+    logging.getLogger("lopt").warning(message)

@@ -25,8 +25,6 @@ The PyTorch front end applies the same rules (``lopt.torch.checks``).
 
 from __future__ import annotations
 
-import functools
-import logging
 import numbers
 
 import jax
@@ -34,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from lopt.errors import LoptError
+from lopt.errors import LoptError, say_once
 from lopt.learned.base import check_update_args
 
 
@@ -92,12 +90,6 @@ def overflows(grads) -> jax.Array:
     finite = jnp.stack([jnp.all(jnp.isfinite(g)) for g in leaves])
     squares = jnp.stack([jnp.isfinite(jnp.sum(jnp.square(g))) for g in leaves])
     return jnp.all(finite) & ~jnp.all(squares)
-
-
-@functools.cache
-def say_once(message: str) -> None:
-    """Log ``message`` as a warning of the ``lopt`` logger, once per process."""
-    logging.getLogger("lopt").warning(message)
 
 
 def guarded(

@@ -5,13 +5,14 @@
 >>> loss.backward()
 >>> optimizer.step(loss=loss)
 
-The "mlp" and "rnn-mlp" architectures run in PyTorch (no JAX at step time; this package
+The "fast", "mlp" and "rnn-mlp" architectures run in PyTorch (no JAX at step time; this package
 imports neither JAX nor ``lopt.learned``) and match the JAX update to float32 rounding. Needs the
 optional extra: ``pip install 'lopt[torch]'``. See docs/torch.md.
 """
 
+from lopt.torch.fast import FastConfig
 from lopt.torch.files import SHIPPED, load
 from lopt.torch.networks import MLPConfig, RNNMLPConfig
 from lopt.torch.optimizer import LearnedOptimizer
 
-__all__ = ["SHIPPED", "LearnedOptimizer", "MLPConfig", "RNNMLPConfig", "load"]
+__all__ = ["SHIPPED", "FastConfig", "LearnedOptimizer", "MLPConfig", "RNNMLPConfig", "load"]

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 
 import torch
 
-from lopt.errors import LoptError, check_count
+from lopt.errors import LoptError, check_count, say_once
 from lopt.specs.constants import DISTANCE_D0, LOSS_FEATURE_NAMES, LSTM_INPUT_CLIP
 from lopt.specs.mlp import NOMINAL_B1, NOMINAL_B2
 from lopt.specs.rnn_mlp import GRAD_RMS_DECAY
@@ -86,6 +86,13 @@ class LearnedOptimizer(torch.optim.Optimizer):
         self.total_steps = None if total_steps is None else int(total_steps)
         self.config, self._theta_cpu = load(name_or_path)
         cfg, rnn = self.config, self.config.kind == "rnn-mlp"
+        reads_horizon = cfg.kind == "fast" or cfg.with_horizon_feature or cfg.distance_decay
+        if reads_horizon and self.total_steps is None:
+            say_once(
+                f"the {cfg.kind!r} learned optimizer reads how far the run has gone, and was not "
+                "told the run's length: give it (LearnedOptimizer(..., total_steps=N)) for the "
+                "updates it was meta-trained to make"
+            )
         self._nominal = cfg.kind != "mlp" or cfg.nominal  # the others add Adam's direction
         self._compiled = None  # the compiled per-tensor update (``compile=True``)
         if cfg.kind == "fast":
