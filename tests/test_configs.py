@@ -1,6 +1,7 @@
 """Run configs: the shipped ones run on their own, the recipe in reproduce/ runs in the order
 its README gives, and the shipped optimizers' files name that recipe."""
 
+import importlib.util
 import pathlib
 import re
 import shlex
@@ -102,3 +103,29 @@ def test_the_shipped_optimizers_name_the_commands_of_reproduce_readme(name):
 def test_the_version_is_the_one_pyproject_declares():
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
     assert lopt.__version__ == pyproject["project"]["version"]
+
+
+def _recipe():
+    spec = importlib.util.spec_from_file_location("recipe", REPRODUCE / "recipe.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_recipe_script_runs_the_readme_commands_in_order(tmp_path, monkeypatch, capsys):
+    recipe = _recipe()
+    small = recipe.commands("small-v11")
+    assert small[0][:2] == ["lopt", "meta-train"] and "small-stage1.json" in small[0][3]
+    assert small[-1][:2] == ["lopt", "average"] and small[-1][-1] == "runs/small-stage12/v11"
+    rnn = recipe.commands("rnn-mlp-v6")
+    assert rnn[: len(small)] == small and rnn[-1][-1] == "runs/rnn-mlp-stage6/v6"
+    readme = [shlex.join(argv) for argv in _commands((REPRODUCE / "README.md").read_text())]
+    positions = [readme.index(shlex.join(step)) for step in rnn]
+    assert positions == sorted(positions)  # the README's order
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs" / "small-stage5").mkdir(parents=True)
+    (tmp_path / "runs" / "small-stage5" / "average.safetensors").write_bytes(b"")
+    assert recipe.main(["small-v11", "--dry-run"]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert len(printed) == len(small)
+    assert sum(line.startswith("done already:") for line in printed) == 1
