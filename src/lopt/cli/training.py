@@ -259,7 +259,9 @@ def run_self_train(args: argparse.Namespace) -> int:
     if "best_final" in summary:
         print(
             f"best member's validation meta-loss {summary['best_initial']:.4f} -> "
-            f"{summary['best_final']:.4f}; improvement rate last third / first third "
-            f"{summary['rate_ratio']:.2f}"
+            f"{summary['best_final']:.4f}; feedback loop "
+            f"{'shown' if summary['loop_shown'] else 'not shown'} (fastest improvement "
+            f"{summary['loop_ratio']:.1f}× the first 5%'s, at {summary['loop_best_at']:.0%} "
+            "of the run)"
         )
     return 0

@@ -3,9 +3,11 @@
 - ``meta_loss.png``: every member's training meta-loss (moving average) and the population's
   best and median, against outer step and against wall-clock time.
 - ``feedback_loop.png``: the validation meta-loss of every member, the best and the median
-  (top), and the rate at which the best improves over time (bottom) — the feedback loop.
+  (top), and the rate at which the best and the median improve over the run (bottom, the
+  windowed rates of ``lopt.population.feedback``) — the feedback loop.
 
-``plot_comparison`` overlays several runs (self-training against the Adam-outer run).
+``plot_comparison`` overlays several runs (self-training against the Adam-outer run), their
+curves and their improvement rates.
 """
 
 from __future__ import annotations
@@ -19,7 +21,14 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from lopt.meta.rundir import read_jsonl  # noqa: E402
-from lopt.population.feedback import feedback_summary, validation_curves  # noqa: E402
+from lopt.population.feedback import (  # noqa: E402
+    LOOP_DELAY,
+    LOOP_FACTOR,
+    LOOP_WINDOW,
+    feedback_summary,
+    loop_rates,
+    validation_curves,
+)
 
 
 def _moving_average(x: np.ndarray, window: int) -> np.ndarray:
@@ -62,26 +71,38 @@ def _plot_feedback(run_dir: pathlib.Path) -> pathlib.Path:
     top.plot(steps, curves["median"], "-", lw=1.4, label="median member")
     top.set(ylabel="validation meta-loss\n(normalized outer-valid loss)")
     top.legend()
-    # Improvement rate of the best member: drop per 1000 steps between validations, smoothed.
-    drop = -np.diff(best) / np.diff(steps) * 1000
-    window = max(1, len(drop) // 8)
-    bottom.plot(steps[1:], drop, ".", color="gray", alpha=0.5, ms=3, label="between validations")
-    bottom.plot(steps[1:], _moving_average(drop, window), lw=1.8, label=f"mean of {window}")
-    third = steps[-1] / 3
-    for lo, rate in ((0, summary["rate_first_third"]), (2 * third, summary["rate_last_third"])):
-        bottom.hlines(rate, lo, lo + third, colors="k", linestyles="--", lw=1.2)
-    bottom.axhline(0, color="k", lw=0.5)
-    bottom.set(
-        xlabel="outer step",
-        ylabel="improvement rate of the best\n(meta-loss drop per 1000 steps)",
-        title=f"last third ÷ first third = {summary['rate_ratio']:.2f} (dashed: thirds)",
+    _plot_loop_rates(bottom, steps, best, "best member", "C0")
+    _plot_loop_rates(bottom, steps, curves["median"], "median member", "C1")
+    first = summary["loop_first_rate"]
+    bottom.axhline(
+        LOOP_FACTOR * max(first, 0.0),
+        color="k",
+        ls="--",
+        lw=1,
+        label=f"{LOOP_FACTOR:g}× the best's first window",
     )
-    bottom.legend()
+    bottom.axvline(steps[0] + LOOP_DELAY * (steps[-1] - steps[0]), color="k", ls=":", lw=1)
+    bottom.axhline(0, color="k", lw=0.5)
+    shown = "shown" if summary["loop_shown"] else "not shown"
+    bottom.set(
+        xlabel="outer step (dotted: the first 10%)",
+        ylabel=f"improvement rate: drop of log L\nper 1000 steps, windows of {LOOP_WINDOW:.0%}",
+        title=(
+            f"feedback loop {shown}: fastest window {summary['loop_ratio']:.1f}× the first, "
+            f"at {summary['loop_best_at']:.0%} of the run"
+        ),
+    )
+    bottom.legend(fontsize=8)
     fig.tight_layout()
     path = run_dir / "feedback_loop.png"
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def _plot_loop_rates(ax, steps: np.ndarray, values: np.ndarray, label: str, color: str, **style):
+    starts, rates = loop_rates(steps, values)
+    ax.plot(starts, rates, color=color, label=label, **style)
 
 
 def plot_comparison(run_dirs: dict[str, str | pathlib.Path], path: str | pathlib.Path):
@@ -91,14 +112,21 @@ def plot_comparison(run_dirs: dict[str, str | pathlib.Path], path: str | pathlib
         run_dirs: legend label -> run directory.
         path: the PNG to write.
     """
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, (ax, rates) = plt.subplots(2, 1, figsize=(7, 6.5), sharex=True)
     for i, (label, run_dir) in enumerate(run_dirs.items()):
         curves = validation_curves(run_dir)
         color = f"C{i}"
         ax.plot(curves["step"], curves["best"], "-", color=color, lw=1.8, label=f"{label}: best")
         ax.plot(curves["step"], curves["median"], ":", color=color, lw=1.2, label="median")
-    ax.set(xlabel="outer step", ylabel="validation meta-loss", yscale="log")
+        _plot_loop_rates(rates, curves["step"], curves["best"], f"{label}: best", color)
+    ax.set(ylabel="validation meta-loss", yscale="log")
     ax.legend(fontsize=8)
+    rates.axhline(0, color="k", lw=0.5)
+    rates.set(
+        xlabel="outer step",
+        ylabel=f"improvement rate: drop of log L\nper 1000 steps, windows of {LOOP_WINDOW:.0%}",
+    )
+    rates.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
