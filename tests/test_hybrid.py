@@ -244,6 +244,7 @@ def test_seventeen_tasks_thirteen_from_scratch_four_fine_tuning():
     assert len(HUB_TASKS) == 17 and len(SCRATCH_TASKS) == 13 and len(FINETUNE_TASKS) == 4
     assert all(name in TASKS for name in SCRATCH_TASKS)
     assert hub_task_names("finetune") == tuple(FINETUNE_TASKS)
+    assert hub_task_names("finetune,scratch") == tuple(FINETUNE_TASKS) + tuple(SCRATCH_TASKS)
     with pytest.raises(LoptError, match="unknown task or task set 'nope'"):
         hub_task_names("mlp-digits-32,nope")
 

@@ -148,6 +148,10 @@ def test_task_sets_name_real_tasks():
         assert task_names(set_name) == names
         assert set(names) <= set(TASKS)
     assert task_names("quadratic-16, beale") == ("quadratic-16", "beale")
+    both = task_names("heldout-unseen,heldout-photos")  # sets and names mix; each task once
+    assert both == TASK_SETS["heldout-unseen"] + TASK_SETS["heldout-photos"]
+    configs = ("beale", "charlm-prose", "rosenbrock", "mlp-digits-128-elu", "quadratic-64-ill")
+    assert task_names("beale,heldout-configs") == configs
 
 
 def test_heldout_tasks_are_never_sampled_in_meta_training():

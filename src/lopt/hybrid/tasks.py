@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from lopt.errors import split_names, unknown_name
+from lopt.errors import unknown_name
 from lopt.hybrid.finetune import (
     FineTuneTask,
     MovedTeacherStudent,
@@ -24,6 +24,7 @@ from lopt.tasks import TASKS, get_task
 from lopt.tasks.base import Task
 from lopt.tasks.charlm import CharLM, CharLMConfig
 from lopt.tasks.classifiers import MLPClassifier, MLPClassifierConfig
+from lopt.tasks.registry import expand_task_list
 from lopt.tasks.regression import TeacherStudent, TeacherStudentConfig
 
 SCRATCH_TASKS = (
@@ -98,16 +99,9 @@ def get_hub_task(name: str) -> Task:
 
 
 def hub_task_names(spec: str) -> tuple[str, ...]:
-    """Expand a HUB task set (``all``, ``scratch``, ``finetune``, ``quick``) or a
-    comma-separated list of task names."""
-    if spec in HUB_TASK_SETS:
-        return HUB_TASK_SETS[spec]
-    names = split_names("tasks", spec)
-    valid = (*HUB_TASKS, *TASKS)
-    for name in names:
-        if name not in valid:
-            raise unknown_name("task or task set", name, [*HUB_TASK_SETS, *HUB_TASKS])
-    return names
+    """Expand a comma-separated list of HUB task sets (``all``, ``scratch``, ``finetune``,
+    ``quick``) and task names (HUB's own or lopt's)."""
+    return expand_task_list(spec, HUB_TASK_SETS, (*HUB_TASKS, *TASKS), listed=HUB_TASKS)
 
 
 def is_finetune(task: Task) -> bool:

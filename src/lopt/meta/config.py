@@ -12,6 +12,7 @@ from lopt.errors import LoptError, check_choice, check_range, check_type
 from lopt.learned.io import build_architecture
 from lopt.meta.estimators import ESTIMATORS
 from lopt.meta.truncation import TruncationConfig
+from lopt.tasks.augment import check_scale_range
 from lopt.tasks.registry import FAMILIES, META_TRAIN_FAMILIES, TASKS
 
 OUTER_OPTIMIZERS = ("adam", "sgd")
@@ -72,6 +73,9 @@ class MetaTrainConfig(JsonConfig):
         truncation: how inner runs are cut and scored (``TruncationConfig`` fields).
         families: meta-training task families; ``task_bank`` tasks are sampled from them
             (round robin over families) and visited round robin, one per outer step.
+        parameter_scale: ``[low, high]``: each bank task is trained in coordinates rescaled by
+            a factor drawn log-uniformly from this range (``lopt.tasks.augment``), so the
+            learning rate it wants moves by the inverse factor; ``[1, 1]``: no rescaling.
         bank_refresh: outer steps between fresh banks (0: one bank for the whole run). Every
             ``bank_refresh`` steps the bank is replaced by ``task_bank`` newly sampled tasks and
             the old tasks' compiled programs are released, so a run sees many more tasks than
@@ -97,6 +101,7 @@ class MetaTrainConfig(JsonConfig):
     truncation: dict[str, Any] = field(default_factory=dict)
     families: tuple[str, ...] = META_TRAIN_FAMILIES
     task_bank: int = 12
+    parameter_scale: tuple[float, float] = (1.0, 1.0)
     bank_refresh: int = 0
     outer_steps: int = 2000
     outer_optimizer: str = "adam"
@@ -122,6 +127,7 @@ class MetaTrainConfig(JsonConfig):
         for fam in self.families:
             check_choice("families", fam, FAMILIES)
         check_range("task_bank", self.task_bank, 1)
+        check_scale_range("parameter_scale", self.parameter_scale)
         check_range("bank_refresh", self.bank_refresh, 0)
         if self.bank_refresh % self.task_bank:
             raise LoptError(

@@ -37,6 +37,7 @@ from lopt.runtime.mappings import check_mapping_headroom, release_compiled_progr
 from lopt.runtime.stopping import stop_on_signals
 from lopt.storage.files import to_json
 from lopt.storage.lock import exclusive
+from lopt.tasks.augment import scaled_task
 from lopt.tasks.registry import get_family
 
 
@@ -47,11 +48,13 @@ def bank_generation(cfg: MetaTrainConfig, step: int) -> int:
 
 def bank_tasks(cfg: MetaTrainConfig, generation: int = 0) -> list:
     """The meta-training tasks of bank ``generation``: ``task_bank`` samples, families taken
-    round robin; sample numbers continue from one bank to the next."""
+    round robin, each rescaled as ``parameter_scale`` says; sample numbers continue from one
+    bank to the next."""
     n, first = len(cfg.families), generation * cfg.task_bank
+    samples = [(cfg.families[i % n], cfg.seed * 100_003 + first + i) for i in range(cfg.task_bank)]
     return [
-        get_family(cfg.families[i % n]).sample(cfg.seed * 100_003 + first + i)
-        for i in range(cfg.task_bank)
+        scaled_task(get_family(family).sample(sample), cfg.parameter_scale, sample)
+        for family, sample in samples
     ]
 
 

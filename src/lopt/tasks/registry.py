@@ -8,7 +8,7 @@ activations, harder conditioning). Quality is reported on the two sets separatel
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Mapping
 
 from lopt.errors import split_names, unknown_name
 from lopt.tasks.base import Task, TaskFamily
@@ -261,11 +261,24 @@ def get_family(name: str) -> TaskFamily:
 
 
 def task_names(spec: str) -> tuple[str, ...]:
-    """Expand a task-set name, or a comma-separated list of task names, to task names."""
-    if spec in TASK_SETS:
-        return TASK_SETS[spec]
-    names = split_names("tasks", spec)
-    for name in names:
-        if name not in TASKS:
-            raise unknown_name("task or task set", name, [*TASK_SETS, *TASKS])
-    return names
+    """Expand a comma-separated list of task-set and task names (``heldout-unseen,heldout-photos``,
+    ``heldout,booth``) to task names, each once, in the order given."""
+    return expand_task_list(spec, TASK_SETS, TASKS)
+
+
+def expand_task_list(
+    spec: str, sets: Mapping[str, tuple[str, ...]], tasks: Collection[str], listed=None
+) -> tuple[str, ...]:
+    """``spec``'s comma-separated items expanded: a name in ``sets`` to its tasks, a name in
+    ``tasks`` to itself; each task once, in order. An unknown item raises, listing the sets
+    and ``listed`` (default: ``tasks``) as the valid names."""
+    names = []
+    for item in split_names("tasks", spec):
+        if item in sets:
+            names += sets[item]
+        elif item in tasks:
+            names.append(item)
+        else:
+            valid = [*sets, *(tasks if listed is None else listed)]
+            raise unknown_name("task or task set", item, valid)
+    return tuple(dict.fromkeys(names))
