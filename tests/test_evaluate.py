@@ -5,7 +5,9 @@ from __future__ import annotations
 import pathlib
 
 import jax
+import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from tolerances import assert_records_close
 
@@ -24,7 +26,7 @@ from lopt.evaluation.harness import (
     reference_losses,
     run_config,
 )
-from lopt.evaluation.optimizer_specs import resolve_optimizer
+from lopt.evaluation.optimizer_specs import loss_only, resolve_optimizer
 
 
 def test_normalized_loss_by_hand():
@@ -57,6 +59,31 @@ def test_resolve_optimizer_specs():
     fixed = resolve_optimizer("adam@3e-3")
     assert (fixed.label, fixed.select, fixed.describe(0)) == ("adam@3e-3", "fixed", "lr=0.003")
     assert resolve_optimizer("sgd").describe(0) == "lr=0.1"
+
+
+def test_a_loss_only_spec_passes_the_training_loss_alone():
+    seen = []
+
+    def update(updates, state, params=None, **extra):
+        seen.append(sorted(extra))
+        return updates, state
+
+    recorder = optax.GradientTransformationExtraArgs(lambda params: (), update)
+    loss_only(recorder).update({"w": 1.0}, (), None, loss=2.0, valid_loss=3.0, horizon=9, batch=0)
+    assert seen == [["loss"]]
+    spec = resolve_optimizer("small:loss-only")
+    assert spec.label == "small:loss-only"
+    assert spec.weights_sha256 == resolve_optimizer("small").weights_sha256
+    params = {"w": jnp.ones(3)}
+    opt = spec.build(None, 100)
+    state = opt.init(params)
+    grads = {"w": jnp.array([0.1, -0.2, 0.3])}
+    full = lopt.pretrained("small")
+    expected, _ = full.update(grads, full.init(params), params, loss=jnp.float32(1.0))
+    got, _ = opt.update(grads, state, params, loss=jnp.float32(1.0), valid_loss=0.5, horizon=100)
+    np.testing.assert_allclose(got["w"], expected["w"], rtol=1e-6)
+    with pytest.raises(LoptError, match="applies to learned optimizers only"):
+        resolve_optimizer("adam:loss-only")
 
 
 @pytest.mark.parametrize(

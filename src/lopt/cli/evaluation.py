@@ -24,9 +24,15 @@ def add_eval(subparsers) -> None:
         "--optimizer",
         required=True,
         help="comma-separated specs: adam-tuned, adam-global, nadamw-tuned, a baseline name "
-        "(adam, sgd, ...) or NAME@LR (adam@3e-3); adam-tuned and adam-global always run",
+        "(adam, sgd, ...), NAME@LR (adam@3e-3), a shipped or saved learned optimizer (small, "
+        "runs/x), LEARNED:loss-only (updated with loss= alone); adam-tuned and adam-global "
+        "always run",
     )
-    p.add_argument("--tasks", default="tiny", help="a task set (tiny, train, ...) or task names")
+    p.add_argument(
+        "--tasks",
+        default="tiny",
+        help="comma-separated task sets (tiny, heldout, ...) and task names",
+    )
     p.add_argument("--steps", type=positive_int, default=1000, help="inner training steps")
     p.add_argument("--seeds", type=positive_int, default=3, help="seeds per trial")
     p.add_argument("--eval-every", type=positive_int, default=None, help="steps between evals")

@@ -105,6 +105,8 @@ def weights_digest(name_or_path: str) -> str:
     return digest.hexdigest()
 
 
+LOSS_ONLY = "loss-only"
+
 # Named specs -> factory. Add an entry here to make a new name valid everywhere.
 NAMED_SPECS: dict[str, Callable[[], OptimizerSpec]] = {
     "adam-tuned": lambda: _adam_grid("adam-tuned", "task"),
@@ -114,7 +116,17 @@ NAMED_SPECS: dict[str, Callable[[], OptimizerSpec]] = {
 
 
 def valid_specs() -> list[str]:
-    return [*NAMED_SPECS, *BASELINES, "NAME@LR", *SHIPPED, "PATH"]
+    return [*NAMED_SPECS, *BASELINES, "NAME@LR", *SHIPPED, "PATH", f"LEARNED:{LOSS_ONLY}"]
+
+
+def loss_only(optimizer) -> optax.GradientTransformationExtraArgs:
+    """``optimizer`` updated as a generic optax client calls it: ``loss=`` alone, no validation
+    loss and no run length (what a learned optimizer does without them)."""
+
+    def update(updates, state, params=None, *, loss=None, **_unused):
+        return optimizer.update(updates, state, params, loss=loss)
+
+    return optax.GradientTransformationExtraArgs(optimizer.init, update)
 
 
 def resolve_optimizer(spec: str) -> OptimizerSpec:
@@ -122,9 +134,18 @@ def resolve_optimizer(spec: str) -> OptimizerSpec:
 
     Specs: ``adam-tuned``, ``adam-global``, ``nadamw-tuned``, a baseline name (``adam``,
     ``sgd``, … at its ``DEFAULT_LR``), ``NAME@LR`` (``adam@3e-3``), a shipped learned optimizer
-    (``small``, ``rnn-mlp``), or anything ``lopt.load`` accepts (a saved learned optimizer).
+    (``small``, ``rnn-mlp``), or anything ``lopt.load`` accepts (a saved learned optimizer);
+    a learned one with ``:loss-only`` appended (``small:loss-only``) is updated with ``loss=``
+    alone, as a generic optax client calls it (``loss_only``).
     """
     spec = spec.strip()
+    base, colon, call = spec.rpartition(":")
+    if colon and call == LOSS_ONLY:
+        learned = resolve_optimizer(base)
+        if learned.weights_sha256 is None:
+            raise LoptError(f"optimizer {spec!r}: :{LOSS_ONLY} applies to learned optimizers only")
+        optimizer = learned.build(None, 0)
+        return fixed_optimizer(spec, loss_only(optimizer), weights_sha256=learned.weights_sha256)
     if spec in NAMED_SPECS:
         return NAMED_SPECS[spec]()
     name, at, lr_text = spec.partition("@")
