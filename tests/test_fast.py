@@ -11,10 +11,18 @@ import pytest
 from lopt.learned import build_architecture, save_optimizer
 from lopt.learned.io import warm_start_theta
 from lopt.meta import distill
-from lopt.specs.fast import EPS_ROOT, PARAM_FEATURE_NAMES, TENSOR_FEATURE_NAMES, FastSpec
+from lopt.specs.fast import (
+    EPS_ROOT,
+    PARAM_FEATURE_NAMES,
+    RELATIVE_FLOOR,
+    RELATIVE_REF,
+    TENSOR_FEATURE_NAMES,
+    FastSpec,
+)
 from lopt.tasks import get_task
 
 FLAT, HIERARCHICAL = {"kind": "fast"}, {"kind": "fast", "lstm_hidden": 4}
+RELATIVE = {"kind": "fast", "relative_step": True}
 
 
 def _params():
@@ -31,6 +39,20 @@ def _perturbed(theta, scale=0.3):
     return {k: v + scale * jax.random.normal(keys[k], v.shape) for k, v in theta.items()}
 
 
+def test_a_relative_step_scales_each_tensor_by_its_parameter_rms():
+    """With ``step_power`` = p, a tensor's step is Adam's × (max(RMS, floor) / ref)^p."""
+    arch = build_architecture({**RELATIVE, "guard_ratio": None})
+    theta = arch.init_theta(jax.random.key(1)) | {"step_power": jnp.float32(1.5)}
+    params = {"big": jnp.full((4, 3), 0.4), "small": jnp.full((3,), 0.05), "zero": jnp.zeros(3)}
+    grads = _grads(params, 0)
+    u, _ = arch.optimizer(theta).update(grads, arch.optimizer(theta).init(params), params)
+    adam = optax.adam(arch.step_mult, eps=0.0, eps_root=EPS_ROOT)
+    v, _ = adam.update(grads, adam.init(params), params)
+    for name, rms in (("big", 0.4), ("small", 0.05), ("zero", RELATIVE_FLOOR)):
+        factor = (rms / RELATIVE_REF) ** 1.5
+        np.testing.assert_allclose(u[name], factor * v[name], rtol=2e-5, err_msg=name)
+
+
 def test_names_and_shapes_are_derived_from_the_config():
     spec = FastSpec(hidden=3, timescales=(10.0, 100.0), lstm_hidden=2)
     assert spec.feature_names[: len(PARAM_FEATURE_NAMES)] == PARAM_FEATURE_NAMES
@@ -40,9 +62,15 @@ def test_names_and_shapes_are_derived_from_the_config():
     assert shapes["lstm_wx"] == (8, len(spec.lstm_feature_names))
     assert shapes["lstm_w_out"] == (4, 2)  # a message per hidden unit, then a log step
     assert "lstm_wx" not in FastSpec().theta_shapes()
+    assert (
+        "step_power" not in shapes
+        and FastSpec(relative_step=True).theta_shapes()["step_power"] == ()
+    )
 
 
-@pytest.mark.parametrize("config", [FLAT, HIERARCHICAL], ids=["flat", "hierarchical"])
+@pytest.mark.parametrize(
+    "config", [FLAT, HIERARCHICAL, RELATIVE], ids=["flat", "hierarchical", "relative"]
+)
 def test_a_fresh_fast_optimizer_is_adam(config):
     """Zero output layers: the update is optax's Adam at λ₂ with ε under the square root."""
     arch = build_architecture(config)

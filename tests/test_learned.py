@@ -59,7 +59,7 @@ TINY = {
 # Settings that change an architecture's update path, each run through conformance too.
 VARIANTS = {
     **TINY,
-    "fast-hierarchical": {"kind": "fast", "hidden": 3, "lstm_hidden": 2},
+    "fast-hierarchical": {"kind": "fast", "hidden": 3, "lstm_hidden": 2, "relative_step": True},
     "mlp-per-parameter": {
         "kind": "mlp",
         "hidden": [4],

@@ -30,7 +30,12 @@ from lopt.torch.networks import CONFIGS  # noqa: E402
 # caps about half of the updates, so parity covers both of its branches.
 ARCHITECTURES = {
     "fast": {"kind": "fast", "guard_ratio": 3e-4},
-    "fast-hierarchical": {"kind": "fast", "lstm_hidden": 4, "guard_ratio": 3e-4},
+    "fast-hierarchical": {
+        "kind": "fast",
+        "lstm_hidden": 4,
+        "relative_step": True,
+        "guard_ratio": 3e-4,
+    },
     "mlp": {"kind": "mlp", "hidden": [8], "trust_ratio": 5e-4},
     "rnn-mlp": {"kind": "rnn-mlp", "mlp_hidden": [8, 8], "trust_ratio": 3e-4},
     "mlp-loss-features": {

@@ -171,7 +171,7 @@ class FastOptimizer(FastSpec, Architecture):
             [jnp.broadcast_to(shared, (n, shared.shape[0])), jnp.stack(rows)], axis=1
         )
         bias = self.first_layer_bias(theta, constants)
-        log_scale = jnp.log(self.step_mult) + theta["log_lr"] + jnp.zeros((n,), jnp.float32)
+        log_scale = self.log_steps(ops, theta, x.rms_param)
         if self.lstm_hidden:
             stats = [
                 ops.stack(

@@ -15,6 +15,9 @@ A per-parameter MLP corrects Adam's direction, as ``small``'s does (Metz et al. 
   one pass over the parameters;
 - a network of ``hidden`` units (default 4) written as scalar-weight multiply-adds, so a compiler
   fuses the whole update into one loop;
+- with ``relative_step``, a step relative to the tensor's size (as Adafactor's and LARS's): the
+  log step of a tensor moves by a learned ``step_power`` × ``log(RMS(tensor) / 0.1)`` (the RMS
+  floored at ``RELATIVE_FLOOR``), from the same one reduction; ``step_power`` starts at 0;
 - a guard against divergence (``guard_ratio``): no entry of a tensor's update exceeds
   ``guard_ratio × max(RMS(tensor), guard_floor)``, an elementwise clip against the same RMS;
 - a step whose gradient has a square that is not finite (NaN, inf, or |g| above ≈ 1.8·10¹⁹ in
@@ -62,6 +65,8 @@ TENSOR_FEATURE_NAMES = ("log_num_params", "is_vector", "log_rms_param", "log_rms
 HORIZON_FEATURE_NAMES = ("fraction_of_horizon",)
 LSTM_FEATURE_NAMES = ("log_rms_grad_over_rms", "log_rms_momentum_over_rms")
 LOG_SIZE_SCALE = math.log(1e6)  # log(#params) is divided by this: about 1 for a 1M tensor
+RELATIVE_REF = 0.1  # with relative_step, a tensor of this parameter RMS takes the base step
+RELATIVE_FLOOR = 0.01  # ... and one of a smaller RMS (a zero-initialized bias) this one's
 
 
 @dataclass(frozen=True)
@@ -77,6 +82,8 @@ class FastSpec:
             cap).
         guard_floor: the tensor RMS assumed for tensors smaller than it (zero-initialized ones).
         lstm_hidden: units of the per-tensor LSTM (0: none, a flat optimizer).
+        relative_step: add the learned ``step_power`` × log(tensor RMS ÷ ``RELATIVE_REF``) to
+            each tensor's log step.
     """
 
     hidden: int = 4
@@ -86,6 +93,7 @@ class FastSpec:
     guard_ratio: float | None = 0.1
     guard_floor: float = 1e-3
     lstm_hidden: int = 0
+    relative_step: bool = False
 
     kind = "fast"
 
@@ -141,6 +149,8 @@ class FastSpec:
             "b2": (NUM_OUTPUTS,),
             "log_lr": (),
         }
+        if self.relative_step:
+            shapes["step_power"] = ()
         if self.lstm_hidden:
             gates = 4 * self.lstm_hidden
             shapes |= {
@@ -158,7 +168,7 @@ class FastSpec:
         bounds = {}
         for name, shape in self.theta_shapes().items():
             fan_in = shape[1] if len(shape) == 2 else None
-            zero = name in ("w2", "b2", "log_lr", "lstm_w_out", "lstm_b_out")
+            zero = name in ("w2", "b2", "log_lr", "step_power", "lstm_w_out", "lstm_b_out")
             if zero:
                 bounds[name] = 0.0
             elif name in ("b1", "lstm_b"):
@@ -226,6 +236,18 @@ class FastSpec:
         h = ops.sigmoid(o) * ops.tanh(c)
         out = h @ theta["lstm_w_out"].T + theta["lstm_b_out"]
         return h, c, out[:, : self.hidden], out[:, self.hidden]
+
+    def log_steps(self, ops: Ops, theta: dict, rms_params):
+        """Each tensor's log step before the LSTM's: ``log λ₂ + log_lr`` (+ the relative step).
+
+        Args:
+            rms_params: ``(n_tensors,)`` float32, the parameters' RMS per tensor.
+        """
+        base = math.log(self.step_mult) + theta["log_lr"] + 0.0 * rms_params
+        if not self.relative_step:
+            return base
+        size = ops.log(ops.clip(rms_params, RELATIVE_FLOOR, math.inf) / RELATIVE_REF)
+        return base + theta["step_power"] * size
 
     def first_layer_bias(self, theta: dict, constants):
         """The first layer's bias with the constant inputs folded in.

@@ -142,9 +142,7 @@ def step(
         rows.append(torch.cat([shared_by_count[count], tensor]))
     constants = torch.stack(rows)
     bias = config.first_layer_bias(theta, constants)
-    log_scale = (
-        math.log(config.step_mult) + theta["log_lr"] + torch.zeros(len(params), device=device)
-    )
+    log_scale = config.log_steps(ops, theta, torch.stack(rms_params))
     corrections = [_corrections(s["step"], device) for s in states]
     if config.lstm_hidden:
         stats = [
