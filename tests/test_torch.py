@@ -344,6 +344,27 @@ def test_compiled_continues_an_eager_run(saved):
         assert_close(a, b)
 
 
+def test_a_compiled_fast_step_is_one_program_compiled_once(tmp_path):
+    """With ``compile=True`` the whole step of a "fast" optimizer, every tensor's update
+    included, is one compiled graph, made at the first step: the step count, the fraction of
+    the run and the loss statistics enter it as tensors, so the later steps reuse it."""
+    from torch._dynamo.utils import counters
+
+    arch = build_architecture(ARCHITECTURES["fast-hierarchical"])
+    save_optimizer(tmp_path / "opt", arch, perturbed_theta(arch))
+    rng = np.random.default_rng(5)
+    params = torch_params([np.asarray(rng.normal(size=s), np.float32) for s in [(4, 7), (7,)]])
+    optimizer = LearnedOptimizer(params, tmp_path / "opt", compile=True, total_steps=HORIZON)
+    graphs = [counters["stats"]["unique_graphs"]]
+    for step in range(6):
+        for p in params:
+            p.grad = torch.from_numpy(np.asarray(rng.normal(size=p.shape), np.float32))
+        optimizer.step(loss=1.0 / (step + 1), valid_loss=2.0 / (step + 1))
+        graphs.append(counters["stats"]["unique_graphs"])
+    assert graphs[1] == graphs[0] + 1, "the first step compiles one graph"
+    assert graphs[-1] == graphs[1], "later steps recompile"
+
+
 def test_missing_gradients_freeze_state(saved):
     """A parameter without a gradient is untouched, its state frozen; the others step as a
     JAX optimizer over the parameters that have gradients."""

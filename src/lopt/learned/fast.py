@@ -40,7 +40,9 @@ JAX_OPS = Ops(
     clip=jnp.clip,
     where=jnp.where,
     isfinite=jnp.isfinite,
-    stack=lambda xs: jnp.stack([jnp.asarray(x, jnp.float32) for x in xs]),
+    stack=lambda xs: jnp.stack(
+        jnp.broadcast_arrays(*(jnp.asarray(x, jnp.float32) for x in xs)), axis=-1
+    ),
 )
 
 

@@ -180,13 +180,15 @@ class FastSpec:
     # --- the arithmetic, over any framework's arrays ---
 
     def shared_features(self, ops: Ops, count, loss_stats, loss, horizon_fraction):
-        """The ``shared_feature_names`` inputs of a step: ``(len(shared_feature_names),)``.
+        """The ``shared_feature_names`` inputs of a step: ``(len(shared_feature_names),)``, or
+        ``(n, len(shared_feature_names))`` for ``n`` step counts (one per tensor).
 
         Args:
-            count: float32 scalar, the step number (1 at the first update).
+            count: float32 scalar, the step number (1 at the first update), or ``(n,)``.
             loss_stats: the statistics after this step (``update_loss_stats``).
             loss: this step's training loss (float32 scalar; 0 when not given).
-            horizon_fraction: float32 scalar, the fraction of the run done (0 when unknown).
+            horizon_fraction: float32, the fraction of the run done (0 when unknown), shaped
+                as ``count``.
         """
         times = [ops.tanh(count / tau) for tau in self.timescales]
         return ops.stack([*times, *loss_features(ops, loss_stats, loss), horizon_fraction])

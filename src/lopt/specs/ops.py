@@ -15,7 +15,8 @@ class Ops(NamedTuple):
     """Elementwise operations of one framework (each takes and returns arrays of one kind).
 
     ``clip(x, lo, hi)`` takes arrays or Python floats as bounds; ``where(c, x, y)`` broadcasts;
-    ``stack(list)`` stacks float32 scalars (arrays or Python floats) into a vector.
+    ``stack(list)`` stacks float32 scalars (arrays or Python floats) into a vector, or arrays of
+    one shape (scalars broadcast to it) along a new last axis.
     """
 
     rsqrt: Callable

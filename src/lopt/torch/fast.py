@@ -1,9 +1,11 @@
 """The ``fast`` learned optimizer in PyTorch: ``lopt.specs.fast`` run over torch tensors.
 
-The specification holds every formula; this module keeps the state per parameter, updates the
-accumulators as ``torch.optim.Adam`` updates its own (``torch._foreach_lerp_``), and applies
-the specification's per-tensor update eagerly or, with ``compile=True``, through
-``torch.compile`` (TorchInductor fuses the whole per-tensor update into one loop).
+The specification holds every formula; this module keeps the state per parameter and applies
+the specification to all of a step's tensors in one function, ``step``: eagerly or, with
+``compile=True``, as one ``torch.compile``d program (``compiled_step``). Everything that changes
+from step to step enters it as a tensor (the step counts, the fraction of the run, the loss
+statistics), so that it compiles once per set of parameter shapes, and TorchInductor fuses each
+tensor's accumulators, reductions and update into a few loops.
 """
 
 from __future__ import annotations
@@ -26,16 +28,11 @@ from lopt.specs.ops import Ops
 
 
 def _stack(values: list) -> torch.Tensor:
-    """Stack float32 scalars (tensors or Python floats) on the first tensor's device."""
+    """Stack float32 scalars (tensors or Python floats), or tensors of one shape with scalars
+    broadcast to it, along a new last axis, on the first tensor's device."""
     device = next((v.device for v in values if torch.is_tensor(v)), torch.device("cpu"))
-    return torch.stack(
-        [torch.as_tensor(v, dtype=torch.float32, device=device).reshape(()) for v in values]
-    )
-
-
-def _where(condition, x, y) -> torch.Tensor:
-    """``torch.where`` that also takes a Python bool (the loss statistics' count is an int)."""
-    return torch.where(torch.as_tensor(condition), x, y)
+    tensors = [torch.as_tensor(v, dtype=torch.float32, device=device) for v in values]
+    return torch.stack(torch.broadcast_tensors(*tensors), dim=-1)
 
 
 TORCH_OPS = Ops(
@@ -48,10 +45,12 @@ TORCH_OPS = Ops(
     relu=torch.relu,
     abs=torch.abs,
     clip=torch.clamp,
-    where=_where,
+    where=torch.where,
     isfinite=torch.isfinite,
     stack=_stack,
 )
+
+LOSS_KEYS = ("mean", "var", "valid", "initial", "count")  # the run's loss statistics, in order
 
 
 @dataclass(frozen=True)
@@ -73,10 +72,9 @@ def plain_names(theta: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {name[2:-2]: tensor for name, tensor in theta.items()}
 
 
-@functools.cache
-def compiled_tensor_update(config: FastSpec):
-    """The specification's per-tensor update for ``config``, through ``torch.compile``."""
-    return torch.compile(functools.partial(config.tensor_update, TORCH_OPS), dynamic=True)
+def state_names(config: FastSpec) -> tuple[str, ...]:
+    """The tensors of a parameter's state that ``step`` reads and updates."""
+    return ("m_fast", "m_slow", "v", "initial_rms") + (("h", "c") if config.lstm_hidden else ())
 
 
 def init_param_state(config: FastSpec, p: torch.Tensor) -> dict:
@@ -88,92 +86,106 @@ def init_param_state(config: FastSpec, p: torch.Tensor) -> dict:
     return state
 
 
+def initial_loss_stats(device: torch.device) -> dict:
+    """The loss statistics before the first step: distinct float32 zeros, by ``LOSS_KEYS``."""
+    return {k: torch.zeros((), dtype=torch.float32, device=device) for k in LOSS_KEYS}
+
+
+def step_counts(counts: list[int], total_steps: int | None, device: torch.device):
+    """``step``'s ``counts`` input: ``(n, 5)`` float32, for each tensor its update number, the
+    fraction of the run it completes and the bias corrections after it (computed here, in
+    float64: scalars the compiled update would otherwise recompute for every entry)."""
+    rows = [_count_row(count, total_steps) for count in counts]
+    return torch.tensor(rows, dtype=torch.float32, device=device)
+
+
+@functools.lru_cache(maxsize=64)
+def _count_row(count: int, total_steps: int | None) -> tuple[float, ...]:
+    return (count, run_fraction(count, total_steps), *bias_corrections(count, math.expm1))
+
+
 def step(
     config: FastSpec,
     theta: dict[str, torch.Tensor],
     params: list[torch.Tensor],
-    states: list[dict],
+    grads: list[torch.Tensor],
+    state: dict[str, list[torch.Tensor]],
+    counts: torch.Tensor,
     loss_stats: tuple,
     loss: torch.Tensor,
     valid_loss: torch.Tensor,
-    total_steps: int | None,
-    tensor_update=None,
-) -> tuple[list[torch.Tensor], tuple]:
-    """One update of ``params`` (non-empty, with float gradients; ``states`` theirs).
+) -> tuple[list[torch.Tensor], tuple, torch.Tensor]:
+    """One update of ``params`` (non-empty, with float gradients ``grads``), or none when the
+    square of a gradient overflows float32: then ``state`` is left as it was.
 
     Args:
         theta: θ by the specification's names, on the parameters' device.
-        loss_stats: the run's loss statistics before this step, ``(mean, var, valid, initial,
-            count)`` (``lopt.specs.fast.update_loss_stats``).
+        state: per ``state_names``, one float32 tensor per parameter; updated in place when the
+            step is taken.
+        counts: ``step_counts`` of this update.
+        loss_stats: the run's loss statistics before this step, float32 scalars ``(mean, var,
+            valid, initial, count)`` (``lopt.specs.fast.update_loss_stats``).
         loss, valid_loss: float32 scalars on the parameters' device.
-        tensor_update: the per-tensor update (default: the specification's, eagerly).
 
     Returns:
-        ``(updates, loss_stats)``: each parameter's float32 update, and the new statistics.
+        ``(updates, loss_stats, taken)``: each parameter's float32 update, the statistics after
+        this step, and whether it is taken (a boolean scalar; if not, discard the others).
     """
-    ops = TORCH_OPS
-    update_fn = tensor_update or functools.partial(config.tensor_update, ops)
-    grads = [p.grad.to(torch.float32) for p in params]
-    m_fast, m_slow, v = ([s[k] for s in states] for k in ("m_fast", "m_slow", "v"))
-    torch._foreach_lerp_(m_fast, grads, 1 - MOMENTUM_DECAYS[0])
-    torch._foreach_lerp_(m_slow, grads, 1 - MOMENTUM_DECAYS[1])
-    torch._foreach_lerp_(v, torch._foreach_mul(grads, grads), 1 - SECOND_MOMENT_DECAY)
-    for s in states:
-        s["step"] += 1
+    ops, n = TORCH_OPS, len(params)
+    grads = [g.to(torch.float32) for g in grads]
+    sum_grad_sq = [torch.sum(g * g) for g in grads]
+    taken = torch.isfinite(torch.stack(sum_grad_sq)).all()
+    m_fast = torch._foreach_lerp(state["m_fast"], grads, 1 - MOMENTUM_DECAYS[0])
+    m_slow = torch._foreach_lerp(state["m_slow"], grads, 1 - MOMENTUM_DECAYS[1])
+    v = torch._foreach_lerp(state["v"], torch._foreach_mul(grads, grads), 1 - SECOND_MOMENT_DECAY)
+    count, fraction, corrections = counts[:, 0], counts[:, 1], counts[:, 2:]
     loss_stats = update_loss_stats(ops, loss_stats, loss, valid_loss)
-    device = params[0].device
 
-    rows, shared_by_count = [], {}
-    rms_params = []
-    for p, s in zip(params, states, strict=True):
-        p32 = p.detach().to(torch.float32)
-        rms = torch.sqrt(torch.sum(p32 * p32) / max(p.numel(), 1))
-        if s["step"] == 1:
-            s["initial_rms"] = rms.clone()
-        rms_params.append(rms)
-        count = s["step"]
-        if count not in shared_by_count:
-            fraction = run_fraction(count, total_steps)
-            count_t = torch.tensor(float(count), device=device)
-            shared_by_count[count] = config.shared_features(
-                ops, count_t, loss_stats, loss, torch.tensor(fraction, device=device)
-            )
-        tensor = _stack(config.tensor_features(ops, p.numel(), p.dim(), rms, s["initial_rms"]))
-        rows.append(torch.cat([shared_by_count[count], tensor]))
-    constants = torch.stack(rows)
+    p32 = [p.detach().to(torch.float32) for p in params]
+    rms = torch.stack([torch.sqrt(torch.sum(p * p) / max(p.numel(), 1)) for p in p32])
+    initial = torch.where(count == 1, rms, torch.stack(state["initial_rms"]))
+    rows = [
+        ops.stack(config.tensor_features(ops, p.numel(), p.dim(), rms[i], initial[i]))
+        for i, p in enumerate(params)
+    ]
+    shared = config.shared_features(ops, count, loss_stats, loss, fraction)
+    constants = torch.cat([shared, torch.stack(rows)], dim=1)
     bias = config.first_layer_bias(theta, constants)
-    log_scale = config.log_steps(ops, theta, torch.stack(rms_params))
-    corrections = [_corrections(s["step"], device) for s in states]
+    log_scale = config.log_steps(ops, theta, rms)
+    corrections = [tuple(corrections[i].unbind()) for i in range(n)]
+    new = {"m_fast": m_fast, "m_slow": m_slow, "v": v, "initial_rms": initial.unbind()}
     if config.lstm_hidden:
         stats = [
-            _stack(
+            ops.stack(
                 config.lstm_statistics(
-                    ops, torch.sum(g * g), torch.sum(m * m), torch.sum(vv), g.numel(), c
+                    ops, sum_grad_sq[i], torch.sum(m_fast[i] * m_fast[i]), torch.sum(v[i]),
+                    params[i].numel(), corrections[i],
                 )
             )
-            for g, m, vv, c in zip(grads, m_fast, v, corrections, strict=True)
-        ]
+            for i in range(n)
+        ]  # fmt: skip
         inputs = torch.cat([constants, torch.stack(stats)], dim=1)
-        h = torch.stack([s["h"] for s in states])
-        c = torch.stack([s["c"] for s in states])
+        h, c = torch.stack(state["h"]), torch.stack(state["c"])
         h, c, message, log_step = config.lstm_step(ops, theta, inputs, h, c)
-        for i, s in enumerate(states):
-            s["h"], s["c"] = h[i], c[i]
+        new |= {"h": h.unbind(), "c": c.unbind()}
         bias, log_scale = bias + message, log_scale + log_step
-    updates = []
-    for i in range(len(params)):
-        updates.append(
-            update_fn(
-                theta["w1"], bias[i], theta["w2"], theta["b2"],
-                grads[i], m_fast[i], m_slow[i], v[i], corrections[i], log_scale[i],
-                config.guard_cap(ops, rms_params[i]),
-            )
-        )  # fmt: skip
-    return updates, loss_stats
+    updates = [
+        config.tensor_update(
+            ops, theta["w1"], bias[i], theta["w2"], theta["b2"],
+            grads[i], m_fast[i], m_slow[i], v[i], corrections[i], log_scale[i],
+            config.guard_cap(ops, rms[i]),
+        )
+        for i in range(n)
+    ]  # fmt: skip
+    for name, values in new.items():
+        for old, value in zip(state[name], values, strict=True):
+            old.copy_(torch.where(taken, value, old))
+    return updates, loss_stats, taken
 
 
-@functools.lru_cache(maxsize=64)
-def _corrections(count: int, device: torch.device) -> tuple:
-    """The bias corrections after ``count`` updates, as float32 scalars (read, never written)."""
-    values = bias_corrections(count, math.expm1)
-    return tuple(torch.tensor(x, dtype=torch.float32, device=device) for x in values)
+@functools.cache
+def compiled_step():
+    """``step`` through ``torch.compile``: one program per config and set of parameter shapes
+    and dtypes (the step counts and statistics are tensors, so it does not recompile as the
+    run goes on)."""
+    return torch.compile(step, dynamic=False, fullgraph=True, options={"cpp_wrapper": True})

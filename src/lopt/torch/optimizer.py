@@ -44,7 +44,8 @@ class LearnedOptimizer(torch.optim.Optimizer):
         compile: run each tensor's per-parameter update through ``torch.compile``
             (TorchInductor; needs a C++ compiler on CPU): the same update, up to about twice as
             fast on large models, at the price of a compilation (seconds) at the first step
-            (``lopt.torch.compiled``).
+            (``lopt.torch.compiled``). A "fast" optimizer compiles its whole step instead, all
+            tensors in one program (``lopt.torch.fast``).
         total_steps: the length of the training run, for optimizers that condition on it (an
             "mlp" or "rnn-mlp" with ``with_horizon_feature`` or ``distance_decay``), as
             ``lopt.load(..., total_steps=...)``;
@@ -95,9 +96,8 @@ class LearnedOptimizer(torch.optim.Optimizer):
             )
         self._nominal = cfg.kind != "mlp" or cfg.nominal  # the others add Adam's direction
         self._compiled = None  # the compiled per-tensor update (``compile=True``)
-        if cfg.kind == "fast":
-            self._compiled = fast.compiled_tensor_update(cfg) if compile else None
-        elif compile:
+        self._fast_step = fast.compiled_step() if compile else fast.step  # (the "fast" kind)
+        if compile and cfg.kind != "fast":
             settings = (cfg.exp_mult, cfg.step_mult, cfg.trust_ratio, cfg.trust_floor)
             per_parameter = cfg.feature_normalization == "parameter"
             self._compiled = compiled_tensor_update(
@@ -163,10 +163,10 @@ class LearnedOptimizer(torch.optim.Optimizer):
                 active.append((p, group["lr_multiplier"]))
         if not active:
             return loss
-        if gradients_overflow(self.param_groups, active):
-            return loss
-        if self.config.kind == "fast":
+        if self.config.kind == "fast":  # finds overflowing squared gradients itself
             self._step_fast(active, loss, valid_loss)
+        elif gradients_overflow(self.param_groups, active):
+            return loss
         elif self.config.kind == "mlp":
             self._step_mlp(active, loss, valid_loss)
         else:
@@ -209,30 +209,38 @@ class LearnedOptimizer(torch.optim.Optimizer):
     # --- the architectures ---
 
     def _step_fast(self, active: list, loss, valid_loss) -> None:
-        """One step of the "fast" optimizer (``lopt.torch.fast``), per device."""
+        """One step of the "fast" optimizer (``lopt.torch.fast``), per device. On one device the
+        step itself finds an overflowing squared gradient (``fast.step``'s ``taken``); with
+        several, ``gradients_overflow`` does first, so that all of them skip it together."""
+        cfg = self.config
         by_device: dict[torch.device, list] = {}
         for p, multiplier in active:
             by_device.setdefault(p.device, []).append((p, multiplier))
+        if len(by_device) > 1 and gradients_overflow(self.param_groups, active):
+            return
+        names = fast.state_names(cfg)
         for device, pairs in by_device.items():
             loss_d = _scalar(loss, device)
             valid_d = loss_d if valid_loss is None else _scalar(valid_loss, device)
-            stats = self._loss_stats or _initial_loss_stats(device)
+            stats = self._loss_stats or fast.initial_loss_stats(device)
             stats = tuple(
-                stats[k].to(device) if torch.is_tensor(stats[k]) else stats[k] for k in LOSS_KEYS
+                torch.as_tensor(stats[k], dtype=torch.float32, device=device)
+                for k in fast.LOSS_KEYS
             )
             params = [p for p, _ in pairs]
-            states = []
-            for p in params:
-                if not self.state[p]:
-                    self.state[p].update(fast.init_param_state(self.config, p))
-                states.append(self.state[p])
-            theta = fast.plain_names(self._theta(device))
-            updates, stats = fast.step(
-                self.config, theta, params, states, stats, loss_d, valid_d, self.total_steps,
-                self._compiled,
+            states = [self.state.get(p) or fast.init_param_state(cfg, p) for p in params]
+            counts = fast.step_counts([s["step"] + 1 for s in states], self.total_steps, device)
+            updates, stats, taken = self._fast_step(
+                cfg, fast.plain_names(self._theta(device)), params, [p.grad for p in params],
+                {k: [s[k] for s in states] for k in names}, counts, stats, loss_d, valid_d,
             )  # fmt: skip
-            self._loss_stats = dict(zip(LOSS_KEYS, stats, strict=True))
-            for (p, multiplier), update in zip(pairs, updates, strict=True):
+            if not bool(taken):  # raises if a gradient holds NaN or inf; nothing has changed
+                gradients_overflow(self.param_groups, active)
+                return
+            self._loss_stats = dict(zip(fast.LOSS_KEYS, stats, strict=True))
+            for (p, multiplier), s, update in zip(pairs, states, updates, strict=True):
+                self.state[p] = s
+                s["step"] += 1
                 _apply(p, update, multiplier)
 
     def _loss_features(self, device: torch.device, loss, valid_loss) -> torch.Tensor:
@@ -488,9 +496,6 @@ def _scalar(value, device: torch.device) -> torch.Tensor:
         return torch.zeros((), dtype=torch.float32, device=device)
     value = torch.as_tensor(value).detach()
     return value.to(device=device, dtype=torch.float32).reshape(())
-
-
-LOSS_KEYS = ("mean", "var", "valid", "initial", "count")  # the run's loss statistics, in order
 
 
 def _initial_loss_stats(device: torch.device) -> dict:
