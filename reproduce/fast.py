@@ -7,7 +7,7 @@ Stages (each skipped when its output exists; the ES stages resume where they sto
 
 - ``es`` (default): evolution strategies from Adam's start (``reproduce/configs/fast-es.json``:
   a relative step, bank tasks rescaled by ``parameter_scale``) -> ``runs/fast/es``; 12,000
-  outer steps, about 35 minutes on the 2-core machine.
+  outer steps, about 40 minutes on the 2-core machine (under load).
 - ``rnn-es`` (default): the hierarchical variant (a per-tensor LSTM added with a zero output,
   so it starts as the ``es`` stage's optimizer), ES again (``reproduce/configs/fast-rnn-es.json``)
   -> ``runs/fast/rnn-es``.
