@@ -253,7 +253,7 @@ def state_ratios(sizes=SIZES) -> dict[int, dict[str, float]]:
     for size in sizes:
         params = mlp_params(size)
         adam = nbytes(optax.adam(1e-3).init(params))
-        row = {"adam_ms": float("nan")}
+        row = {}
         for name, config in LADDER.items():
             arch = build_architecture(config)
             state = jax.eval_shape(arch.optimizer(arch.init_theta(jax.random.key(0))).init, params)
@@ -263,15 +263,18 @@ def state_ratios(sizes=SIZES) -> dict[int, dict[str, float]]:
 
 
 def table(title: str, rows: dict[int, dict[str, float]]) -> str:
-    names = [n for n in next(iter(rows.values())) if n != "adam_ms"]
+    """A markdown table of ratios per size, with Adam's time when the rows hold one."""
+    first = next(iter(rows.values()))
+    names = [n for n in first if n != "adam_ms"]
+    timed = "adam_ms" in first
     lines = [
         f"{title}\n",
-        "| params | Adam (ms) | " + " | ".join(f"{n} ÷ Adam" for n in names) + " |",
-        "|---:|---:|" + "---:|" * len(names),
+        "| params | " + "Adam (ms) | " * timed + " | ".join(f"{n} ÷ Adam" for n in names) + " |",
+        "|---:|" + "---:|" * (timed + len(names)),
     ]
     for size, row in rows.items():
-        adam = f"{row['adam_ms']:.3f}" if row["adam_ms"] == row["adam_ms"] else "–"  # NaN: none
-        cells = [f"{size:,}", adam, *(f"{row[n]:.1f}×" for n in names)]
+        adam = [f"{row['adam_ms']:.3f}"] if timed else []
+        cells = [f"{size:,}", *adam, *(f"{row[n]:.1f}×" for n in names)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -1,4 +1,4 @@
-"""Task augmentation (``lopt.tasks.augment``): a rescaled task is the same problem, and a
+"""Task augmentation (``lopt.meta.augment``): a rescaled task is the same problem, and a
 meta-training bank draws its scales as configured."""
 
 import jax
@@ -8,10 +8,10 @@ import pytest
 
 from lopt.errors import LoptError
 from lopt.inner import train
+from lopt.meta.augment import ParameterScaled
 from lopt.meta.config import MetaTrainConfig
 from lopt.meta.outer import bank_tasks
 from lopt.tasks import get_task
-from lopt.tasks.augment import ParameterScaled
 
 SCALE = 8.0
 

@@ -118,6 +118,7 @@ def test_speed_floor_times_every_rung_against_adam():
     assert "| 1,000 |" in speed_floor.table("JAX", rows)
     states = speed_floor.state_ratios(sizes=(1000,))[1000]
     assert states["fast"] == pytest.approx(1.5, rel=0.02)  # three accumulators to Adam's two
+    assert "Adam (ms)" not in speed_floor.table("state", {1000: states})  # bytes: no time column
     pytest.importorskip("torch")
     rows = speed_floor.torch_ratios(sizes=(1000,), calls=1, repeats=1)
     compiled = {f"{name} compiled" for name in [*rungs, "no reductions"]}

@@ -13,6 +13,7 @@ import pytest
 import lopt
 from lopt.errors import LoptError
 from lopt.learned import build_architecture
+from lopt.learned.guard import overflows
 
 SHIPPED = ["small", "rnn-mlp"]
 TOTAL_STEPS = 50
@@ -129,6 +130,22 @@ def _overflowing(grads: dict) -> dict:
     w = grads["w"].copy()
     w[0, 0] = 1e30
     return {**grads, "w": w}
+
+
+@pytest.mark.parametrize(
+    ("w0", "b0", "expected"),
+    [
+        (1.0, 1.0, False),  # finite squares
+        (1e30, 1.0, True),  # finite, but its square overflows
+        (1e30, np.nan, False),  # a NaN anywhere: not skipped (NaN updates, for apply_if_finite)
+        (np.inf, 1.0, False),
+        (1e30, -np.inf, False),
+    ],
+)
+def test_overflows_is_finite_entries_with_a_sum_of_squares_that_is_not(w0, b0, expected):
+    grads = {"w": jnp.ones((3, 4)).at[0, 0].set(w0), "b": jnp.ones(2).at[1].set(b0)}
+    assert bool(jax.jit(overflows)(grads)) is expected
+    assert bool(jax.vmap(overflows)(jax.tree.map(lambda x: x[None], grads))[0]) is expected
 
 
 @pytest.mark.parametrize("name", SHIPPED)

@@ -85,11 +85,16 @@ def with_empty(updates, params):
 
 def overflows(grads) -> jax.Array:
     """Whether every entry of ``grads`` (float32) is finite but the sum of some tensor's
-    squared entries is not: a boolean scalar."""
+    squared entries is not: a boolean scalar. A normal step costs one reduction over the
+    gradients (the sums of squares, all finite); only when one is not are the entries checked
+    (a ``lax.cond``: under ``vmap`` with per-example gradients both run)."""
     leaves = jax.tree.leaves(grads)
-    finite = jnp.stack([jnp.all(jnp.isfinite(g)) for g in leaves])
     squares = jnp.stack([jnp.isfinite(jnp.sum(jnp.square(g))) for g in leaves])
-    return jnp.all(finite) & ~jnp.all(squares)
+    return jax.lax.cond(
+        jnp.all(squares),
+        lambda: jnp.asarray(False),
+        lambda: jnp.all(jnp.stack([jnp.all(jnp.isfinite(g)) for g in leaves])),
+    )
 
 
 def guarded(
@@ -106,8 +111,8 @@ def guarded(
     an ``update`` traced without ``horizon=`` says once that it should be given.
 
     The skip is a ``lax.cond``, so a normal step costs one reduction over the gradients more
-    than the bare optimizer's; under ``vmap`` with a per-example decision both branches run
-    and the results are selected (a pass over the state more)."""
+    than the bare optimizer's (``overflows``); under ``vmap`` with a per-example decision both
+    branches run and the results are selected (a pass over the state more)."""
 
     def init(params):
         check_float_params(kind, params)

@@ -10,9 +10,9 @@ from typing import Any, Self
 
 from lopt.errors import LoptError, check_choice, check_range, check_type
 from lopt.learned.io import build_architecture
+from lopt.meta.augment import check_scale_range
 from lopt.meta.estimators import ESTIMATORS
 from lopt.meta.truncation import TruncationConfig
-from lopt.tasks.augment import check_scale_range
 from lopt.tasks.registry import FAMILIES, META_TRAIN_FAMILIES, TASKS
 
 OUTER_OPTIMIZERS = ("adam", "sgd")
@@ -74,7 +74,7 @@ class MetaTrainConfig(JsonConfig):
         families: meta-training task families; ``task_bank`` tasks are sampled from them
             (round robin over families) and visited round robin, one per outer step.
         parameter_scale: ``[low, high]``: each bank task is trained in coordinates rescaled by
-            a factor drawn log-uniformly from this range (``lopt.tasks.augment``), so the
+            a factor drawn log-uniformly from this range (``lopt.meta.augment``), so the
             learning rate it wants moves by the inverse factor; ``[1, 1]``: no rescaling.
         bank_refresh: outer steps between fresh banks (0: one bank for the whole run). Every
             ``bank_refresh`` steps the bank is replaced by ``task_bank`` newly sampled tasks and

@@ -26,6 +26,7 @@ from rich.console import Console
 
 from lopt.errors import CheckpointError, LoptError
 from lopt.learned.io import build_architecture, save_optimizer, warm_start_theta
+from lopt.meta.augment import scaled_task
 from lopt.meta.backend import Backend, InProcess
 from lopt.meta.config import MetaTrainConfig
 from lopt.meta.estimators import Estimator, make_estimator
@@ -37,7 +38,6 @@ from lopt.runtime.mappings import check_mapping_headroom, release_compiled_progr
 from lopt.runtime.stopping import stop_on_signals
 from lopt.storage.files import to_json
 from lopt.storage.lock import exclusive
-from lopt.tasks.augment import scaled_task
 from lopt.tasks.registry import get_family
 
 
