@@ -90,7 +90,7 @@ def distill(out: pathlib.Path) -> None:
 
 
 def meta_train(config: str, out: pathlib.Path) -> None:
-    command = ["lopt", "meta-train", "--out", str(out)]
+    command = [sys.executable, "-m", "lopt.cli", "meta-train", "--out", str(out)]  # any PATH
     if not (out / "config.json").exists():
         command += ["--config", str(HERE / "configs" / config)]
     subprocess.run(command, check=True)

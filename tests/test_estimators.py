@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from lopt.errors import LoptError
-from lopt.learned import LearnedAdam
+from lopt.learned import LearnedAdam, build_architecture
 from lopt.meta import TruncationConfig, make_estimator
 from lopt.tasks.synthetic import Quadratic, QuadraticConfig
 
@@ -110,6 +110,21 @@ def test_sharded_estimates_compile_once_and_match_one_device():
             grads[devices] = np.stack(out)
     finally:
         monitoring.unregister_event_duration_listener(listen)
+    np.testing.assert_allclose(grads[2], grads[1], rtol=1e-4, atol=1e-7)
+
+
+@pytest.mark.skipif(len(jax.devices()) < 2, reason="needs 2 local devices (XLA_FLAGS)")
+def test_a_guarded_learned_optimizer_estimates_over_two_devices_as_on_one():
+    """The guard's checks (a ``lax.cond`` on the gradients) trace under ``shard_map``, whose
+    branches must agree on which values vary across devices."""
+    arch = build_architecture({"kind": "fast", "hidden": 2})
+    theta = arch.init_theta(jax.random.key(0))
+    trunc = TruncationConfig(length=T, min_horizon=2 * T, max_horizon=4 * T)
+    grads = {}
+    for devices in (1, 2):
+        est = make_estimator("es", arch, TASK, trunc, num_particles=4, devices=devices)
+        grad, _, _ = est.estimate(theta, est.init(jax.random.key(0)), jax.random.key(1))
+        grads[devices] = _flat(grad)
     np.testing.assert_allclose(grads[2], grads[1], rtol=1e-4, atol=1e-7)
 
 

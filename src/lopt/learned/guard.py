@@ -89,10 +89,10 @@ def overflows(grads) -> jax.Array:
     gradients (the sums of squares, all finite); only when one is not are the entries checked
     (a ``lax.cond``: under ``vmap`` with per-example gradients both run)."""
     leaves = jax.tree.leaves(grads)
-    squares = jnp.stack([jnp.isfinite(jnp.sum(jnp.square(g))) for g in leaves])
+    squares = jnp.all(jnp.stack([jnp.isfinite(jnp.sum(jnp.square(g))) for g in leaves]))
     return jax.lax.cond(
-        jnp.all(squares),
-        lambda: jnp.asarray(False),
+        squares,
+        lambda: ~squares,  # False, typed as the input is (varying across devices under shard_map)
         lambda: jnp.all(jnp.stack([jnp.all(jnp.isfinite(g)) for g in leaves])),
     )
 
