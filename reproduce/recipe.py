@@ -2,10 +2,11 @@
 
     python reproduce/recipe.py small-v11          # about 3 hours on 2 CPU cores
     python reproduce/recipe.py rnn-mlp-v6         # small-v11 first, then about 40 minutes
+    python reproduce/recipe.py self-trained-v1    # about 5 minutes
     python reproduce/recipe.py small-v11 --dry-run
 
-Run it from the repository root. Re-running resumes: a ``lopt meta-train`` picks its run up where
-it stopped, and a step whose output (``--out``) already exists is skipped.
+Run it from the repository root. Re-running resumes: a ``lopt meta-train`` or ``lopt self-train``
+picks its run up where it stopped, and a step whose output (``--out``) already exists is skipped.
 """
 
 from __future__ import annotations
@@ -18,7 +19,11 @@ import subprocess
 import sys
 
 README = pathlib.Path(__file__).resolve().parent / "README.md"
-SECTIONS = {"small-v11": "`small` v11", "rnn-mlp-v6": "`rnn-mlp` v6"}
+SECTIONS = {
+    "small-v11": "`small` v11",
+    "rnn-mlp-v6": "`rnn-mlp` v6",
+    "self-trained-v1": "`self-trained` v1",
+}
 NEEDS = {"rnn-mlp-v6": "small-v11"}  # the recipe that must run first
 
 
@@ -33,8 +38,9 @@ def commands(target: str, markdown: str | None = None) -> list[list[str]]:
 
 
 def done(argv: list[str]) -> bool:
-    """Whether a step that is not a meta-training run has already written its output."""
-    if argv[1] == "meta-train" or "--out" not in argv:
+    """Whether a step that is not a training run (which resumes) has already written its
+    output."""
+    if argv[1] in ("meta-train", "self-train") or "--out" not in argv:
         return False
     out = pathlib.Path(argv[argv.index("--out") + 1])
     return (out.parent / f"{out.name}.safetensors").exists()

@@ -34,6 +34,11 @@ def _flag(argv: list[str], name: str) -> str | None:
     return argv[argv.index(name) + 1] if name in argv else None
 
 
+def _config_file(config: str) -> pathlib.Path:
+    """What a command's ``--config`` names: a shipped config, or a file under the repository."""
+    return ROOT / config_path(config)  # a shipped config's path is absolute
+
+
 @pytest.mark.parametrize("name", shipped_config_names())
 def test_every_shipped_config_is_valid_and_runs_on_its_own(name):
     """Package data: a config that needs no earlier run (an ``init_from`` naming ``runs/...``
@@ -75,9 +80,9 @@ def test_the_recipe_runs_in_the_order_of_reproduce_readme():
     for argv in commands:
         config = _flag(argv, "--config")
         if config is not None:
-            path = ROOT / config
-            cfg = MetaTrainConfig.from_file(path)
-            start = cfg.init_from
+            path = _config_file(config)
+            cfg = CONFIG_CLASS[argv[1]].from_file(path)
+            start = getattr(cfg, "init_from", None)
             if start is not None and start.startswith("runs/"):
                 assert any(start == out or start.startswith(out + "/") for out in written), (
                     f"{config} starts from {start}, which no earlier command writes"
@@ -89,7 +94,7 @@ def test_the_recipe_runs_in_the_order_of_reproduce_readme():
         assert path.name in run or path.name in fast, f"no command runs {path.name}"
 
 
-@pytest.mark.parametrize("name", ["small-v11", "rnn-mlp-v6"])
+@pytest.mark.parametrize("name", ["small-v11", "rnn-mlp-v6", "self-trained-v1"])
 def test_the_shipped_optimizers_name_the_commands_of_reproduce_readme(name):
     info = read_metadata(pretrained_path(name))["info"]
     chain = info["produced_by"].split(" (")[0].split(" && ")
@@ -97,7 +102,7 @@ def test_the_shipped_optimizers_name_the_commands_of_reproduce_readme(name):
     for command in chain:
         assert shlex.join(shlex.split(command)) in readme, command
         config = _flag(shlex.split(command), "--config")
-        assert config is None or (ROOT / config).exists(), config
+        assert config is None or _config_file(config).exists(), config
 
 
 def test_the_version_is_the_one_pyproject_declares():

@@ -2,8 +2,10 @@
 curves: a slow start then a fast drop shows the loop; a curve that drops fastest at its start
 does not."""
 
+import importlib.util
 import json
 import math
+import pathlib
 
 import numpy as np
 import pytest
@@ -95,3 +97,33 @@ def test_the_summary_and_the_plots_carry_the_measure(tmp_path):
     assert [p.name for p in plot_population(self_run)] == ["feedback_loop.png"]
     path = plot_comparison({"self": self_run, "adam": adam_run}, tmp_path / "both.png")
     assert path.stat().st_size > 10_000
+
+
+def _seeds_script():
+    path = pathlib.Path(__file__).resolve().parent.parent / "reproduce" / "self_train_seeds.py"
+    spec = importlib.util.spec_from_file_location("self_train_seeds", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_seeds_comparison_tables_both_runs_of_every_seed(tmp_path):
+    script = _seeds_script()
+    finals = {0: (0.08, 0.07), 1: (0.09, 0.10)}  # self, Adam-outer at the last validation
+    for seed, (self_final, adam_final) in finals.items():
+        slow = delayed_drop(STEPS)
+        slow = slow * self_final / slow[-1]
+        fast = 0.07 + 0.9 * np.exp(-STEPS / 150)
+        fast = fast * adam_final / fast[-1]
+        for outer, curve in (("self", slow), ("adam", fast)):
+            run = write_run(script.run_dir(tmp_path, seed, outer), curve, curve * 1.2)
+            (run / "config.json").write_text(json.dumps({"outer_steps": int(STEPS[-1])}))
+            (run / "summary.json").write_text(json.dumps(feedback_summary(run)))
+            assert script.finished(run)
+    text = script.table(tmp_path, [0, 1])
+    rows = [line.split("|")[1:-1] for line in text.splitlines() if line.startswith("| ")][1:]
+    assert [r[0].strip() for r in rows] == ["0", "1", "mean"]
+    assert [r[3].strip() for r in rows[:2]] == ["yes", "yes"]  # self-training: the loop
+    assert [r[6].strip() for r in rows[:2]] == ["no", "no"]  # Adam-outer: none
+    assert [r[9].strip() for r in rows] == ["1.14", "0.90", "**1.00**"]  # 0.085 / 0.085
+    assert (tmp_path / "comparison-seed1.png").stat().st_size > 10_000

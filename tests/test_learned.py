@@ -438,7 +438,8 @@ def test_shipped_optimizers_load_with_their_trust_region():
     for name in SHIPPED:
         arch, theta, _ = load_theta(name)
         assert build_architecture(shipped_architecture(name)) == arch  # what benchmarks time
-        assert arch.trust_ratio == 0.1
+        # Meta-trained from Adam's start under a trust region; self-trained without one.
+        assert arch.trust_ratio == (None if name.startswith("self-trained") else 0.1)
         params = _params()
         opt = lopt.pretrained(name)
         updates, _ = opt.update(_grads(params, 0), opt.init(params), params, loss=jnp.float32(1))
@@ -446,9 +447,8 @@ def test_shipped_optimizers_load_with_their_trust_region():
 
 
 def test_unknown_pretrained_name_lists_valid_ones():
-    with pytest.raises(
-        LoptError, match="valid pretrained optimizers: rnn-mlp, rnn-mlp-v6, small, small-v11"
-    ):
+    valid = "rnn-mlp, rnn-mlp-v6, self-trained, self-trained-v1, small, small-v11"
+    with pytest.raises(LoptError, match=f"valid pretrained optimizers: {valid}"):
         lopt.pretrained("huge")
 
 

@@ -2,6 +2,7 @@
 end, and resume of the whole population."""
 
 import json
+import shlex
 import shutil
 import signal
 
@@ -12,9 +13,10 @@ import optax
 import pytest
 from tolerances import TINY_POPULATION, assert_records_close, assert_trees_close
 
+import lopt
 from lopt.baselines import make, tune_adam
 from lopt.cli import main
-from lopt.configs import shipped_config_path
+from lopt.configs import config_path, shipped_config_path
 from lopt.errors import LoptError
 from lopt.inner import train
 from lopt.learned import LearnedAdam, MLPOptimizer, build_architecture, load_theta
@@ -28,7 +30,8 @@ from lopt.population import (
     selftrain,
 )
 from lopt.population.lopt_task import RATIO_CAP, LearnedOptimizerTask, LearnedOptimizerTaskConfig
-from lopt.storage.files import read_checkpoint
+from lopt.pretrained import pretrained_path
+from lopt.storage.files import read_checkpoint, read_metadata
 from lopt.tasks import get_task
 
 TINY = dict(
@@ -177,12 +180,19 @@ def test_tiny_self_training_runs_under_the_guard_end_to_end(tmp_path, monkeypatc
     arch, theta, meta = load_theta(run)
     assert arch.kind == "mlp" and not arch.nominal
     assert meta["info"]["outer_step"] == 8
+    # The saved optimizers record how they were made: by themselves, inside the guard.
+    member_meta = json.loads((run / "members" / "member-0.json").read_text())
+    for info in (meta["info"], member_meta["info"]):
+        assert info["outer"] == "self" and info["hand_designed_optimizer_guard"] is True
+        assert PopulationConfig.from_dict(info["self_train_config"]).outer_steps == 8
 
 
 @pytest.mark.parametrize("outer", ["best", "random", "adam"])
 def test_other_outer_optimizers_run(tmp_path, outer):
     summary = self_train(tmp_path / outer, PopulationConfig(outer=outer, outer_steps=4, **TINY))
     assert summary["finished"] and np.isfinite(summary["best_final"])
+    info = load_theta(tmp_path / outer)[2]["info"]
+    assert info["outer"] == outer and info["hand_designed_optimizer_guard"] == (outer != "adam")
 
 
 def test_interrupted_run_resumes_to_the_uninterrupted_population(tmp_path):
@@ -333,3 +343,21 @@ def test_best_outer_applies_the_best_members_theta_as_of_the_latest_validation()
     applier, log_step = appliers(cfg, jax.random.key(0), moved, {}, state["best_theta"])
     np.testing.assert_array_equal(applier["w"], np.full(4, 1.0))
     np.testing.assert_array_equal(log_step, np.zeros(4))
+
+
+def test_the_shipped_self_trained_optimizer_records_its_guard_and_recipe():
+    """``lopt.pretrained("self-trained")`` loads a nominal-free optimizer whose file says that no
+    hand-designed optimizer took part and holds the config of the recipe's command."""
+    info = read_metadata(pretrained_path("self-trained"))["info"]
+    assert info["outer"] == "self" and info["hand_designed_optimizer_guard"] is True
+    recipe = info["produced_by"].split(" (")[0]
+    assert recipe.startswith("lopt self-train --config ")
+    shipped = PopulationConfig.from_file(config_path(shlex.split(recipe)[3]))
+    assert PopulationConfig.from_dict(info["self_train_config"]) == shipped
+    arch, theta, _ = load_theta("self-trained")
+    check_learned_from_scratch(arch)  # no Adam formula inside
+    opt = lopt.pretrained("self-trained")
+    params = {"w": jnp.ones((3, 2)), "b": jnp.zeros(2)}
+    grads = jax.tree.map(lambda p: 0.1 * jnp.ones_like(p), params)
+    updates, _ = opt.update(grads, opt.init(params), params, loss=jnp.float32(1.0))
+    assert all(np.all(np.isfinite(u)) and np.any(u != 0) for u in jax.tree.leaves(updates))

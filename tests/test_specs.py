@@ -125,7 +125,7 @@ def test_theta_shapes_are_the_jax_pytree_paths(config):
     assert {jax.tree_util.keystr(p): x.shape for p, x in paths} == arch.theta_shapes()
 
 
-@pytest.mark.parametrize("name", ["small-v11", "rnn-mlp-v6"])
+@pytest.mark.parametrize("name", ["small-v11", "rnn-mlp-v6", "self-trained-v1"])
 def test_shipped_files_load_bit_for_bit_in_both_frameworks(name):
     torch = pytest.importorskip("torch")
     import lopt.torch

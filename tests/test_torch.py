@@ -225,7 +225,7 @@ def test_parity_with_jax(saved, compile):
     )
 
 
-@pytest.mark.parametrize("name", ["small", "rnn-mlp"])
+@pytest.mark.parametrize("name", ["small", "rnn-mlp", "self-trained"])
 def test_shipped_optimizers_match_jax(name):
     """The very files ``lopt.pretrained`` loads give the JAX updates in torch too (30 steps)."""
     arrays, grads, losses, valid = problem()
@@ -453,7 +453,7 @@ def test_configs_match_jax_defaults():
 def test_unknown_name_lists_valid_names():
     with pytest.raises(
         LoptError,
-        match="unknown pretrained optimizer 'tiny'.*rnn-mlp, rnn-mlp-v6, small, small-v11",
+        match="unknown pretrained optimizer 'tiny'.*rnn-mlp-v6, self-trained, self-trained-v1",
     ):
         LearnedOptimizer([torch.zeros(2, requires_grad=True)], "tiny")
 

@@ -112,12 +112,24 @@ def _step_key(cfg: PopulationConfig, stream: int, step: int) -> jax.Array:
     return jax.random.fold_in(jax.random.fold_in(jax.random.key(cfg.seed), stream), step)
 
 
-def _save_members(run_dir: pathlib.Path, arch, state: dict, done: int) -> None:
+def provenance(cfg: PopulationConfig) -> dict:
+    """What every optimizer a run saves records of how it was made: who applied the
+    meta-gradients, whether the run executed inside the hand-designed-optimizer guard, and the
+    run's config (its recipe, with ``lopt self-train --config``)."""
+    return {
+        "made_by": "lopt self-train",
+        "outer": cfg.outer,
+        "hand_designed_optimizer_guard": cfg.outer in LEARNED_OUTER,
+        "self_train_config": cfg.to_dict(),
+    }
+
+
+def _save_members(run_dir: pathlib.Path, cfg, arch, state: dict, done: int) -> None:
     ids, scores = np.asarray(state["member_id"]), np.asarray(state["scores"])
     for slot in range(len(ids)):
         theta = jax.tree.map(lambda x, s=slot: x[s], state["thetas"])
         info = {"outer_step": done, "member": int(ids[slot]), "score": float(scores[slot])}
-        save_optimizer(run_dir / "members" / f"member-{slot}", arch, theta, info)
+        save_optimizer(run_dir / "members" / f"member-{slot}", arch, theta, info | provenance(cfg))
 
 
 def population_estimators(cfg: PopulationConfig) -> tuple[list, list]:
@@ -190,7 +202,7 @@ def _self_train(run_dir, cfg: PopulationConfig, max_minutes, console: Console, m
         metrics_file.flush()
         theta = jax.tree.map(lambda x: x[best], state["thetas"])
         info = {"outer_step": done, "member": record["best_member"], "score": record["best"]}
-        save_optimizer(run_dir / "best", arch, theta, info)
+        save_optimizer(run_dir / "best", arch, theta, info | provenance(cfg))
         console.log(
             f"validation at {done}: best {record['best']:.4f} (member {record['best_member']}) "
             f"median {record['median']:.4f}"
@@ -274,7 +286,7 @@ def _self_train(run_dir, cfg: PopulationConfig, max_minutes, console: Console, m
         metrics_file.flush()
         # Members first: a kill while they are written leaves the checkpoint before them, and
         # the resumed run writes them again.
-        _save_members(run_dir, arch, state, done)
+        _save_members(run_dir, cfg, arch, state, done)
         save_checkpoint(run_dir, state, {"step": done, "wall": wall()})
 
     with (

@@ -61,8 +61,8 @@ def load(
 def pretrained(
     name: str = "small", total_steps: int | None = None
 ) -> optax.GradientTransformationExtraArgs:
-    """A shipped learned optimizer by name (``small`` or ``rnn-mlp``), loaded offline;
-    ``total_steps`` as for ``load``."""
+    """A shipped learned optimizer by name (``small``, ``rnn-mlp``, ``self-trained`` or a
+    versioned name), loaded offline; ``total_steps`` as for ``load``."""
     path = pretrained_path(name)
     if not stem_file(path, ".safetensors").exists():
         raise CheckpointError(

@@ -12,8 +12,10 @@ from lopt.errors import CheckpointError, LoptError, unknown_name
 from lopt.storage.files import read_metadata, stem_file
 
 # The default names and the version each stands for; every versioned name loads as it shipped.
-DEFAULTS = {"small": "small-v11", "rnn-mlp": "rnn-mlp-v6"}
-VERSIONS = ("small-v11", "rnn-mlp-v6")
+# ``small`` and ``rnn-mlp`` were meta-trained from Adam's start; ``self-trained`` trained itself
+# from a random initialization (``lopt self-train``), never touched by a hand-designed optimizer.
+DEFAULTS = {"small": "small-v11", "rnn-mlp": "rnn-mlp-v6", "self-trained": "self-trained-v1"}
+VERSIONS = ("small-v11", "rnn-mlp-v6", "self-trained-v1")
 SHIPPED = (*DEFAULTS, *VERSIONS)
 # Inside a run directory, these stems are tried in order.
 RUN_DIR_STEMS = ("best", "optimizer")
