@@ -56,7 +56,7 @@ def test_a_bank_draws_its_scales_log_uniformly_in_the_configured_range():
     assert (scales < 1).sum() >= 10 and (scales > 1).sum() >= 10  # both sides of 1
     unscaled = bank_tasks(MetaTrainConfig(families=families, task_bank=4))
     assert not any(isinstance(t, ParameterScaled) for t in unscaled)
-    assert [t.task.name for t in tasks[:4]] == [t.name for t in unscaled]  # same samples
+    assert [t.inner.name for t in tasks[:4]] == [t.name for t in unscaled]  # same samples
 
 
 @pytest.mark.parametrize("bad", [(10.0, 0.1), (1e-4, 1.0), (1.0,), (1.0, 1e4)])

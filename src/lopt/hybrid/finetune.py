@@ -25,7 +25,7 @@ import optax
 
 from lopt.errors import check_range
 from lopt.inner import train
-from lopt.tasks.base import DataTask, Task
+from lopt.tasks.base import DataTask, Task, WrappedTask
 from lopt.tasks.datasets import SPLITS, Dataset
 from lopt.tasks.regression import TeacherStudent, TeacherStudentConfig
 
@@ -52,8 +52,9 @@ def _pretrain(task: Task, pretraining: Pretraining):
     return train(task, optax.adam(pretraining.lr), key, pretraining.steps)[0]
 
 
-class FineTuneTask(Task):
-    """Train ``target`` starting from parameters pretrained on ``source``.
+class FineTuneTask(WrappedTask):
+    """Train ``target`` starting from parameters pretrained on ``source`` (the target's
+    minibatches, loss and floor: ``WrappedTask`` of ``target``).
 
     Attributes:
         source: the pretraining task. target: the fine-tuning task (same parameter shapes).
@@ -63,6 +64,7 @@ class FineTuneTask(Task):
     finetune = True
 
     def __init__(self, name: str, source: Task, target: Task, pretraining: Pretraining):
+        super().__init__(target)
         self.name = name
         self.source, self.target, self.pretraining = source, target, pretraining
         self.pretrained_params = pretrain(source, pretraining)
@@ -70,18 +72,6 @@ class FineTuneTask(Task):
     def init(self, key):
         del key  # one pretrained checkpoint; seeds differ in their minibatches
         return self.pretrained_params
-
-    def loss(self, params, batch):
-        return self.target.loss(params, batch)
-
-    def batch(self, key, split):
-        return self.target.batch(key, split)
-
-    def eval_batch(self, split):
-        return self.target.eval_batch(split)
-
-    def floor(self) -> float:
-        return self.target.floor()
 
 
 def _map_splits(data: Dataset, name: str, rows=None, x_fn=None) -> Dataset:

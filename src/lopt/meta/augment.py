@@ -19,34 +19,26 @@ import jax
 import numpy as np
 
 from lopt.errors import LoptError, check_range
-from lopt.tasks.base import Task
+from lopt.tasks.base import Task, WrappedTask
 
 MAX_SCALE = 1e3  # ± three decades either way
 SCALE_STREAM = 1  # the scale's draw uses (seed, SCALE_STREAM): apart from a family's (seed)
 
 
-class ParameterScaled(Task):
+class ParameterScaled(WrappedTask):
     """``task`` trained in the coordinates ``p' = p / scale`` (see the module docstring)."""
 
     def __init__(self, task: Task, scale: float):
         check_range("parameter scale", scale, 1 / MAX_SCALE, MAX_SCALE)
-        self.task, self.scale = task, float(scale)
+        super().__init__(task)
+        self.scale = float(scale)
         self.name = f"{task.name}*p/{self.scale:.3g}"
 
     def init(self, key):
-        return _times(self.task.init(key), 1 / self.scale)
+        return _times(self.inner.init(key), 1 / self.scale)
 
     def loss(self, params, batch):
-        return self.task.loss(_times(params, self.scale), batch)
-
-    def batch(self, key, split):
-        return self.task.batch(key, split)
-
-    def eval_batch(self, split):
-        return self.task.eval_batch(split)
-
-    def floor(self) -> float:
-        return self.task.floor()
+        return self.inner.loss(_times(params, self.scale), batch)
 
 
 def scaled_task(task: Task, scale_range: tuple[float, float], seed: int) -> Task:

@@ -91,6 +91,27 @@ class Task(abc.ABC):
         return f"<Task {self.name}>"
 
 
+class WrappedTask(Task):
+    """A task built on another (``inner``): its minibatches, evaluation batches, floor and
+    loss are the inner task's unless a subclass changes them; subclasses set ``name`` and
+    ``init``."""
+
+    def __init__(self, inner: Task):
+        self.inner = inner
+
+    def loss(self, params: Params, batch: Batch) -> jax.Array:
+        return self.inner.loss(params, batch)
+
+    def batch(self, key: jax.Array, split: str) -> Batch:
+        return self.inner.batch(key, split)
+
+    def eval_batch(self, split: str) -> Batch:
+        return self.inner.eval_batch(split)
+
+    def floor(self) -> float:
+        return self.inner.floor()
+
+
 class TaskFamily(abc.ABC):
     """A distribution over Tasks: ``sample(key)`` draws a config and builds its Task.
 
