@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from tiny_configs import TINY_SELF_TRAIN
 from tolerances import TINY_POPULATION, assert_records_close, assert_trees_close
 
 import lopt
@@ -33,20 +34,6 @@ from lopt.population.lopt_task import RATIO_CAP, LearnedOptimizerTask, LearnedOp
 from lopt.pretrained import pretrained_path
 from lopt.storage.files import read_checkpoint, read_metadata
 from lopt.tasks import get_task
-
-TINY = dict(
-    population=4,
-    families=("quadratic",),
-    task_bank=1,
-    num_particles=2,
-    truncation={"length": 10, "min_horizon": 20, "max_horizon": 40, "valid_every": 5},
-    pbt_every=4,
-    checkpoint_every=4,
-    log_every=100,
-    validation_tasks=("quadratic-16",),
-    validation_steps=20,
-    validation_seeds=1,
-)
 
 
 def _records(path):
@@ -163,7 +150,7 @@ def test_tiny_self_training_runs_under_the_guard_end_to_end(tmp_path, monkeypatc
     selftrain_bank_tasks = selftrain.bank_tasks
     monkeypatch.setattr(selftrain, "bank_tasks", bank_tasks_spy)
     run = tmp_path / "run"
-    summary = self_train(run, PopulationConfig(outer_steps=8, **TINY))
+    summary = self_train(run, PopulationConfig(outer_steps=8, **TINY_SELF_TRAIN))
     assert inside == [True] and summary["finished"]
     for name in ("config.json", "metrics.jsonl", "lineage.jsonl", "summary.json", "best.json"):
         assert (run / name).exists(), name
@@ -189,7 +176,9 @@ def test_tiny_self_training_runs_under_the_guard_end_to_end(tmp_path, monkeypatc
 
 @pytest.mark.parametrize("outer", ["best", "random", "adam"])
 def test_other_outer_optimizers_run(tmp_path, outer):
-    summary = self_train(tmp_path / outer, PopulationConfig(outer=outer, outer_steps=4, **TINY))
+    summary = self_train(
+        tmp_path / outer, PopulationConfig(outer=outer, outer_steps=4, **TINY_SELF_TRAIN)
+    )
     assert summary["finished"] and np.isfinite(summary["best_final"])
     info = load_theta(tmp_path / outer)[2]["info"]
     assert info["outer"] == outer and info["hand_designed_optimizer_guard"] == (outer != "adam")
@@ -197,11 +186,11 @@ def test_other_outer_optimizers_run(tmp_path, outer):
 
 def test_interrupted_run_resumes_to_the_uninterrupted_population(tmp_path):
     devices = min(2, len(jax.devices()))
-    cfg = PopulationConfig(outer_steps=10, devices=devices, **TINY)
+    cfg = PopulationConfig(outer_steps=10, devices=devices, **TINY_SELF_TRAIN)
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     self_train(straight, cfg)
     # Killed after step 6: its checkpoint is the one from step 4, metrics run up to step 6.
-    self_train(resumed, PopulationConfig(outer_steps=6, devices=devices, **TINY))
+    self_train(resumed, PopulationConfig(outer_steps=6, devices=devices, **TINY_SELF_TRAIN))
     shutil.move(resumed / "checkpoint-prev.safetensors", resumed / "checkpoint.safetensors")
     assert read_checkpoint(resumed / "checkpoint.safetensors")[1]["step"] == 4
     assert main(["self-train", "--out", str(resumed), "--outer-steps", "10"]) == 0
@@ -267,7 +256,7 @@ def test_learned_optimizer_task_is_learnable():
 
 @pytest.mark.slow
 def test_self_training_with_learned_optimizer_tasks_in_the_outer_loss(tmp_path):
-    cfg = PopulationConfig(outer_steps=4, learned_optimizer_tasks=1, **TINY)
+    cfg = PopulationConfig(outer_steps=4, learned_optimizer_tasks=1, **TINY_SELF_TRAIN)
     summary = self_train(tmp_path / "run", cfg)
     tasks = {r["task"] for r in _records(tmp_path / "run" / "metrics.jsonl") if "task" in r}
     assert any(name.startswith("learned-optimizer[") for name in tasks)
@@ -282,7 +271,7 @@ def test_sigterm_stops_self_training_with_a_checkpoint(tmp_path):
             if message.startswith("validation at 4"):
                 signal.raise_signal(signal.SIGTERM)
 
-    cfg = PopulationConfig(outer_steps=8, **{**TINY, "checkpoint_every": 100})
+    cfg = PopulationConfig(outer_steps=8, **{**TINY_SELF_TRAIN, "checkpoint_every": 100})
     with pytest.raises(SystemExit) as exit_info:
         self_train(tmp_path, cfg, console=TerminateAtValidation4())
     assert exit_info.value.code == 128 + signal.SIGTERM
@@ -308,7 +297,9 @@ def test_pbt_tunes_a_learned_outer_optimizers_step_like_adams_lr(tmp_path):
         np.testing.assert_allclose(b - t, 2 * (a - t), rtol=1e-3, atol=1e-7)
         assert np.any(a != t)
 
-    self_train(tmp_path / "run", PopulationConfig(outer_steps=8, tune_learned_step=True, **TINY))
+    self_train(
+        tmp_path / "run", PopulationConfig(outer_steps=8, tune_learned_step=True, **TINY_SELF_TRAIN)
+    )
     arrays = load_file(tmp_path / "run" / "checkpoint.safetensors")
     (log_step,) = [v for k, v in arrays.items() if "log_step" in k]
     steps = np.round(log_step / np.log(1.25)).astype(int)
@@ -334,7 +325,7 @@ def test_learned_step_multipliers_start_log_spaced_over_their_range():
 def test_best_outer_applies_the_best_members_theta_as_of_the_latest_validation():
     from lopt.population.outer import appliers
 
-    cfg = PopulationConfig(outer="best", **TINY)
+    cfg = PopulationConfig(outer="best", **TINY_SELF_TRAIN)
     thetas = {"w": jnp.arange(4.0)}
     state = {"thetas": thetas, "scores": jnp.asarray([0.5, 0.2, np.nan, 0.9]), "best_theta": None}
     selftrain._remember_best(state)
