@@ -99,9 +99,22 @@ def test_es_signal_measures_the_smooth_expectation_on_a_linear_loss():
     assert es_signal.mean_pairwise_cosine(same) == pytest.approx(1.0)
 
 
+# The rungs of benchmarks/speed_floor.py's ladder timed in both frameworks.
+SPEED_FLOOR_RUNGS = (
+    "fast",
+    "fast hierarchical",
+    "small",
+    "per-parameter",
+    "minimal",
+    "rnn-mlp",
+    "rnn-mlp minimal",
+)
+
+
 def test_speed_floor_times_every_rung_against_adam():
     """benchmarks/speed_floor.py: its `minimal` rung is what its docstring says (8 features,
-    one hidden layer of 4, nothing else), and both tables time every rung against Adam."""
+    one hidden layer of 4, nothing else), and the JAX and state tables cover every rung (the
+    torch table: the slow test below)."""
     speed_floor = load_benchmark("speed_floor")
     configs = pathlib.Path(__file__).parent.parent / "reproduce" / "configs"
     ab = json.loads((configs / "ab-parameter-normalization.json").read_text())
@@ -111,18 +124,21 @@ def test_speed_floor_times_every_rung_against_adam():
     assert minimal.trust_ratio is None and minimal.distance_power == 0.0
     assert not minimal.with_loss_features and not minimal.with_horizon_feature
     rows = speed_floor.jax_ratios(sizes=(1000,), calls=1, repeats=1)
-    rungs = {"fast", "fast hierarchical", "small", "per-parameter", "minimal", "rnn-mlp"}
-    rungs |= {"rnn-mlp minimal"}
-    assert set(rows[1000]) == {"adam_ms", *rungs, "no reductions", "accumulators"}
+    assert set(rows[1000]) == {"adam_ms", *SPEED_FLOOR_RUNGS, "no reductions", "accumulators"}
     assert all(value > 0 for value in rows[1000].values())
     assert "| 1,000 |" in speed_floor.table("JAX", rows)
     states = speed_floor.state_ratios(sizes=(1000,))[1000]
     assert states["fast"] == pytest.approx(1.5, rel=0.02)  # three accumulators to Adam's two
     assert "Adam (ms)" not in speed_floor.table("state", {1000: states})  # bytes: no time column
+
+
+@pytest.mark.slow  # torch.compile of every rung: over a minute on 2 cores
+def test_speed_floor_times_every_rung_against_torch_adam():
     pytest.importorskip("torch")
+    speed_floor = load_benchmark("speed_floor")
     rows = speed_floor.torch_ratios(sizes=(1000,), calls=1, repeats=1)
-    compiled = {f"{name} compiled" for name in [*rungs, "no reductions"]}
-    assert set(rows[1000]) == {"adam_ms", *rungs, "no reductions", *compiled}
+    compiled = {f"{name} compiled" for name in [*SPEED_FLOOR_RUNGS, "no reductions"]}
+    assert set(rows[1000]) == {"adam_ms", *SPEED_FLOOR_RUNGS, "no reductions", *compiled}
     assert all(value > 0 for value in rows[1000].values())
 
 
