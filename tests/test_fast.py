@@ -8,7 +8,9 @@ import numpy as np
 import optax
 import pytest
 
+from lopt.errors import LoptError
 from lopt.learned import build_architecture, save_optimizer
+from lopt.learned.fast import JAX_OPS
 from lopt.learned.io import warm_start_theta
 from lopt.meta import distill
 from lopt.specs.fast import (
@@ -18,6 +20,7 @@ from lopt.specs.fast import (
     RELATIVE_REF,
     TENSOR_FEATURE_NAMES,
     FastSpec,
+    update_loss_stats,
 )
 from lopt.tasks import get_task
 
@@ -99,23 +102,71 @@ def test_the_guard_caps_every_entry_at_a_fraction_of_the_tensor_rms():
         assert float(jnp.abs(updates[key]).max()) == pytest.approx(cap, rel=1e-5)
 
 
-def test_hierarchical_widened_from_flat_makes_its_updates(tmp_path):
-    flat = build_architecture(FLAT)
-    theta = _perturbed(flat.init_theta(jax.random.key(0)))
-    save_optimizer(tmp_path / "flat", flat, theta)
-    hierarchical = build_architecture(HIERARCHICAL)
-    widened = warm_start_theta(tmp_path / "flat", hierarchical)
+GAP = {"valid_over_train": True}
+
+
+@pytest.mark.parametrize(
+    "saved, extended",
+    [
+        (FLAT, HIERARCHICAL),
+        (FLAT, {**FLAT, **GAP}),
+        (HIERARCHICAL, {**HIERARCHICAL, **GAP}),
+        (RELATIVE, {**RELATIVE, **HIERARCHICAL, **GAP}),
+    ],
+    ids=["lstm", "valid-over-train", "hierarchical-valid-over-train", "both"],
+)
+def test_widened_optimizer_makes_the_saved_ones_updates(tmp_path, saved, extended):
+    """An optimizer extended by an LSTM or the ``valid_over_train`` input, warm-started from a
+    saved one, makes its updates (the new weights are zero or feed a zero output layer)."""
+    small = build_architecture(saved)
+    theta = _perturbed(small.init_theta(jax.random.key(0)))
+    save_optimizer(tmp_path / "saved", small, theta)
+    wide = build_architecture(extended)
+    widened = warm_start_theta(tmp_path / "saved", wide)
+    assert len(wide.feature_names) == len(small.feature_names) + ("valid_over_train" in extended)
     params = _params()
-    a, b = flat.optimizer(theta), hierarchical.optimizer(widened)
+    a, b = small.optimizer(theta), wide.optimizer(widened)
     sa, sb = a.init(params), b.init(params)
     for i in range(4):
-        grads = _grads(params, i)
-        ua, sa = a.update(grads, sa, params, loss=jnp.float32(1.0 / (i + 1)), horizon=10)
-        ub, sb = b.update(grads, sb, params, loss=jnp.float32(1.0 / (i + 1)), horizon=10)
+        grads, losses = _grads(params, i), {"loss": jnp.float32(1.0 / (i + 1)), "horizon": 10}
+        losses["valid_loss"] = jnp.float32(2.0 + i)  # a gap that grows: the new input is not 0
+        ua, sa = a.update(grads, sa, params, **losses)
+        ub, sb = b.update(grads, sb, params, **losses)
         for x, y in zip(jax.tree.leaves(ua), jax.tree.leaves(ub), strict=True):
             np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-10)
         params = optax.apply_updates(params, ua)
-    assert not np.allclose(sb.h, 0.0)  # the LSTM ran; its zero output layer kept it silent
+    if wide.lstm_hidden:
+        assert not np.allclose(sb.h, 0.0)  # the LSTM ran; its zero output layer kept it silent
+
+
+def test_an_optimizer_is_not_narrowed_or_reshaped_by_warm_start(tmp_path):
+    """Warm start widens only: dropping an input or changing the LSTM's width is an error."""
+    for saved, other in (({**FLAT, **GAP}, FLAT), (HIERARCHICAL, {**FLAT, "lstm_hidden": 2})):
+        arch = build_architecture(saved)
+        save_optimizer(tmp_path / "saved", arch, arch.init_theta(jax.random.key(0)))
+        with pytest.raises(LoptError):
+            warm_start_theta(tmp_path / "saved", build_architecture(other))
+
+
+def test_valid_over_train_grows_where_the_standardized_gap_is_clipped():
+    """Over an overfitting run (training loss falling, validation loss rising) the
+    standardized gap reaches its clip early; the log ratio keeps telling the runs apart."""
+    spec, ops = FastSpec(valid_over_train=True), JAX_OPS
+    names = spec.shared_feature_names
+    gap, ratio = names.index("valid_loss_standardized"), names.index("log_valid_over_train")
+    stats = (jnp.float32(0.0),) * 4 + (jnp.int32(0),)
+    rows = []
+    for step in range(400):
+        train, valid = 0.2 * np.exp(-step / 100), 0.2 + step / 1000
+        stats = update_loss_stats(ops, stats, jnp.float32(train), jnp.float32(valid))
+        if step in (100, 200, 399):
+            rows.append(spec.shared_features(ops, step + 1.0, stats, train, 0.0))
+    assert [float(r[gap]) for r in rows] == [5.0, 5.0, 5.0]  # FEATURE_CLIP
+    ratios = [float(r[ratio]) for r in rows]
+    assert 0.5 < ratios[0] < ratios[1] < ratios[2] < 5.0
+    np.testing.assert_allclose(ratios[2], np.log(stats[2] / stats[0]), rtol=1e-5)
+    no_valid = update_loss_stats(ops, (jnp.float32(0.0),) * 4 + (jnp.int32(0),), 0.3, 0.3)
+    assert float(spec.shared_features(ops, 1.0, no_valid, 0.3, 0.0)[ratio]) == 0.0
 
 
 def test_the_step_inputs_do_not_depend_on_theta():

@@ -60,6 +60,7 @@ TINY = {
 VARIANTS = {
     **TINY,
     "fast-hierarchical": {"kind": "fast", "hidden": 3, "lstm_hidden": 2, "relative_step": True},
+    "fast-valid-over-train": {"kind": "fast", "hidden": 3, "valid_over_train": True},
     "mlp-per-parameter": {
         "kind": "mlp",
         "hidden": [4],

@@ -34,6 +34,7 @@ ARCHITECTURES = {
         "kind": "fast",
         "lstm_hidden": 4,
         "relative_step": True,
+        "valid_over_train": True,
         "guard_ratio": 3e-4,
     },
     "mlp": {"kind": "mlp", "hidden": [8], "trust_ratio": 5e-4},

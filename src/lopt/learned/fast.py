@@ -105,13 +105,25 @@ class FastOptimizer(FastSpec, Architecture):
         }
 
     def widen_theta(self, saved, theta):
-        """θ of this hierarchical optimizer from a saved flat one with the same per-parameter
-        network: the saved weights, and a fresh LSTM whose output layer is zero, so that the
-        widened optimizer makes exactly the saved one's updates until meta-training moves it."""
-        flat = {**self.config(), "lstm_hidden": 0}
-        if saved.kind != self.kind or saved.config() != flat or not self.lstm_hidden:
+        """θ of this optimizer from a saved one that it extends — by a per-tensor LSTM (the
+        saved one flat) and/or by the ``valid_over_train`` input — otherwise alike: the saved
+        weights, zero weights for each new input, and a fresh LSTM whose output layer is zero,
+        so that the widened optimizer makes exactly the saved one's updates until meta-training
+        moves it."""
+        if saved.kind != self.kind or saved.lstm_hidden not in (0, self.lstm_hidden):
             return None
-        return {**self.init_theta(jax.random.key(0)), **theta}
+        extended = ("lstm_hidden", "valid_over_train")
+        if {**saved.config(), **{k: getattr(self, k) for k in extended}} != self.config():
+            return None
+        if saved.valid_over_train and not self.valid_over_train:
+            return None
+        widened = {**self.init_theta(jax.random.key(0)), **theta}
+        widened["w1"] = _columns(theta["w1"], saved.feature_names, self.feature_names)
+        if saved.lstm_hidden:
+            widened["lstm_wx"] = _columns(
+                theta["lstm_wx"], saved.lstm_feature_names, self.lstm_feature_names
+            )
+        return widened
 
     def optimizer(self, theta) -> optax.GradientTransformationExtraArgs:
         def init(params):
@@ -202,6 +214,14 @@ def _ema(decay: float, averages, values: list) -> list:
     return [
         decay * a + (1 - decay) * x for a, x in zip(jax.tree.leaves(averages), values, strict=True)
     ]
+
+
+def _columns(weight: jax.Array, names: tuple, new_names: tuple) -> jax.Array:
+    """``weight``'s columns (one per input of ``names``) rearranged for the inputs
+    ``new_names``: a new input's column is zero."""
+    columns = {name: weight[:, i] for i, name in enumerate(names)}
+    zero = jnp.zeros(weight.shape[:1], weight.dtype)
+    return jnp.stack([columns.get(name, zero) for name in new_names], axis=1)
 
 
 def _rms(x: jax.Array) -> jax.Array:

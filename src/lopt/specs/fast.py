@@ -18,6 +18,10 @@ A per-parameter MLP corrects Adam's direction, as ``small``'s does (Metz et al. 
 - with ``relative_step``, a step relative to the tensor's size (as Adafactor's and LARS's): the
   log step of a tensor moves by a learned ``step_power`` × ``log(RMS(tensor) / 0.1)`` (the RMS
   floored at ``RELATIVE_FLOOR``), from the same one reduction; ``step_power`` starts at 0;
+- with ``valid_over_train``, one more loss input: the log ratio of the validation loss to the
+  training loss (their running averages), a generalization gap that keeps growing as a run
+  overfits, where the standardized gap of ``LOSS_FEATURE_NAMES`` (divided by the training
+  loss's spread) is clipped within a few hundred steps;
 - a guard against divergence (``guard_ratio``): no entry of a tensor's update exceeds
   ``guard_ratio × max(RMS(tensor), guard_floor)``, an elementwise clip against the same RMS;
 - a step whose gradient has a square that is not finite (NaN, inf, or |g| above ≈ 1.8·10¹⁹ in
@@ -63,6 +67,7 @@ PARAM_FEATURE_NAMES = (
 )
 TENSOR_FEATURE_NAMES = ("log_num_params", "is_vector", "log_rms_param", "log_rms_param_change")
 HORIZON_FEATURE_NAMES = ("fraction_of_horizon",)
+VALID_OVER_TRAIN_NAME = "log_valid_over_train"
 LSTM_FEATURE_NAMES = ("log_rms_grad_over_rms", "log_rms_momentum_over_rms")
 LOG_SIZE_SCALE = math.log(1e6)  # log(#params) is divided by this: about 1 for a 1M tensor
 RELATIVE_REF = 0.1  # with relative_step, a tensor of this parameter RMS takes the base step
@@ -84,6 +89,8 @@ class FastSpec:
         lstm_hidden: units of the per-tensor LSTM (0: none, a flat optimizer).
         relative_step: add the learned ``step_power`` × log(tensor RMS ÷ ``RELATIVE_REF``) to
             each tensor's log step.
+        valid_over_train: add the ``VALID_OVER_TRAIN_NAME`` input (log validation ÷ training
+            loss) to the shared inputs.
     """
 
     hidden: int = 4
@@ -94,6 +101,7 @@ class FastSpec:
     guard_floor: float = 1e-3
     lstm_hidden: int = 0
     relative_step: bool = False
+    valid_over_train: bool = False
 
     kind = "fast"
 
@@ -124,7 +132,9 @@ class FastSpec:
     @property
     def shared_feature_names(self) -> tuple[str, ...]:
         """Inputs shared by every tensor of a step: time, loss and horizon features."""
-        return time_feature_names(self.timescales) + LOSS_FEATURE_NAMES + HORIZON_FEATURE_NAMES
+        gap = (VALID_OVER_TRAIN_NAME,) if self.valid_over_train else ()
+        times = time_feature_names(self.timescales)
+        return times + LOSS_FEATURE_NAMES + HORIZON_FEATURE_NAMES + gap
 
     @property
     def constant_feature_names(self) -> tuple[str, ...]:
@@ -191,7 +201,8 @@ class FastSpec:
                 as ``count``.
         """
         times = [ops.tanh(count / tau) for tau in self.timescales]
-        return ops.stack([*times, *loss_features(ops, loss_stats, loss), horizon_fraction])
+        gap = [valid_over_train(ops, loss_stats)] if self.valid_over_train else []
+        return ops.stack([*times, *loss_features(ops, loss_stats, loss), horizon_fraction, *gap])
 
     def tensor_features(self, ops: Ops, num_params: int, ndim: int, rms_param, initial_rms):
         """The ``TENSOR_FEATURE_NAMES`` inputs of one tensor: four scalars, the first two
@@ -350,6 +361,15 @@ def loss_features(ops: Ops, stats: tuple, loss) -> list:
     gap = (valid - mean) / scale
     ratio = ops.log((ops.abs(mean) + EPS) / (ops.abs(initial) + EPS))
     return [ops.clip(x, -FEATURE_CLIP, FEATURE_CLIP) for x in (train, gap, ratio)]
+
+
+def valid_over_train(ops: Ops, stats: tuple):
+    """The ``VALID_OVER_TRAIN_NAME`` input: log(|valid| ÷ |train|) of the running averages,
+    clipped to ±FEATURE_CLIP (0 when the validation loss is not given: it is the training
+    loss then)."""
+    mean, _, valid, _, _ = stats
+    ratio = ops.log((ops.abs(valid) + EPS) / (ops.abs(mean) + EPS))
+    return ops.clip(ratio, -FEATURE_CLIP, FEATURE_CLIP)
 
 
 def _weight_of(bias_name: str) -> str:
