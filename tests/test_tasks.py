@@ -48,6 +48,7 @@ from lopt.tasks.regression import (
     AutoencoderConfig,
     MLPRegressor,
     MLPRegressorConfig,
+    TeacherStudent,
 )
 from lopt.tasks.synthetic import Quadratic, QuadraticConfig
 from lopt.tasks.transformer import TransformerLM, TransformerLMConfig
@@ -217,6 +218,31 @@ def test_train_rows_keeps_the_first_training_rows_and_every_other_split():
         b = small.sample_config(np.random.default_rng(seed))
         assert b.train_rows in small.train_rows and a.train_rows is None
         assert dataclasses.replace(b, train_rows=None) == a
+
+
+def test_teacher_student_few_trains_on_fixed_noisy_rows_and_evaluates_on_fresh_ones():
+    """``teacher_student-few``: minibatches come from ``train_rows`` rows drawn once; the other
+    splits are the infinite-data task's fresh samples; a wide student overfits the rows."""
+    few = FAMILIES["teacher_student-few"].sample(0)
+    rows = few.config.train_rows
+    assert rows in FAMILIES["teacher_student-few"].train_rows and few.config.noise >= 0.3
+    x, y = few.eval_batch("train")
+    assert x.shape[0] == rows
+    xb, yb = few.batch(jax.random.key(1), "train")
+    for row, target in zip(np.asarray(xb), np.asarray(yb), strict=True):
+        match = np.flatnonzero((np.asarray(x) == row).all(axis=1))
+        assert match.size == 1 and np.asarray(y)[match[0]] == target
+    assert not np.array_equal(xb, few.batch(jax.random.key(2), "train")[0])
+    infinite = TeacherStudent(dataclasses.replace(few.config, train_rows=None))
+    for split in SPLITS[1:]:
+        np.testing.assert_array_equal(few.eval_batch(split)[0], infinite.eval_batch(split)[0])
+        np.testing.assert_array_equal(
+            few.batch(jax.random.key(1), split)[1], infinite.batch(jax.random.key(1), split)[1]
+        )
+    _, curves = train(few, optax.adam(1e-2), jax.random.key(0), num_steps=600, eval_every=100)
+    test = np.asarray(curves.eval["test"])
+    assert float(np.asarray(curves.eval["train"])[-1]) < 0.5 * test[-1]  # fits its rows ...
+    assert test[-1] > test.min()  # ... while the test loss has passed its minimum
 
 
 def test_regression_on_diabetes_is_half_mse_on_a_standardized_target():

@@ -64,6 +64,7 @@ FAMILIES: dict[str, TaskFamily] = {
         ConvClassifierFamily("mnist1d"),
         ConvClassifierFamily("breast_cancer"),
         TeacherStudentFamily(),
+        TeacherStudentFamily(train_rows=(100, 200, 400)),
         AutoencoderFamily("digits"),
         AutoencoderFamily("breast_cancer"),
         MLPClassifierFamily("iris", widths=(8, 16, 32)),

@@ -1,4 +1,5 @@
-"""Regression task families: teacher–student MLPs (infinite synthetic data), MLP regressors on
+"""Regression task families: teacher–student MLPs (infinite synthetic data, or a few noisy
+training rows), MLP regressors on
 sklearn's diabetes data, and MLP autoencoders on digits, the breast-cancer features and
 MNIST-1D."""
 
@@ -16,7 +17,13 @@ from lopt.tasks.models import ACTIVATIONS, MLP
 
 @dataclass(frozen=True)
 class TeacherStudentConfig:
-    """A student MLP regresses a fixed random teacher MLP's output plus noise on x ~ N(0, I)."""
+    """A student MLP regresses a fixed random teacher MLP's output plus noise on x ~ N(0, I).
+
+    ``train_rows``: train on that many rows drawn once (a small-data task: with noise, a
+    student at least as wide as its teacher overfits them unless its optimizer holds back);
+    the other splits stay fresh samples, so validation and test measure generalization.
+    ``None``: every training batch is fresh.
+    """
 
     input_dim: int = 16
     teacher_hidden: int = 32
@@ -25,6 +32,7 @@ class TeacherStudentConfig:
     noise: float = 0.1
     batch_size: int = 64
     seed: int = 0
+    train_rows: int | None = None
 
 
 class TeacherStudent(Task):
@@ -37,6 +45,8 @@ class TeacherStudent(Task):
         check_choice("activation", config.activation, ACTIVATIONS)
         check_range("noise", config.noise, 0.0)
         check_range("batch_size", config.batch_size, 1, 4096)
+        if config.train_rows is not None:
+            check_range("train_rows", config.train_rows, 1, 1_000_000)
         self.config = config
         self.name = config_name("teacher_student", config)
         self.teacher = MLP(
@@ -60,11 +70,26 @@ class TeacherStudent(Task):
         return x, y
 
     def batch(self, key, split):
-        return self._sample(jax.random.fold_in(key, split_index(split)), self.config.batch_size)
+        key = jax.random.fold_in(key, split_index(split))
+        if split == "train" and self.config.train_rows is not None:
+            x, y = self._train_rows()
+            idx = jax.random.randint(key, (self.config.batch_size,), 0, self.config.train_rows)
+            return x[idx], y[idx]
+        return self._sample(key, self.config.batch_size)
 
     def eval_batch(self, split):
-        key = jax.random.fold_in(jax.random.key(10_000 + self.config.seed), split_index(split))
-        return self._sample(key, self.eval_size)
+        if split == "train" and self.config.train_rows is not None:
+            x, y = self._train_rows()
+            return x[: self.eval_size], y[: self.eval_size]
+        return self._sample(self._eval_key(split), self.eval_size)
+
+    def _eval_key(self, split):
+        return jax.random.fold_in(jax.random.key(10_000 + self.config.seed), split_index(split))
+
+    def _train_rows(self):
+        """The fixed training rows (with ``train_rows``): drawn as the training split's
+        evaluation batch is."""
+        return self._sample(self._eval_key("train"), self.config.train_rows)
 
 
 @dataclass(frozen=True)
@@ -144,9 +169,25 @@ class Autoencoder(DataTask):
 
 
 class TeacherStudentFamily(TaskFamily):
-    name = "teacher_student"
+    """Teacher–student regressions; with ``train_rows``, the small-data family
+    ``teacher_student-few``: that many noisy training rows, students wider than the teacher."""
+
+    def __init__(self, train_rows=()):
+        self.train_rows = tuple(train_rows)
+        self.name = "teacher_student" + ("-few" if self.train_rows else "")
 
     def sample_config(self, rng):
+        if self.train_rows:
+            return TeacherStudentConfig(
+                input_dim=int(rng.choice([8, 16])),
+                teacher_hidden=int(rng.choice([8, 16])),
+                student_hidden=int(rng.choice([32, 64])),
+                activation=str(rng.choice(["tanh", "relu"])),
+                noise=float(rng.choice([0.3, 0.5])),
+                batch_size=int(rng.choice([16, 32])),
+                seed=int(rng.integers(1000)),
+                train_rows=int(rng.choice(self.train_rows)),
+            )
         return TeacherStudentConfig(
             input_dim=int(rng.choice([8, 16, 32])),
             teacher_hidden=int(rng.choice([16, 32])),
