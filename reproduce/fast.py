@@ -11,6 +11,13 @@ Stages (each skipped when its output exists; the ES stages resume where they sto
 - ``rnn-es`` (default): the hierarchical variant (a per-tensor LSTM added with a zero output,
   so it starts as the ``es`` stage's optimizer), ES again (``reproduce/configs/fast-rnn-es.json``)
   -> ``runs/fast/rnn-es``.
+- ``es-few``, ``es-gap``, ``es-tsf``, ``es-tsf2`` (on request, in this order): ES continued from
+  the ``es`` stage's optimizer against overfitting on small data, 4,000 outer steps each (6,000
+  for the last), 10–30 minutes each: ``es-few`` lists the two ``-few`` families three times;
+  ``es-gap`` does the same with the ``valid_over_train`` input added (from ``es`` too, so the
+  two compare one change); ``es-tsf`` continues ``es-gap`` with the small-data regression
+  family ``teacher_student-few`` in the mix; ``es-tsf2`` continues that on fresh task banks
+  (``reproduce/configs/fast-<stage>.json`` -> ``runs/fast/<stage>``).
 - ``distill`` (on request): ``small-v11`` trains tasks sampled from the meta-training families
   at two horizons, and the flat ``fast`` network is fitted to its updates along those
   trajectories (``lopt.meta.distill``) -> ``runs/fast/distilled`` (the recordings are kept in
@@ -30,7 +37,16 @@ import sys
 import time
 
 HERE = pathlib.Path(__file__).resolve().parent
-STAGES = ("distill", "es", "rnn-es")
+# ES stage -> its config in reproduce/configs (each writes runs/fast/<stage>)
+ES_STAGES = {
+    "es": "fast-es.json",
+    "rnn-es": "fast-rnn-es.json",
+    "es-few": "fast-es-few.json",
+    "es-gap": "fast-es-gap.json",
+    "es-tsf": "fast-es-tsf.json",
+    "es-tsf2": "fast-es-tsf2.json",
+}
+STAGES = ("distill", *ES_STAGES)
 DEFAULT_STAGES = ("es", "rnn-es")
 DISTILL_FAMILIES = (
     "quadratic",
@@ -109,10 +125,9 @@ def main(argv=None) -> int:
         parser.error(f"unknown stage(s) {unknown} (choose from {list(STAGES)})")
     if "distill" in stages and not (runs / "distilled.json").exists():
         distill(runs / "distilled")
-    if "es" in stages:
-        meta_train("fast-es.json", runs / "es")
-    if "rnn-es" in stages:
-        meta_train("fast-rnn-es.json", runs / "rnn-es")
+    for stage, config in ES_STAGES.items():  # in this order: each starts from an earlier one
+        if stage in stages:
+            meta_train(config, runs / stage)
     return 0
 
 
