@@ -24,11 +24,11 @@ from lopt.learned import build_architecture
 from lopt.learned.features import init_accumulators, update_accumulators
 from lopt.meta.estimators import make_estimator
 from lopt.meta.truncation import TruncationConfig
-from lopt.pretrained import shipped_architecture
+from lopt.pretrained import META_TRAINED, shipped_architecture
 from lopt.tasks import get_task
 
 # The default optimizers' architectures as shipped (``self-trained`` is a ``small``-sized mlp).
-ARCHITECTURES = {name: shipped_architecture(name) for name in ("small", "rnn-mlp")}
+ARCHITECTURES = {name: shipped_architecture(name) for name in META_TRAINED}
 SIZES = (10_000, 100_000, 1_000_000)
 ES_TASK = "mlp-digits-32"
 

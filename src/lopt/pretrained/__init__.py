@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from lopt.errors import CheckpointError
 from lopt.pretrained.names import (
     DEFAULTS,
+    META_TRAINED,
     RUN_DIR_STEMS,
     SHIPPED,
     VERSIONS,
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULTS",
+    "META_TRAINED",
     "RUN_DIR_STEMS",
     "SHIPPED",
     "VERSIONS",

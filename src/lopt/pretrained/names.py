@@ -17,6 +17,8 @@ from lopt.storage.files import read_metadata, stem_file
 DEFAULTS = {"small": "small-v11", "rnn-mlp": "rnn-mlp-v6", "self-trained": "self-trained-v1"}
 VERSIONS = ("small-v11", "rnn-mlp-v6", "self-trained-v1")
 SHIPPED = (*DEFAULTS, *VERSIONS)
+# The meta-trained defaults: the optimizers the speed benchmarks time against Adam.
+META_TRAINED = ("small", "rnn-mlp")
 # Inside a run directory, these stems are tried in order.
 RUN_DIR_STEMS = ("best", "optimizer")
 

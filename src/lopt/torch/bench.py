@@ -22,13 +22,13 @@ import time
 import torch
 from safetensors.torch import save as save_safetensors
 
-from lopt.pretrained import shipped_architecture
+from lopt.pretrained import META_TRAINED, shipped_architecture
 from lopt.storage.files import stem_file
 from lopt.torch.networks import build_config
 from lopt.torch.optimizer import LearnedOptimizer
 
 # The default optimizers' architectures as shipped (``self-trained`` is a ``small``-sized mlp).
-ARCHITECTURES = {name: shipped_architecture(name) for name in ("small", "rnn-mlp")}
+ARCHITECTURES = {name: shipped_architecture(name) for name in META_TRAINED}
 SIZES = (10_000, 100_000, 1_000_000)
 
 
