@@ -1,7 +1,6 @@
 """Regression task families: teacher–student MLPs (infinite synthetic data, or a few noisy
-training rows), MLP regressors on
-sklearn's diabetes data, and MLP autoencoders on digits, the breast-cancer features and
-MNIST-1D."""
+training rows), MLP regressors on sklearn's diabetes data, and MLP autoencoders on digits, the
+breast-cancer features and MNIST-1D."""
 
 from __future__ import annotations
 
