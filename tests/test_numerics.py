@@ -56,18 +56,18 @@ def _torch_run(name: str, params: dict, grads: list[dict], losses=None, **kwargs
     (zero where it took no step)."""
     torch = pytest.importorskip("torch")
     from lopt.torch import LearnedOptimizer
-    from lopt.torch import optimizer as optimizer_module
+    from lopt.torch import network_steps as update_hook_module
 
     tensors = {k: torch.tensor(v, requires_grad=True) for k, v in params.items()}
     names = {id(t): k for k, t in tensors.items()}
     opt = LearnedOptimizer(list(tensors.values()), name, total_steps=TOTAL_STEPS, **kwargs)
-    history, apply = [], optimizer_module._apply
+    history, apply = [], update_hook_module.apply_update
 
     def record(p, update, multiplier):
         history[-1][names[id(p)]] = update.reshape(p.shape).detach().numpy().copy()
         apply(p, update, multiplier)
 
-    optimizer_module._apply = record
+    update_hook_module.apply_update = record
     try:
         for g, loss in zip(grads, losses or _losses(len(grads)), strict=True):
             history.append({k: np.zeros(v.shape, np.float32) for k, v in params.items()})
@@ -75,7 +75,7 @@ def _torch_run(name: str, params: dict, grads: list[dict], losses=None, **kwargs
                 t.grad = torch.tensor(g[k])
             opt.step(loss=loss)
     finally:
-        optimizer_module._apply = apply
+        update_hook_module.apply_update = apply
     return history
 
 

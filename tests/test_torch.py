@@ -23,7 +23,7 @@ import lopt  # noqa: E402
 from lopt.errors import LoptError  # noqa: E402
 from lopt.learned import build_architecture, save_optimizer  # noqa: E402
 from lopt.torch import LearnedOptimizer, MLPConfig, RNNMLPConfig  # noqa: E402
-from lopt.torch import optimizer as optimizer_module  # noqa: E402
+from lopt.torch import network_steps as update_hook_module  # noqa: E402
 from lopt.torch.networks import CONFIGS  # noqa: E402
 
 # Trust ratios near the median update ÷ parameter RMS of the problem below: the trust region
@@ -146,13 +146,13 @@ def jax_run(stem, params, grads, losses, valid, multipliers, total_steps=None):
 def torch_run(optimizer, params, grads, losses, valid):
     """Per-step updates (as computed, before they are added to the parameters)."""
     history, applied = [], []
-    apply = optimizer_module._apply
+    apply = update_hook_module.apply_update
 
     def record(p, update, multiplier):
         applied.append(multiplier * update.reshape(p.shape).detach().cpu().numpy())
         apply(p, update, multiplier)
 
-    optimizer_module._apply = record
+    update_hook_module.apply_update = record
     try:
         for g, loss, vl in zip(grads, losses, valid, strict=True):
             for p, x in zip(params, g, strict=True):
@@ -161,7 +161,7 @@ def torch_run(optimizer, params, grads, losses, valid):
             history.append(list(applied))
             applied.clear()
     finally:
-        optimizer_module._apply = apply
+        update_hook_module.apply_update = apply
     return history
 
 

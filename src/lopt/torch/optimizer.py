@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 import torch
 
 from lopt.errors import LoptError, check_count, say_once
-from lopt.torch import fast
+from lopt.torch import fast, network_steps
 from lopt.torch.checks import (
     check_loss,
     check_multiplier,
@@ -25,7 +25,7 @@ from lopt.torch.checks import (
 )
 from lopt.torch.compiled import compiled_tensor_update
 from lopt.torch.files import load
-from lopt.torch.network_steps import NetworkSteps, apply_update, scalar
+from lopt.torch.network_steps import NetworkSteps, scalar
 
 
 class LearnedOptimizer(NetworkSteps, torch.optim.Optimizer):
@@ -211,7 +211,7 @@ class LearnedOptimizer(NetworkSteps, torch.optim.Optimizer):
             for (p, multiplier), s, update in zip(pairs, states, updates, strict=True):
                 self.state[p] = s
                 s["step"] += 1
-                apply_update(p, update, multiplier)
+                network_steps.apply_update(p, update, multiplier)  # one hook for every kind
 
     # --- saving and restoring ---
 
