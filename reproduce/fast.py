@@ -18,6 +18,8 @@ Stages (each skipped when its output exists; the ES stages resume where they sto
   two compare one change); ``es-tsf`` continues ``es-gap`` with the small-data regression
   family ``teacher_student-few`` in the mix; ``es-tsf2`` continues that on fresh task banks
   (``reproduce/configs/fast-<stage>.json`` -> ``runs/fast/<stage>``).
+- ``es-adapt`` (on request): ``es-gap`` continued with ``adaptive_step`` added (each tensor's
+  step adapted along the run; it starts with ``es-gap``'s updates), on ``es-gap``'s mix.
 - ``distill`` (on request): ``small-v11`` trains tasks sampled from the meta-training families
   at two horizons, and the flat ``fast`` network is fitted to its updates along those
   trajectories (``lopt.meta.distill``) -> ``runs/fast/distilled`` (the recordings are kept in
@@ -45,6 +47,7 @@ ES_STAGES = {
     "es-gap": "fast-es-gap.json",
     "es-tsf": "fast-es-tsf.json",
     "es-tsf2": "fast-es-tsf2.json",
+    "es-adapt": "fast-es-adapt.json",
 }
 STAGES = ("distill", *ES_STAGES)
 DEFAULT_STAGES = ("es", "rnn-es")

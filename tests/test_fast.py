@@ -18,6 +18,7 @@ from lopt.specs.fast import (
     PARAM_FEATURE_NAMES,
     RELATIVE_FLOOR,
     RELATIVE_REF,
+    STEP_OFFSET_CLIP,
     TENSOR_FEATURE_NAMES,
     FastSpec,
     update_loss_stats,
@@ -103,6 +104,7 @@ def test_the_guard_caps_every_entry_at_a_fraction_of_the_tensor_rms():
 
 
 GAP = {"valid_over_train": True}
+ADAPTIVE = {"adaptive_step": True}
 
 
 @pytest.mark.parametrize(
@@ -112,18 +114,21 @@ GAP = {"valid_over_train": True}
         (FLAT, {**FLAT, **GAP}),
         (HIERARCHICAL, {**HIERARCHICAL, **GAP}),
         (RELATIVE, {**RELATIVE, **HIERARCHICAL, **GAP}),
+        ({**RELATIVE, **GAP}, {**RELATIVE, **GAP, **ADAPTIVE}),
     ],
-    ids=["lstm", "valid-over-train", "hierarchical-valid-over-train", "both"],
+    ids=["lstm", "valid-over-train", "hierarchical-valid-over-train", "both", "adaptive-step"],
 )
 def test_widened_optimizer_makes_the_saved_ones_updates(tmp_path, saved, extended):
-    """An optimizer extended by an LSTM or the ``valid_over_train`` input, warm-started from a
-    saved one, makes its updates (the new weights are zero or feed a zero output layer)."""
+    """An optimizer extended by an LSTM, the ``valid_over_train`` input or ``adaptive_step``,
+    warm-started from a saved one, makes its updates (the new weights are zero or feed a zero
+    output layer)."""
     small = build_architecture(saved)
     theta = _perturbed(small.init_theta(jax.random.key(0)))
     save_optimizer(tmp_path / "saved", small, theta)
     wide = build_architecture(extended)
     widened = warm_start_theta(tmp_path / "saved", wide)
-    assert len(wide.feature_names) == len(small.feature_names) + ("valid_over_train" in extended)
+    new_input = "valid_over_train" in extended and "valid_over_train" not in saved
+    assert len(wide.feature_names) == len(small.feature_names) + new_input
     params = _params()
     a, b = small.optimizer(theta), wide.optimizer(widened)
     sa, sb = a.init(params), b.init(params)
@@ -137,11 +142,17 @@ def test_widened_optimizer_makes_the_saved_ones_updates(tmp_path, saved, extende
         params = optax.apply_updates(params, ua)
     if wide.lstm_hidden:
         assert not np.allclose(sb.h, 0.0)  # the LSTM ran; its zero output layer kept it silent
+    if wide.adaptive_step:
+        assert float(widened["adapt_rate"]) == 0.0 and np.all(sb.step_offset == 0.0)
 
 
 def test_an_optimizer_is_not_narrowed_or_reshaped_by_warm_start(tmp_path):
     """Warm start widens only: dropping an input or changing the LSTM's width is an error."""
-    for saved, other in (({**FLAT, **GAP}, FLAT), (HIERARCHICAL, {**FLAT, "lstm_hidden": 2})):
+    for saved, other in (
+        ({**FLAT, **GAP}, FLAT),
+        ({**FLAT, **ADAPTIVE}, FLAT),
+        (HIERARCHICAL, {**FLAT, "lstm_hidden": 2}),
+    ):
         arch = build_architecture(saved)
         save_optimizer(tmp_path / "saved", arch, arch.init_theta(jax.random.key(0)))
         with pytest.raises(LoptError):
@@ -179,7 +190,7 @@ def test_the_step_inputs_do_not_depend_on_theta():
     grads = _grads(params, 0)
     updates, _ = opt.update(grads, state, params, loss=jnp.float32(2.0))
     inputs = arch.step_inputs(grads, state, params, jnp.float32(2.0), None, None)
-    again, _, _ = arch.updates(theta, inputs, state.h, state.c)
+    again = arch.updates(theta, inputs, state.h, state.c)[0]
     for x, y in zip(jax.tree.leaves(updates), again, strict=True):
         np.testing.assert_allclose(x, y, rtol=1e-6)
 
@@ -201,7 +212,7 @@ def test_distillation_lowers_its_loss_and_moves_towards_the_teacher():
     last = jax.tree.map(lambda x: x[-1], bank)
     zeros = jnp.zeros((2, 0))
     for theta_, ratio in ((theta, 0.1), (fitted, 1.0)):
-        updates, _, _ = student.updates(theta_, last.inputs, zeros, zeros)
+        updates = student.updates(theta_, last.inputs, zeros, zeros)[0]
         rms = lambda xs: float(jnp.sqrt(sum(jnp.sum(x * x) for x in xs)))
         assert rms(updates) / rms(last.target) == pytest.approx(ratio, rel=0.3)
     assert losses[-1] < losses[0]
@@ -254,3 +265,33 @@ def test_a_torch_optimizer_not_told_the_run_length_says_so_once(tmp_path, caplog
         LearnedOptimizer(params, tmp_path / "opt")
         LearnedOptimizer(params, tmp_path / "opt")
     assert len(caplog.records) == 1 and "total_steps=N" in caplog.records[0].getMessage()
+
+
+def _adaptive_run(gradient, rate: float, steps: int = 30):
+    """The adapted log steps of a one-tensor run with gradients ``gradient(i)`` (a flat
+    ``fast`` with ``adaptive_step`` and ``adapt_rate = rate``, the guard off)."""
+    arch = build_architecture({**FLAT, **ADAPTIVE, "guard_ratio": None})
+    theta = {**arch.init_theta(jax.random.key(0)), "adapt_rate": jnp.float32(rate)}
+    opt = arch.optimizer(theta)
+    params = {"w": jnp.ones(8)}
+    state = opt.init(params)
+    offsets = []
+    for i in range(steps):
+        _, state = opt.update({"w": gradient(i)}, state, params)
+        offsets.append(float(state.step_offset[0]))
+    return offsets
+
+
+def test_adaptive_step_grows_while_steps_agree_and_shrinks_where_they_oscillate():
+    """A gradient that keeps its sign lines up with the previous direction (cosine 1): the log
+    step rises by ``ADAPT_RATE_SCALE · adapt_rate`` a step up to its clip; one that flips sign
+    every step (an overshooting step) drives it down; ``adapt_rate = 0`` leaves it at 0."""
+    direction = 0.7 * jnp.array([1.0, -1.0, 1.0, 1.0, -1.0, 1.0, -1.0, -1.0])  # d = ±1: cos 1
+    steady = _adaptive_run(lambda i: direction, rate=1.0)
+    assert steady[0] == 0.0  # no previous direction at the first step
+    np.testing.assert_allclose(steady[1:4], [0.1, 0.2, 0.3], rtol=1e-4)
+    assert steady[-1] == pytest.approx(STEP_OFFSET_CLIP)
+    flipping = _adaptive_run(lambda i: direction * (-1.0) ** i, rate=1.0)
+    assert flipping[1] == pytest.approx(-0.1, rel=1e-4)
+    assert flipping[-1] == pytest.approx(-STEP_OFFSET_CLIP)
+    assert _adaptive_run(lambda i: direction, rate=0.0) == [0.0] * 30

@@ -61,6 +61,7 @@ VARIANTS = {
     **TINY,
     "fast-hierarchical": {"kind": "fast", "hidden": 3, "lstm_hidden": 2, "relative_step": True},
     "fast-valid-over-train": {"kind": "fast", "hidden": 3, "valid_over_train": True},
+    "fast-adaptive-step": {"kind": "fast", "hidden": 3, "adaptive_step": True},
     "mlp-per-parameter": {
         "kind": "mlp",
         "hidden": [4],

@@ -20,6 +20,7 @@ from lopt.learned.base import Architecture
 from lopt.learned.features import LossStats, init_loss_stats, run_fraction
 from lopt.learned.guard import guarded
 from lopt.specs.fast import (
+    EPS_ROOT,
     MOMENTUM_DECAYS,
     SECOND_MOMENT_DECAY,
     FastSpec,
@@ -56,6 +57,8 @@ class FastState(NamedTuple):
         loss: per-run loss statistics.
         initial_rms: ``(n_tensors,)`` each tensor's parameter RMS at the first update.
         h, c: ``(n_tensors, lstm_hidden)`` per-tensor LSTM state (zero-width when flat).
+        step_offset: ``(n_tensors,)`` each tensor's adapted log step (``(0,)`` without
+            ``adaptive_step``).
     """
 
     momentum_fast: optax.Params
@@ -66,6 +69,7 @@ class FastState(NamedTuple):
     initial_rms: jax.Array
     h: jax.Array
     c: jax.Array
+    step_offset: jax.Array
 
 
 class StepInputs(NamedTuple):
@@ -83,6 +87,8 @@ class StepInputs(NamedTuple):
     loss_stats: LossStats
     loss: jax.Array  # float32 scalar (0 when not given)
     fraction: jax.Array  # float32 scalar, the fraction of the run done (0 when unknown)
+    alignment: jax.Array  # (n_tensors,) step_alignment, or (0,) without adaptive_step
+    step_offset: jax.Array  # (n_tensors,) the adapted log steps before this step, or (0,)
 
 
 @dataclass(frozen=True)
@@ -106,16 +112,16 @@ class FastOptimizer(FastSpec, Architecture):
 
     def widen_theta(self, saved, theta):
         """θ of this optimizer from a saved one that it extends — by a per-tensor LSTM (the
-        saved one flat) and/or by the ``valid_over_train`` input — otherwise alike: the saved
-        weights, zero weights for each new input, and a fresh LSTM whose output layer is zero,
-        so that the widened optimizer makes exactly the saved one's updates until meta-training
-        moves it."""
+        saved one flat), the ``valid_over_train`` input and/or ``adaptive_step`` — otherwise
+        alike: the saved weights, zero weights for each new input, a fresh LSTM whose output
+        layer is zero and ``adapt_rate`` 0, so that the widened optimizer makes exactly the
+        saved one's updates until meta-training moves it."""
         if saved.kind != self.kind or saved.lstm_hidden not in (0, self.lstm_hidden):
             return None
-        extended = ("lstm_hidden", "valid_over_train")
+        extended = ("lstm_hidden", "valid_over_train", "adaptive_step")
         if {**saved.config(), **{k: getattr(self, k) for k in extended}} != self.config():
             return None
-        if saved.valid_over_train and not self.valid_over_train:
+        if any(getattr(saved, k) and not getattr(self, k) for k in extended[1:]):
             return None
         widened = {**self.init_theta(jax.random.key(0)), **theta}
         widened["w1"] = _columns(theta["w1"], saved.feature_names, self.feature_names)
@@ -130,19 +136,20 @@ class FastOptimizer(FastSpec, Architecture):
             zeros = jax.tree.map(jnp.zeros_like, params)
             n = len(jax.tree.leaves(params))
             lstm = jnp.zeros((n, self.lstm_hidden), jnp.float32)
+            offsets = jnp.zeros((n if self.adaptive_step else 0,), jnp.float32)
             return FastState(
                 zeros, zeros, zeros, jnp.zeros((), jnp.int32), init_loss_stats(),
-                jnp.zeros((n,), jnp.float32), lstm, lstm,
+                jnp.zeros((n,), jnp.float32), lstm, lstm, offsets,
             )  # fmt: skip
 
         def update(grads, state, params=None, *, loss=None, valid_loss=None, horizon=None, **extra):
             del extra
             inputs = self.step_inputs(grads, state, params, loss, valid_loss, horizon)
-            updates, h, c = self.updates(theta, inputs, state.h, state.c)
+            updates, h, c, offsets = self.updates(theta, inputs, state.h, state.c)
             treedef = jax.tree.structure(grads)
             new_state = FastState(
                 *(jax.tree.unflatten(treedef, x) for x in (inputs.m_fast, inputs.m_slow, inputs.v)),
-                inputs.count, inputs.loss_stats, inputs.initial_rms, h, c,
+                inputs.count, inputs.loss_stats, inputs.initial_rms, h, c, offsets,
             )  # fmt: skip
             return jax.tree.unflatten(treedef, updates), new_state
 
@@ -165,13 +172,28 @@ class FastOptimizer(FastSpec, Architecture):
         valid_loss = loss if valid_loss is None else jnp.asarray(valid_loss, jnp.float32)
         stats = LossStats(*update_loss_stats(JAX_OPS, tuple(state.loss), loss, valid_loss))
         fraction = run_fraction(count, horizon)
+        alignment = jnp.zeros((0,), jnp.float32)
+        if self.adaptive_step:
+            alignment = jnp.stack(
+                [
+                    _alignment(self, x, m, s)
+                    for x, m, s in zip(
+                        g,
+                        jax.tree.leaves(state.momentum_fast),
+                        jax.tree.leaves(state.second_moment),
+                        strict=True,
+                    )
+                ]
+            )
         return StepInputs(
-            p, g, m_fast, m_slow, v, count, rms_param, initial_rms, stats, loss, fraction
-        )
+            p, g, m_fast, m_slow, v, count, rms_param, initial_rms, stats, loss, fraction,
+            alignment, state.step_offset,
+        )  # fmt: skip
 
     def updates(self, theta, inputs: StepInputs, h: jax.Array, c: jax.Array):
-        """The float32 updates (a list, one per tensor) and the new LSTM state, from θ and one
-        step's ``step_inputs``: the part of a step that θ enters (what distillation fits)."""
+        """The float32 updates (a list, one per tensor), the new LSTM state and the adapted
+        log steps, from θ and one step's ``step_inputs``: the part of a step that θ enters
+        (what distillation fits)."""
         ops, x = JAX_OPS, inputs
         count = x.count.astype(jnp.float32)
         corrections = bias_corrections(count, jnp.expm1)
@@ -186,6 +208,10 @@ class FastOptimizer(FastSpec, Architecture):
         )
         bias = self.first_layer_bias(theta, constants)
         log_scale = self.log_steps(ops, theta, x.rms_param)
+        offsets = x.step_offset
+        if self.adaptive_step:
+            offsets = self.adapted_step_offsets(ops, theta, offsets, x.alignment)
+            log_scale = log_scale + offsets
         if self.lstm_hidden:
             stats = [
                 ops.stack(
@@ -206,7 +232,7 @@ class FastOptimizer(FastSpec, Architecture):
             )
             for i in range(n)
         ]  # fmt: skip
-        return updates, h, c
+        return updates, h, c, offsets
 
 
 def _ema(decay: float, averages, values: list) -> list:
@@ -222,6 +248,13 @@ def _columns(weight: jax.Array, names: tuple, new_names: tuple) -> jax.Array:
     columns = {name: weight[:, i] for i, name in enumerate(names)}
     zero = jnp.zeros(weight.shape[:1], weight.dtype)
     return jnp.stack([columns.get(name, zero) for name in new_names], axis=1)
+
+
+def _alignment(spec: FastSpec, g: jax.Array, m: jax.Array, v: jax.Array) -> jax.Array:
+    """``step_alignment`` of gradient ``g`` with the direction of the accumulators ``m, v``
+    before this step."""
+    d = m * jax.lax.rsqrt(v + EPS_ROOT)
+    return spec.step_alignment(JAX_OPS, jnp.sum(g * d), jnp.sum(g * g), jnp.sum(d * d))
 
 
 def _rms(x: jax.Array) -> jax.Array:

@@ -109,7 +109,8 @@ def _refreshed(task: Task, carry, i):
 
 
 def advance(state: FastState, inputs: StepInputs, grads) -> FastState:
-    """The student's state after a step with ``inputs`` (its LSTM state, if any, unchanged)."""
+    """The student's state after a step with ``inputs`` (its LSTM state and adapted log steps,
+    if any, unchanged)."""
     treedef = jax.tree.structure(nonempty_float32(grads))
     as_tree = lambda xs: jax.tree.unflatten(treedef, xs)
     return state._replace(
@@ -128,7 +129,7 @@ def distill_loss(student: FastOptimizer, theta, records: Records) -> jax.Array:
     def one(inputs: StepInputs, target: list) -> jax.Array:
         n = len(target)
         zeros = jnp.zeros((n, student.lstm_hidden), jnp.float32)
-        updates, _, _ = student.updates(theta, inputs, zeros, zeros)
+        updates = student.updates(theta, inputs, zeros, zeros)[0]
         return jnp.mean(
             jnp.stack([tensor_error(u, t) for u, t in zip(updates, target, strict=True)])
         )

@@ -22,6 +22,12 @@ A per-parameter MLP corrects Adam's direction, as ``small``'s does (Metz et al. 
   training loss (their running averages), a generalization gap that keeps growing as a run
   overfits, where the standardized gap of ``LOSS_FEATURE_NAMES`` (divided by the training
   loss's spread) is clipped within a few hundred steps;
+- with ``adaptive_step``, each tensor's log step also moves from step to step by the cosine
+  between the new gradient and the previous step's nominal direction ``m/√v``, times a learned
+  ``adapt_rate`` (the hypergradient of the step size, Baydin et al. 2018's Adam-HD, normalized
+  as a cosine): steps grow while successive steps agree and shrink where they oscillate, a
+  per-tensor scale found along the run; three sums over a tensor in one pass, one float32
+  scalar of state per tensor; ``adapt_rate`` starts at 0;
 - a guard against divergence (``guard_ratio``): no entry of a tensor's update exceeds
   ``guard_ratio × max(RMS(tensor), guard_floor)``, an elementwise clip against the same RMS;
 - a step whose gradient has a square that is not finite (NaN, inf, or |g| above ≈ 1.8·10¹⁹ in
@@ -48,6 +54,7 @@ from lopt.specs.constants import (
     FEATURE_CLIP,
     LOSS_FEATURE_NAMES,
     LSTM_INPUT_CLIP,
+    MIN_NORM,
     NUM_OUTPUTS,
     TRAIN_LOSS_DECAY,
     VALID_LOSS_DECAY,
@@ -72,6 +79,8 @@ LSTM_FEATURE_NAMES = ("log_rms_grad_over_rms", "log_rms_momentum_over_rms")
 LOG_SIZE_SCALE = math.log(1e6)  # log(#params) is divided by this: about 1 for a 1M tensor
 RELATIVE_REF = 0.1  # with relative_step, a tensor of this parameter RMS takes the base step
 RELATIVE_FLOOR = 0.01  # ... and one of a smaller RMS (a zero-initialized bias) this one's
+ADAPT_RATE_SCALE = 0.1  # with adaptive_step, θ's adapt_rate times this is the per-step rate
+STEP_OFFSET_CLIP = math.log(10.0)  # ... and a tensor's adapted log step stays within ±this
 
 
 @dataclass(frozen=True)
@@ -91,6 +100,9 @@ class FastSpec:
             each tensor's log step.
         valid_over_train: add the ``VALID_OVER_TRAIN_NAME`` input (log validation ÷ training
             loss) to the shared inputs.
+        adaptive_step: move each tensor's log step along the run by the learned ``adapt_rate``
+            × the cosine of the gradient with the previous nominal direction
+            (``step_alignment``, ``adapted_step_offsets``).
     """
 
     hidden: int = 4
@@ -102,6 +114,7 @@ class FastSpec:
     lstm_hidden: int = 0
     relative_step: bool = False
     valid_over_train: bool = False
+    adaptive_step: bool = False
 
     kind = "fast"
 
@@ -161,6 +174,8 @@ class FastSpec:
         }
         if self.relative_step:
             shapes["step_power"] = ()
+        if self.adaptive_step:
+            shapes["adapt_rate"] = ()
         if self.lstm_hidden:
             gates = 4 * self.lstm_hidden
             shapes |= {
@@ -178,7 +193,15 @@ class FastSpec:
         bounds = {}
         for name, shape in self.theta_shapes().items():
             fan_in = shape[1] if len(shape) == 2 else None
-            zero = name in ("w2", "b2", "log_lr", "step_power", "lstm_w_out", "lstm_b_out")
+            zero = name in (
+                "w2",
+                "b2",
+                "log_lr",
+                "step_power",
+                "adapt_rate",
+                "lstm_w_out",
+                "lstm_b_out",
+            )
             if zero:
                 bounds[name] = 0.0
             elif name in ("b1", "lstm_b"):
@@ -261,6 +284,20 @@ class FastSpec:
             return base
         size = ops.log(ops.clip(rms_params, RELATIVE_FLOOR, math.inf) / RELATIVE_REF)
         return base + theta["step_power"] * size
+
+    def step_alignment(self, ops: Ops, sum_product, sum_grad_sq, sum_direction_sq):
+        """The cosine between a tensor's gradient ``g`` and its previous nominal direction
+        ``d = m/√(v + EPS_ROOT)`` (the accumulators before this step), from three sums over the
+        tensor: ``Σ g·d``, ``Σ g²`` and ``Σ d²``; 0 where either is zero (the first step)."""
+        norms = ops.sqrt(sum_grad_sq) * ops.sqrt(sum_direction_sq)
+        return sum_product / (norms + MIN_NORM)
+
+    def adapted_step_offsets(self, ops: Ops, theta: dict, offsets, alignment):
+        """Each tensor's adapted log step after this step: ``offsets`` (the previous ones, 0
+        before the first step) plus ``ADAPT_RATE_SCALE · adapt_rate · alignment``, within
+        ``±STEP_OFFSET_CLIP``. Shapes: ``(n_tensors,)``."""
+        moved = offsets + ADAPT_RATE_SCALE * theta["adapt_rate"] * alignment
+        return ops.clip(moved, -STEP_OFFSET_CLIP, STEP_OFFSET_CLIP)
 
     def first_layer_bias(self, theta: dict, constants):
         """The first layer's bias with the constant inputs folded in.

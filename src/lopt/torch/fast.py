@@ -18,6 +18,7 @@ import torch
 
 from lopt.specs.constants import run_fraction
 from lopt.specs.fast import (
+    EPS_ROOT,
     MOMENTUM_DECAYS,
     SECOND_MOMENT_DECAY,
     FastSpec,
@@ -74,13 +75,17 @@ def plain_names(theta: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 def state_names(config: FastSpec) -> tuple[str, ...]:
     """The tensors of a parameter's state that ``step`` reads and updates."""
-    return ("m_fast", "m_slow", "v", "initial_rms") + (("h", "c") if config.lstm_hidden else ())
+    lstm = ("h", "c") if config.lstm_hidden else ()
+    adapted = ("step_offset",) if config.adaptive_step else ()
+    return ("m_fast", "m_slow", "v", "initial_rms", *lstm, *adapted)
 
 
 def init_param_state(config: FastSpec, p: torch.Tensor) -> dict:
     zeros = lambda shape: torch.zeros(shape, dtype=torch.float32, device=p.device)
     state = {"step": 0, "m_fast": zeros(p.shape), "m_slow": zeros(p.shape), "v": zeros(p.shape)}
     state["initial_rms"] = zeros(())
+    if config.adaptive_step:
+        state["step_offset"] = zeros(())
     if config.lstm_hidden:
         state["h"], state["c"] = zeros((config.lstm_hidden,)), zeros((config.lstm_hidden,))
     return state
@@ -135,6 +140,15 @@ def step(
     grads = [g.to(torch.float32) for g in grads]
     sum_grad_sq = [torch.sum(g * g) for g in grads]
     taken = torch.isfinite(torch.stack(sum_grad_sq)).all()
+    if config.adaptive_step:  # against the accumulators before this step
+        previous = zip(grads, sum_grad_sq, state["m_fast"], state["v"], strict=True)
+        directions = [(g, gg, m * torch.rsqrt(v + EPS_ROOT)) for g, gg, m, v in previous]
+        alignment = torch.stack(
+            [
+                config.step_alignment(ops, torch.sum(g * d), gg, torch.sum(d * d))
+                for g, gg, d in directions
+            ]
+        )
     m_fast = torch._foreach_lerp(state["m_fast"], grads, 1 - MOMENTUM_DECAYS[0])
     m_slow = torch._foreach_lerp(state["m_slow"], grads, 1 - MOMENTUM_DECAYS[1])
     v = torch._foreach_lerp(state["v"], torch._foreach_mul(grads, grads), 1 - SECOND_MOMENT_DECAY)
@@ -154,6 +168,11 @@ def step(
     log_scale = config.log_steps(ops, theta, rms)
     corrections = [tuple(corrections[i].unbind()) for i in range(n)]
     new = {"m_fast": m_fast, "m_slow": m_slow, "v": v, "initial_rms": initial.unbind()}
+    if config.adaptive_step:
+        offsets = torch.stack(state["step_offset"])
+        offsets = config.adapted_step_offsets(ops, theta, offsets, alignment)
+        new["step_offset"] = offsets.unbind()
+        log_scale = log_scale + offsets
     if config.lstm_hidden:
         stats = [
             ops.stack(
