@@ -12,6 +12,8 @@ by side in one process (JAX: ``update_times`` of ``lopt.bench.learned``, interle
 - ``fast`` and ``fast hierarchical``: the ``fast`` architecture (``lopt.specs.fast``: three
   accumulators, features scaled per parameter, one reduction over each tensor, a network of 4
   hidden units) and its hierarchical variant with a per-tensor LSTM of 8 units;
+- ``fast adaptive``: ``fast`` with every option a meta-trained ``fast`` uses (a relative step,
+  the ``valid_over_train`` input and ``adaptive_step``: three more sums over each tensor);
 - ``small`` and ``rnn-mlp``: the shipped architectures (random weights);
 - ``per-parameter``: ``small``'s network (one hidden layer of 8, four decays, loss and horizon
   inputs) with ``feature_normalization="parameter"`` — features scaled per parameter, no
@@ -80,9 +82,16 @@ PER_PARAMETER = {
 }
 FAST = {"kind": "fast"}
 FAST_HIERARCHICAL = {"kind": "fast", "lstm_hidden": 8}
+FAST_ADAPTIVE = {
+    "kind": "fast",
+    "relative_step": True,
+    "valid_over_train": True,
+    "adaptive_step": True,
+}
 LADDER = {
     "fast": FAST,
     "fast hierarchical": FAST_HIERARCHICAL,
+    "fast adaptive": FAST_ADAPTIVE,
     "small": shipped_architecture("small"),
     "per-parameter": PER_PARAMETER,
     "minimal": MINIMAL,

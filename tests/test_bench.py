@@ -103,6 +103,7 @@ def test_es_signal_measures_the_smooth_expectation_on_a_linear_loss():
 SPEED_FLOOR_RUNGS = (
     "fast",
     "fast hierarchical",
+    "fast adaptive",
     "small",
     "per-parameter",
     "minimal",
