@@ -48,6 +48,7 @@ ES_STAGES = {
     "es-tsf": "fast-es-tsf.json",
     "es-tsf2": "fast-es-tsf2.json",
     "es-adapt": "fast-es-adapt.json",
+    "es-adapt-tsf": "fast-es-adapt-tsf.json",
 }
 STAGES = ("distill", *ES_STAGES)
 DEFAULT_STAGES = ("es", "rnn-es")
