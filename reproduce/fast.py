@@ -49,6 +49,8 @@ ES_STAGES = {
     "es-tsf2": "fast-es-tsf2.json",
     "es-adapt": "fast-es-adapt.json",
     "es-adapt-tsf": "fast-es-adapt-tsf.json",
+    "es-adapt2": "fast-es-adapt2.json",
+    "es-few-adapt": "fast-es-few-adapt.json",
 }
 STAGES = ("distill", *ES_STAGES)
 DEFAULT_STAGES = ("es", "rnn-es")
