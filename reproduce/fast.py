@@ -18,8 +18,11 @@ Stages (each skipped when its output exists; the ES stages resume where they sto
   two compare one change); ``es-tsf`` continues ``es-gap`` with the small-data regression
   family ``teacher_student-few`` in the mix; ``es-tsf2`` continues that on fresh task banks
   (``reproduce/configs/fast-<stage>.json`` -> ``runs/fast/<stage>``).
-- ``es-adapt`` (on request): ``es-gap`` continued with ``adaptive_step`` added (each tensor's
-  step adapted along the run; it starts with ``es-gap``'s updates), on ``es-gap``'s mix.
+- ``es-adapt``, ``es-adapt-tsf``, ``es-adapt2``, ``es-few-adapt`` (on request): with
+  ``adaptive_step`` (each tensor's step adapted along the run; a stage that adds it starts
+  with its start's updates), 4,000 outer steps each: ``es-adapt`` adds it to ``es-gap``, on
+  ``es-gap``'s mix; ``es-adapt-tsf`` continues that on ``es-tsf``'s mix, ``es-adapt2`` on
+  fresh banks; ``es-few-adapt`` adds it to ``es-few`` (no ``valid_over_train``), on its mix.
 - ``distill`` (on request): ``small-v11`` trains tasks sampled from the meta-training families
   at two horizons, and the flat ``fast`` network is fitted to its updates along those
   trajectories (``lopt.meta.distill``) -> ``runs/fast/distilled`` (the recordings are kept in
