@@ -59,9 +59,14 @@ TINY = {
 # Settings that change an architecture's update path, each run through conformance too.
 VARIANTS = {
     **TINY,
-    "fast-hierarchical": {"kind": "fast", "hidden": 3, "lstm_hidden": 2, "relative_step": True},
+    "fast-hierarchical": {
+        "kind": "fast",
+        "hidden": 3,
+        "lstm_hidden": 2,
+        "relative_step": True,
+        "adaptive_step": True,
+    },
     "fast-valid-over-train": {"kind": "fast", "hidden": 3, "valid_over_train": True},
-    "fast-adaptive-step": {"kind": "fast", "hidden": 3, "adaptive_step": True},
     "mlp-per-parameter": {
         "kind": "mlp",
         "hidden": [4],

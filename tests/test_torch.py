@@ -35,9 +35,9 @@ ARCHITECTURES = {
         "lstm_hidden": 4,
         "relative_step": True,
         "valid_over_train": True,
+        "adaptive_step": True,
         "guard_ratio": 3e-4,
     },
-    "fast-adaptive-step": {"kind": "fast", "adaptive_step": True, "guard_ratio": 3e-4},
     "mlp": {"kind": "mlp", "hidden": [8], "trust_ratio": 5e-4},
     "rnn-mlp": {"kind": "rnn-mlp", "mlp_hidden": [8, 8], "trust_ratio": 3e-4},
     "mlp-loss-features": {
