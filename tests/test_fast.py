@@ -279,9 +279,10 @@ def _adaptive_run(gradient, rate: float, steps: int = 30):
     opt = arch.optimizer(theta)
     params = {"w": jnp.ones(8)}
     state = opt.init(params)
+    update = jax.jit(lambda g, s: opt.update({"w": g}, s, params)[1])
     offsets = []
     for i in range(steps):
-        _, state = opt.update({"w": gradient(i)}, state, params)
+        state = update(gradient(i), state)
         offsets.append(float(state.step_offset[0]))
     return offsets
 
