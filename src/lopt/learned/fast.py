@@ -20,7 +20,6 @@ from lopt.learned.base import Architecture
 from lopt.learned.features import LossStats, init_loss_stats, run_fraction
 from lopt.learned.guard import guarded
 from lopt.specs.fast import (
-    EPS_ROOT,
     MOMENTUM_DECAYS,
     SECOND_MOMENT_DECAY,
     FastSpec,
@@ -174,17 +173,9 @@ class FastOptimizer(FastSpec, Architecture):
         fraction = run_fraction(count, horizon)
         alignment = jnp.zeros((0,), jnp.float32)
         if self.adaptive_step:
-            alignment = jnp.stack(
-                [
-                    _alignment(self, x, m, s)
-                    for x, m, s in zip(
-                        g,
-                        jax.tree.leaves(state.momentum_fast),
-                        jax.tree.leaves(state.second_moment),
-                        strict=True,
-                    )
-                ]
-            )
+            before = (jax.tree.leaves(state.momentum_fast), jax.tree.leaves(state.second_moment))
+            previous = zip(g, *before, strict=True)
+            alignment = jnp.stack([_alignment(self, *x) for x in previous])
         return StepInputs(
             p, g, m_fast, m_slow, v, count, rms_param, initial_rms, stats, loss, fraction,
             alignment, state.step_offset,
@@ -253,7 +244,7 @@ def _columns(weight: jax.Array, names: tuple, new_names: tuple) -> jax.Array:
 def _alignment(spec: FastSpec, g: jax.Array, m: jax.Array, v: jax.Array) -> jax.Array:
     """``step_alignment`` of gradient ``g`` with the direction of the accumulators ``m, v``
     before this step."""
-    d = m * jax.lax.rsqrt(v + EPS_ROOT)
+    d = spec.previous_direction(JAX_OPS, m, v)
     return spec.step_alignment(JAX_OPS, jnp.sum(g * d), jnp.sum(g * g), jnp.sum(d * d))
 
 

@@ -285,6 +285,11 @@ class FastSpec:
         size = ops.log(ops.clip(rms_params, RELATIVE_FLOOR, math.inf) / RELATIVE_REF)
         return base + theta["step_power"] * size
 
+    def previous_direction(self, ops: Ops, m_fast, v):
+        """The nominal direction ``m/√(v + EPS_ROOT)`` of the accumulators before this step,
+        which ``step_alignment`` compares the gradient with."""
+        return m_fast * ops.rsqrt(v + EPS_ROOT)
+
     def step_alignment(self, ops: Ops, sum_product, sum_grad_sq, sum_direction_sq):
         """The cosine between a tensor's gradient ``g`` and its previous nominal direction
         ``d = m/√(v + EPS_ROOT)`` (the accumulators before this step), from three sums over the

@@ -18,7 +18,6 @@ import torch
 
 from lopt.specs.constants import run_fraction
 from lopt.specs.fast import (
-    EPS_ROOT,
     MOMENTUM_DECAYS,
     SECOND_MOMENT_DECAY,
     FastSpec,
@@ -142,7 +141,7 @@ def step(
     taken = torch.isfinite(torch.stack(sum_grad_sq)).all()
     if config.adaptive_step:  # against the accumulators before this step
         previous = zip(grads, sum_grad_sq, state["m_fast"], state["v"], strict=True)
-        directions = [(g, gg, m * torch.rsqrt(v + EPS_ROOT)) for g, gg, m, v in previous]
+        directions = [(g, gg, config.previous_direction(ops, m, v)) for g, gg, m, v in previous]
         alignment = torch.stack(
             [
                 config.step_alignment(ops, torch.sum(g * d), gg, torch.sum(d * d))
